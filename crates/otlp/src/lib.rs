@@ -1,0 +1,1 @@
+//! OTLP trace data model.
