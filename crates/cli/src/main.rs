@@ -1,1 +1,68 @@
-fn main() {}
+//! `threadline`: one binary for the roles of a tracing estate. Today: `collector` (agent or gateway,
+//! as its config says), `validate`, and the `loadgen`/`sink` pair used by benchmarks and tests.
+
+mod collector;
+
+use clap::{Parser, Subcommand};
+
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc tuning: return freed memory to the OS within about a second, from a background thread,
+/// so that RSS (what memory_limiter and Kubernetes measure) follows what is really in use.
+#[cfg(not(target_env = "msvc"))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
+#[derive(Parser)]
+#[command(name = "threadline", version, about = "Collect, sample, store and query traces: one binary for the whole path")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a collector (agent or gateway) from an OpenTelemetry Collector config.
+    Collector(collector::ConfigArgs),
+    /// Check a config and list every error with its YAML path; exits non-zero when there are any.
+    Validate(collector::ConfigArgs),
+    /// List the component types this build supports.
+    Components,
+    /// Send realistic OTLP trace load to an endpoint (benchmarks and tests).
+    Loadgen(threadline_loadgen::LoadgenArgs),
+    /// Receive OTLP and count spans (benchmarks and tests).
+    Sink(threadline_loadgen::SinkArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Collector(args) => collector::run(args).await,
+            Command::Validate(args) => collector::validate(args),
+            Command::Components => {
+                collector::print_components();
+                Ok(())
+            }
+            Command::Loadgen(args) => threadline_loadgen::run_loadgen(args).await.map(|_| ()),
+            Command::Sink(args) => threadline_loadgen::run_sink(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,14 @@
-//! Pipelines and components.
+//! Threadline's collector: pipelines of receivers, processors and exporters configured with the
+//! OpenTelemetry Collector's YAML, plus extensions and self-telemetry.
+
+pub mod component;
+pub mod consumer;
+pub mod exporters;
+pub mod extensions;
+pub mod process;
+pub mod processors;
+pub mod receivers;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod telemetry;

@@ -1,0 +1,111 @@
+//! The `collector` and `validate` commands.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use threadline_collector::registry::{list, Registry};
+use threadline_collector::service::{self, Service};
+use threadline_config::{CollectorConfig, ConfigSources};
+
+/// The config used when no `--config` is given.
+const DEFAULT_CONFIG: &str = include_str!("defaults/collector.yaml");
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// Config to load: a file path, `file:PATH`, `env:VAR` or `yaml:INLINE`. Repeat to merge several
+    /// (later ones win). Without any, the built-in default config is used.
+    #[arg(long = "config", value_name = "URI")]
+    configs: Vec<String>,
+    /// Override one key, e.g. `--set exporters::otlp::endpoint=gateway:4317`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// How long a SIGTERM/SIGINT may take to flush batches and queues before the process exits.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    threadline_config::settings::duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn load(args: &ConfigArgs) -> anyhow::Result<(CollectorConfig, Vec<service::ConfigWarning>)> {
+    let configs = if args.configs.is_empty() {
+        vec![format!("yaml:{DEFAULT_CONFIG}")]
+    } else {
+        args.configs.clone()
+    };
+    let sources = ConfigSources {
+        configs,
+        sets: args.sets.clone(),
+    };
+    let root = threadline_config::resolve(&sources).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let config = threadline_config::parse_collector_config(&root)
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let warnings = service::validate(&Registry::builtin(), &config)
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    Ok((config, warnings))
+}
+
+pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {
+    let (_, warnings) = load(&args)?;
+    for warning in warnings {
+        eprintln!("warning: {}: {}", warning.path, warning.message);
+    }
+    println!("configuration is valid");
+    Ok(())
+}
+
+pub fn print_components() {
+    let registry = Registry::builtin();
+    println!("receivers:  {}", list(&registry.receivers));
+    println!("processors: {}", list(&registry.processors));
+    println!("exporters:  {}", list(&registry.exporters));
+    println!("extensions: {}", list(&registry.extensions));
+}
+
+pub async fn run(args: ConfigArgs) -> anyhow::Result<()> {
+    let (config, warnings) = load(&args)?;
+    init_logging(&config);
+    for warning in warnings {
+        tracing::warn!(path = %warning.path, "{}", warning.message);
+    }
+    let registry = Registry::builtin();
+    let service = Service::start(&registry, &config).await.context("cannot start the collector")?;
+    tracing::info!("Everything is ready. Begin running and processing data.");
+    wait_for_signal().await;
+    tracing::info!(timeout = ?args.shutdown_timeout, "shutting down: flushing batches and queues");
+    service.shutdown(args.shutdown_timeout).await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+/// Structured logs as `service::telemetry::logs` asks: level and console or JSON encoding, to stderr.
+fn init_logging(config: &CollectorConfig) {
+    let logs = &config.service.telemetry.logs;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(logs.level.as_str()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if logs.encoding.is_json() {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

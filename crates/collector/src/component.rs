@@ -1,0 +1,161 @@
+//! The component model, after the OpenTelemetry Collector's: every component type has a factory that
+//! validates its config section and creates running instances; the service wires them into pipelines.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+use threadline_config::{decode_component, ComponentId, ConfigError, ConfigErrors};
+
+use crate::consumer::{NextConsumer, TracesConsumer};
+use crate::telemetry::Telemetry;
+
+/// What the service needs from every running component: an orderly stop.
+#[async_trait]
+pub trait Component: Send + Sync {
+    /// Stops the component by `deadline`. Receivers stop accepting and finish in-flight requests,
+    /// processors flush what they hold downstream, exporters drain their queues (a persistent queue
+    /// keeps what is left for the next start).
+    async fn shutdown(&self, deadline: Instant);
+}
+
+/// A running processor: consumes data and forwards it to the next stage.
+pub trait Processor: TracesConsumer + Component {}
+impl<T: TracesConsumer + Component> Processor for T {}
+
+/// A running exporter: consumes data and sends it out of the process.
+pub trait Exporter: TracesConsumer + Component {}
+
+/// A running extension. Other components find it by id and downcast it (e.g. `file_storage`).
+pub trait Extension: Component {
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Readiness shared with the `health_check` extension: set once every pipeline is running.
+#[derive(Default)]
+pub struct HealthState {
+    ready: AtomicBool,
+}
+
+impl HealthState {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Process-wide memory pressure, set by `memory_limiter` and read by receivers so that they refuse
+/// a request before reading its body into memory (the processor alone would see data only after
+/// the receiver had already buffered and decoded it).
+#[derive(Default)]
+pub struct MemoryPressure {
+    refusing: AtomicBool,
+}
+
+impl MemoryPressure {
+    pub fn set_refusing(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::Relaxed);
+    }
+
+    pub fn is_refusing(&self) -> bool {
+        self.refusing.load(Ordering::Relaxed)
+    }
+}
+
+/// What components may use of the process around them.
+#[derive(Default)]
+pub struct Host {
+    pub extensions: BTreeMap<ComponentId, Arc<dyn Extension>>,
+    pub health: Arc<HealthState>,
+    pub memory_pressure: Arc<MemoryPressure>,
+}
+
+impl Host {
+    /// The extension `id` as its concrete type, if it is configured and of that type.
+    pub fn extension<T: 'static>(&self, id: &ComponentId) -> Option<&T> {
+        self.extensions.get(id)?.as_any().downcast_ref::<T>()
+    }
+}
+
+/// Passed to factories when they create a component.
+pub struct CreateContext<'a> {
+    pub id: &'a ComponentId,
+    pub telemetry: &'a Arc<Telemetry>,
+    pub host: &'a Host,
+}
+
+/// A component's typed configuration. Validation beyond what serde checks goes in `validate`,
+/// returning errors whose `path` is relative to the component (e.g. `timeout`).
+pub trait ComponentConfig: DeserializeOwned {
+    fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        Ok(())
+    }
+}
+
+/// Decodes and validates a component's config section found at `path` (e.g. `processors::batch`).
+pub fn decode_config<C: ComponentConfig>(value: &Value, path: &str) -> Result<C, ConfigErrors> {
+    let config: C = decode_component(value, path)?;
+    config.validate().map_err(|errors| {
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|e| ConfigError {
+                    path: if e.path.is_empty() {
+                        path.to_string()
+                    } else {
+                        format!("{path}::{}", e.path)
+                    },
+                    message: e.message,
+                })
+                .collect(),
+        )
+    })?;
+    Ok(config)
+}
+
+pub trait ReceiverFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
+    /// Creates and starts the receiver (binding its ports), sending what it receives to `next`.
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+        next: NextConsumer,
+    ) -> anyhow::Result<Arc<dyn Component>>;
+}
+
+pub trait ProcessorFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+        next: NextConsumer,
+    ) -> anyhow::Result<Arc<dyn Processor>>;
+}
+
+pub trait ExporterFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+    ) -> anyhow::Result<Arc<dyn Exporter>>;
+}
+
+pub trait ExtensionFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
+    fn create(&self, ctx: &CreateContext<'_>, config: &Value) -> anyhow::Result<Arc<dyn Extension>>;
+}

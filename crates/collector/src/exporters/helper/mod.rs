@@ -1,0 +1,532 @@
+//! What every exporter shares, after upstream's `exporterhelper`: a sending queue (in memory, or on
+//! disk through `file_storage`), retries with exponential back-off, a per-attempt timeout and the
+//! `otelcol_exporter_*` metrics.
+//!
+//! An exporter implements [`Sender`] (one attempt at sending one request) and wraps it in a
+//! [`QueuedRetrySender`], which is the running exporter the pipeline sees:
+//!
+//! ```text
+//! consume ─▶ sending_queue ─▶ num_consumers workers ─▶ retry loop ─▶ Sender::send (with timeout)
+//!            (or, with the queue disabled, the retry loop runs inside consume)
+//! ```
+//!
+//! * A full queue refuses data (`ConsumeError::Retryable`, counted in
+//!   `otelcol_exporter_enqueue_failed_spans`) unless `block_on_overflow`/`blocking` is set.
+//! * Retryable failures are retried with back-off; a throttle hint from the server (gRPC
+//!   `RetryInfo`, HTTP `Retry-After`) makes the wait at least that long.
+//! * Data that fails permanently, or whose retries run out, is dropped, logged at error level and
+//!   counted in `otelcol_exporter_send_failed_spans`.
+//! * `shutdown(deadline)` stops accepting; an in-memory queue keeps sending until the deadline; a
+//!   persistent queue finishes the sends in flight and leaves the rest on disk for the next start.
+
+mod backoff;
+mod config;
+mod persistent;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use threadline_otlp::TraceData;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use backoff::{Backoff, RetryPolicy};
+pub use config::{queue_policy, retry_policy, validate as validate_settings, QueueError};
+pub use persistent::{DiskQueue, ReadError};
+
+use crate::component::{Component, Exporter};
+use crate::consumer::{ConsumeError, TracesConsumer};
+use crate::telemetry::ExporterMetrics;
+
+/// Why one attempt to send a request failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SendError {
+    /// May succeed later. `throttle` is the server's hint of how long to wait.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        throttle: Option<Duration>,
+    },
+    /// Will never succeed; the data is dropped.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        SendError::Retryable {
+            message: message.into(),
+            throttle: None,
+        }
+    }
+}
+
+/// A request the backend accepted. `rejected_spans` of it were refused in a partial success
+/// (already logged by the sender); they are counted as failed and not retried, as upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    pub rejected_spans: u64,
+}
+
+/// One attempt at sending one request to the backend.
+pub trait Sender: Send + Sync + 'static {
+    fn send(&self, data: &TraceData) -> impl Future<Output = Result<Delivered, SendError>> + Send;
+}
+
+/// How requests wait to be sent (`sending_queue`, resolved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuePolicy {
+    /// `false`: send inside `consume`, and hand errors back to the pipeline.
+    pub enabled: bool,
+    /// Workers sending concurrently.
+    pub num_consumers: usize,
+    /// Requests the queue holds.
+    pub queue_size: usize,
+    /// Wait for room instead of refusing data when the queue is full.
+    pub block_on_overflow: bool,
+    /// Keep the queue in this directory (persistent queue) instead of in memory.
+    pub directory: Option<PathBuf>,
+}
+
+impl Default for QueuePolicy {
+    /// Upstream's defaults.
+    fn default() -> Self {
+        QueuePolicy {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 1000,
+            block_on_overflow: false,
+            directory: None,
+        }
+    }
+}
+
+/// Everything a [`QueuedRetrySender`] needs besides the [`Sender`].
+pub struct HelperSettings {
+    /// The exporter's id, for logs.
+    pub exporter: String,
+    pub metrics: ExporterMetrics,
+    pub retry: RetryPolicy,
+    pub queue: QueuePolicy,
+    /// Limit of one attempt (`timeout`); `None` leaves it to the sender (e.g. an HTTP client timeout).
+    pub attempt_timeout: Option<Duration>,
+}
+
+/// Why a send with retries did not succeed.
+enum Failure {
+    /// The backend refused the data for good.
+    Permanent(String),
+    /// Retryable, but retries are disabled or used up.
+    GaveUp {
+        message: String,
+        throttle: Option<Duration>,
+    },
+    /// The shutdown deadline passed first.
+    Interrupted(String),
+}
+
+/// The retry loop and the metrics, shared by `consume` and the queue workers.
+struct Core<S> {
+    sender: S,
+    exporter: String,
+    metrics: ExporterMetrics,
+    retry: RetryPolicy,
+    attempt_timeout: Option<Duration>,
+    /// Cancelled at the shutdown deadline: back-off waits and attempts in flight end there.
+    deadline_reached: CancellationToken,
+}
+
+impl<S: Sender> Core<S> {
+    async fn send_with_retry(&self, data: &TraceData) -> Result<Delivered, Failure> {
+        let mut backoff = Backoff::start(&self.retry);
+        loop {
+            let result = tokio::select! {
+                result = self.attempt(data) => result,
+                _ = self.deadline_reached.cancelled() => {
+                    return Err(Failure::Interrupted("the exporter was shut down before the data could be sent".into()));
+                }
+            };
+            let (message, throttle) = match result {
+                Ok(delivered) => return Ok(delivered),
+                Err(SendError::Permanent(message)) => return Err(Failure::Permanent(message)),
+                Err(SendError::Retryable { message, throttle }) => (message, throttle),
+            };
+            let Some(delay) = backoff.next_delay(throttle) else {
+                let message = if self.retry.enabled {
+                    format!("no more retries left: {message}")
+                } else {
+                    message
+                };
+                return Err(Failure::GaveUp { message, throttle });
+            };
+            tracing::info!(
+                exporter = %self.exporter,
+                error = %message,
+                interval = ?delay,
+                "Exporting failed. Will retry the request after interval."
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.deadline_reached.cancelled() => {
+                    return Err(Failure::Interrupted(format!("the exporter was shut down while waiting to retry: {message}")));
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, data: &TraceData) -> Result<Delivered, SendError> {
+        match self.attempt_timeout {
+            None => self.sender.send(data).await,
+            Some(limit) => tokio::time::timeout(limit, self.sender.send(data))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SendError::retryable(format!(
+                        "the request timed out after {limit:?}"
+                    )))
+                }),
+        }
+    }
+
+    fn record_delivered(&self, spans: u64, delivered: Delivered) {
+        let rejected = delivered.rejected_spans.min(spans);
+        self.metrics.sent_spans.inc_by(spans - rejected);
+        self.metrics.send_failed_spans.inc_by(rejected);
+    }
+
+    /// Counts and logs data that is lost for good.
+    fn record_dropped(&self, spans: u64, reason: &str, log_message: &'static str) {
+        self.metrics.send_failed_spans.inc_by(spans);
+        tracing::error!(exporter = %self.exporter, spans, reason, "{log_message}");
+    }
+}
+
+/// A request waiting in the sending queue.
+enum Queued {
+    InMemory(TraceData),
+    /// In the persistent queue; read back when its turn comes.
+    OnDisk { seq: u64 },
+}
+
+struct Queue {
+    /// Taken at shutdown so that nothing more is accepted.
+    intake: Mutex<Option<mpsc::Sender<Queued>>>,
+    /// Shared by the workers; each takes the next request in turn.
+    outlet: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
+    block_on_overflow: bool,
+    disk: Option<Arc<DiskQueue>>,
+    /// Persistent queue only: cancelled at shutdown so workers take no new request.
+    stop_taking: CancellationToken,
+    workers: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running exporter: queue, retries and metrics around a [`Sender`].
+pub struct QueuedRetrySender<S: Sender> {
+    core: Arc<Core<S>>,
+    queue: Option<Queue>,
+    shut_down: AtomicBool,
+}
+
+impl<S: Sender> QueuedRetrySender<S> {
+    /// Starts the queue workers (in the current tokio runtime). With a persistent queue, the
+    /// requests left on disk by a previous run are queued first.
+    pub fn start(sender: S, settings: HelperSettings) -> Result<Self, QueueError> {
+        let core = Arc::new(Core {
+            sender,
+            exporter: settings.exporter,
+            metrics: settings.metrics,
+            retry: settings.retry,
+            attempt_timeout: settings.attempt_timeout,
+            deadline_reached: CancellationToken::new(),
+        });
+        let policy = settings.queue;
+        if !policy.enabled {
+            return Ok(QueuedRetrySender {
+                core,
+                queue: None,
+                shut_down: AtomicBool::new(false),
+            });
+        }
+
+        let (disk, recovered) = match &policy.directory {
+            None => (None, Vec::new()),
+            Some(dir) => {
+                let (disk, recovered) = DiskQueue::open(dir).map_err(|source| QueueError::Open {
+                    path: dir.clone(),
+                    source,
+                })?;
+                if !recovered.is_empty() {
+                    tracing::info!(
+                        exporter = %core.exporter,
+                        requests = recovered.len(),
+                        directory = %dir.display(),
+                        "sending the requests left in the persistent queue by the previous run"
+                    );
+                }
+                (Some(Arc::new(disk)), recovered)
+            }
+        };
+        // Requests found on disk are never dropped: if there are more than `queue_size` (the
+        // setting was lowered), the queue holds them all and takes new data once it is below.
+        let capacity = policy.queue_size.max(recovered.len()).max(1);
+        let (intake, outlet) = mpsc::channel(capacity);
+        for seq in recovered {
+            if intake.try_send(Queued::OnDisk { seq }).is_ok() {
+                core.metrics.queue_size.inc();
+            }
+        }
+        core.metrics.queue_capacity.set(policy.queue_size as i64);
+
+        let outlet = Arc::new(tokio::sync::Mutex::new(outlet));
+        let stop_taking = CancellationToken::new();
+        let workers = (0..policy.num_consumers.max(1))
+            .map(|_| {
+                tokio::spawn(run_worker(
+                    core.clone(),
+                    outlet.clone(),
+                    disk.clone(),
+                    stop_taking.clone(),
+                ))
+            })
+            .collect();
+        Ok(QueuedRetrySender {
+            core,
+            queue: Some(Queue {
+                intake: Mutex::new(Some(intake)),
+                outlet,
+                block_on_overflow: policy.block_on_overflow,
+                disk,
+                stop_taking,
+                workers: tokio::sync::Mutex::new(workers),
+            }),
+            shut_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Sends inside the call; errors go back to the pipeline (queue disabled).
+    async fn send_now(&self, data: TraceData) -> Result<(), ConsumeError> {
+        let spans = data.span_count() as u64;
+        match self.core.send_with_retry(&data).await {
+            Ok(delivered) => {
+                self.core.record_delivered(spans, delivered);
+                Ok(())
+            }
+            Err(Failure::Permanent(message)) => {
+                self.core
+                    .record_dropped(spans, &message, "Exporting failed. Rejecting data.");
+                Err(ConsumeError::Permanent(message))
+            }
+            Err(Failure::GaveUp { message, throttle }) => {
+                self.core
+                    .record_dropped(spans, &message, "Exporting failed. Rejecting data.");
+                Err(ConsumeError::Retryable {
+                    message,
+                    retry_after: throttle,
+                })
+            }
+            Err(Failure::Interrupted(message)) => {
+                self.core
+                    .record_dropped(spans, &message, "Exporting failed. Rejecting data.");
+                Err(ConsumeError::retryable(message))
+            }
+        }
+    }
+
+    async fn enqueue(&self, queue: &Queue, data: TraceData) -> Result<(), ConsumeError> {
+        let spans = data.span_count() as u64;
+        let intake = queue.intake.lock().ok().and_then(|intake| intake.clone());
+        let Some(intake) = intake else {
+            return Err(shutting_down());
+        };
+        let permit = if queue.block_on_overflow {
+            tokio::select! {
+                permit = intake.reserve() => permit.map_err(|_| shutting_down())?,
+                _ = self.core.deadline_reached.cancelled() => return Err(shutting_down()),
+            }
+        } else {
+            match intake.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    self.core.metrics.enqueue_failed_spans.inc_by(spans);
+                    tracing::error!(
+                        exporter = %self.core.exporter,
+                        spans,
+                        "Dropping data because sending_queue is full. Try increasing queue_size."
+                    );
+                    return Err(ConsumeError::retryable("sending queue is full"));
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(shutting_down()),
+            }
+        };
+        let item = match &queue.disk {
+            None => Queued::InMemory(data),
+            Some(disk) => match disk.write(&data).await {
+                Ok(seq) => Queued::OnDisk { seq },
+                Err(err) => {
+                    self.core.metrics.enqueue_failed_spans.inc_by(spans);
+                    let message = format!(
+                        "cannot write to the persistent queue in {}: {err}",
+                        disk.directory().display()
+                    );
+                    tracing::error!(exporter = %self.core.exporter, spans, error = %message, "Dropping data: the persistent queue cannot store it.");
+                    return Err(ConsumeError::retryable(message));
+                }
+            },
+        };
+        // Counted before the send so that a worker's decrement never runs first.
+        self.core.metrics.queue_size.inc();
+        permit.send(item);
+        Ok(())
+    }
+}
+
+fn shutting_down() -> ConsumeError {
+    ConsumeError::retryable("the exporter is shutting down")
+}
+
+/// Takes requests from the queue and sends them, one at a time, until the queue is closed and
+/// empty, the persistent queue is told to stop, or the shutdown deadline passes.
+async fn run_worker<S: Sender>(
+    core: Arc<Core<S>>,
+    outlet: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
+    disk: Option<Arc<DiskQueue>>,
+    stop_taking: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = core.deadline_reached.cancelled() => None,
+            _ = stop_taking.cancelled() => None,
+            next = async { outlet.lock().await.recv().await } => next,
+        };
+        let Some(queued) = next else { return };
+        core.metrics.queue_size.dec();
+        match (queued, &disk) {
+            (Queued::InMemory(data), _) => {
+                let spans = data.span_count() as u64;
+                match core.send_with_retry(&data).await {
+                    Ok(delivered) => core.record_delivered(spans, delivered),
+                    Err(Failure::Permanent(reason) | Failure::GaveUp { message: reason, .. }) => {
+                        core.record_dropped(spans, &reason, "Exporting failed. Dropping data.")
+                    }
+                    Err(Failure::Interrupted(reason)) => {
+                        core.record_dropped(spans, &reason, "Exporting failed. Dropping data.")
+                    }
+                }
+            }
+            (Queued::OnDisk { seq }, Some(disk)) => send_from_disk(&core, disk, seq).await,
+            (Queued::OnDisk { .. }, None) => {}
+        }
+    }
+}
+
+async fn send_from_disk<S: Sender>(core: &Core<S>, disk: &DiskQueue, seq: u64) {
+    let data = match disk.read(seq).await {
+        Ok(data) => data,
+        Err(err @ ReadError::Corrupt { .. }) => {
+            tracing::warn!(exporter = %core.exporter, error = %err, "skipping a damaged request in the persistent queue");
+            disk.remove(seq).await;
+            return;
+        }
+        Err(err @ ReadError::Io { .. }) => {
+            // Left in place: it may be readable after a restart.
+            tracing::error!(exporter = %core.exporter, error = %err, "cannot read a request from the persistent queue");
+            return;
+        }
+    };
+    let spans = data.span_count() as u64;
+    match core.send_with_retry(&data).await {
+        Ok(delivered) => {
+            core.record_delivered(spans, delivered);
+            disk.remove(seq).await;
+        }
+        Err(Failure::Permanent(reason) | Failure::GaveUp { message: reason, .. }) => {
+            core.record_dropped(spans, &reason, "Exporting failed. Dropping data.");
+            disk.remove(seq).await;
+        }
+        Err(Failure::Interrupted(_)) => {
+            tracing::info!(exporter = %core.exporter, spans, "shutdown: the request stays in the persistent queue for the next start");
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Sender> TracesConsumer for QueuedRetrySender<S> {
+    async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
+        if self.shut_down.load(Ordering::SeqCst) {
+            return Err(shutting_down());
+        }
+        match &self.queue {
+            None => self.send_now(data).await,
+            Some(queue) => self.enqueue(queue, data).await,
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Sender> Component for QueuedRetrySender<S> {
+    async fn shutdown(&self, deadline: Instant) {
+        self.shut_down.store(true, Ordering::SeqCst);
+        let deadline_reached = self.core.deadline_reached.clone();
+        let deadline = tokio::time::Instant::from_std(deadline);
+        // Ends retries and sends in flight at the deadline, including those of `consume` calls.
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            deadline_reached.cancel();
+        });
+        let Some(queue) = &self.queue else { return };
+
+        // Closing the intake lets the workers drain the queue and stop when it is empty.
+        if let Ok(mut intake) = queue.intake.lock() {
+            intake.take();
+        }
+        if queue.disk.is_some() {
+            queue.stop_taking.cancel();
+        }
+        let mut workers = std::mem::take(&mut *queue.workers.lock().await);
+        if tokio::time::timeout_at(deadline, futures::future::join_all(workers.iter_mut()))
+            .await
+            .is_err()
+        {
+            self.core.deadline_reached.cancel();
+            futures::future::join_all(workers).await;
+        }
+
+        // What is still queued now was not sent in time. On disk it waits for the next start.
+        let mut outlet = queue.outlet.lock().await;
+        let mut lost_spans = 0u64;
+        while let Ok(queued) = outlet.try_recv() {
+            self.core.metrics.queue_size.dec();
+            if let Queued::InMemory(data) = queued {
+                lost_spans += data.span_count() as u64;
+            }
+        }
+        if lost_spans > 0 {
+            self.core.record_dropped(
+                lost_spans,
+                "the shutdown deadline passed before the sending queue was drained",
+                "Exporting failed. Dropping data.",
+            );
+        }
+    }
+}
+
+impl<S: Sender> Exporter for QueuedRetrySender<S> {}
+
+impl<S: Sender> Drop for QueuedRetrySender<S> {
+    /// Dropped without `shutdown` (the service failed to start, or a test simulating a crash): the
+    /// workers stop where they are. A persistent queue's requests stay on disk.
+    fn drop(&mut self) {
+        if let Some(queue) = &mut self.queue {
+            for worker in queue.workers.get_mut().drain(..) {
+                worker.abort();
+            }
+        }
+    }
+}

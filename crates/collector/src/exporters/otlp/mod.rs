@@ -1,0 +1,122 @@
+//! The `otlp` exporter: OTLP over gRPC, as upstream's `otlpexporter`.
+//!
+//! The pipeline's bytes already are an encoded `ExportTraceServiceRequest`, so they go on the wire
+//! as they are (see [`transport::RawRequestCodec`]); only the small response is decoded.
+
+mod config;
+mod sender;
+#[cfg(test)]
+mod tests;
+pub mod transport;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_yaml_ng::Value;
+use threadline_config::settings::{Compression, GoDuration};
+use threadline_config::ConfigErrors;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Endpoint;
+
+pub use config::{OtlpExporterConfig, Target};
+pub use sender::{status_to_error, GrpcSender};
+
+use crate::component::{decode_config, CreateContext, Exporter, ExporterFactory};
+use crate::exporters::helper::{queue_policy, retry_policy, HelperSettings, QueuedRetrySender};
+use transport::{Connector, TlsSetup};
+
+pub struct OtlpExporterFactory;
+
+impl ExporterFactory for OtlpExporterFactory {
+    fn kind(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
+        decode_config::<OtlpExporterConfig>(config, path).map(|_| ())
+    }
+
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+    ) -> anyhow::Result<Arc<dyn Exporter>> {
+        let path = format!("exporters::{}", ctx.id);
+        let config: OtlpExporterConfig = decode_config(config, &path)?;
+        let sender = grpc_sender(&ctx.id.to_string(), &config).with_context(|| path.clone())?;
+        let settings = HelperSettings {
+            exporter: ctx.id.to_string(),
+            metrics: ctx.telemetry.exporter(ctx.id),
+            retry: retry_policy(&config.retry_on_failure),
+            queue: queue_policy(&config.sending_queue, ctx).with_context(|| path.clone())?,
+            attempt_timeout: non_zero(config.timeout),
+        };
+        let exporter = QueuedRetrySender::start(sender, settings).with_context(|| path.clone())?;
+        Ok(Arc::new(exporter))
+    }
+}
+
+/// Builds the gRPC channel (connecting lazily, as upstream) and the sender around it.
+pub fn grpc_sender(exporter: &str, config: &OtlpExporterConfig) -> anyhow::Result<GrpcSender> {
+    let target = config.target().map_err(|e| anyhow::anyhow!("endpoint: {e}"))?;
+    let tls = if target.tls {
+        let mut settings = config.client.tls.clone();
+        // `https://` means TLS even when `tls::insecure` says otherwise, as upstream.
+        settings.insecure = false;
+        let rustls = settings
+            .build_rustls()
+            .context("tls")?
+            .context("tls: no TLS configuration")?;
+        let server_name = settings.server_name(&target.host).context("tls")?;
+        Some(TlsSetup::new(rustls, server_name))
+    } else {
+        None
+    };
+
+    // The connector dials TLS itself, so the URI tonic sees is always plain `http`.
+    let host = if target.host.contains(':') {
+        format!("[{}]", target.host)
+    } else {
+        target.host.clone()
+    };
+    let mut endpoint = Endpoint::from_shared(format!("http://{host}:{}", target.port))
+        .context("endpoint")?
+        .user_agent(crate::exporters::user_agent())
+        .context("user agent")?
+        .tcp_nodelay(true);
+    if !config.client.authority.is_empty() {
+        let origin = format!("http://{}", config.client.authority)
+            .parse()
+            .context("authority")?;
+        endpoint = endpoint.origin(origin);
+    }
+    if let Some(timeout) = non_zero(config.timeout) {
+        endpoint = endpoint.connect_timeout(timeout);
+    }
+    if let Some(keepalive) = &config.client.keepalive {
+        if let Some(interval) = non_zero(keepalive.time) {
+            endpoint = endpoint.http2_keep_alive_interval(interval);
+        }
+        if let Some(timeout) = non_zero(keepalive.timeout) {
+            endpoint = endpoint.keep_alive_timeout(timeout);
+        }
+        endpoint = endpoint.keep_alive_while_idle(keepalive.permit_without_stream);
+    }
+    let channel = endpoint.connect_with_connector_lazy(Connector { tls });
+
+    Ok(GrpcSender {
+        exporter: exporter.to_string(),
+        channel,
+        compression: match config.client.compression {
+            Compression::Gzip => Some(CompressionEncoding::Gzip),
+            Compression::Zstd => Some(CompressionEncoding::Zstd),
+            Compression::None => None,
+        },
+        headers: config.metadata().map_err(|e| anyhow::anyhow!("headers: {e}"))?,
+        timeout: non_zero(config.timeout),
+    })
+}
+
+fn non_zero(duration: GoDuration) -> Option<std::time::Duration> {
+    (!duration.is_zero()).then(|| duration.as_duration())
+}

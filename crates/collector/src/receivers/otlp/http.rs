@@ -1,0 +1,221 @@
+//! OTLP/HTTP `POST /v1/traces`: binary protobuf or JSON bodies, gzip/zstd/deflate encodings, and the
+//! status codes and bodies the OTLP spec prescribes.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use prost::Message;
+use threadline_otlp::proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use threadline_otlp::{json, TraceData};
+use tonic::Code;
+
+use super::status::status_body;
+use super::Ingest;
+use crate::consumer::ConsumeError;
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => PROTOBUF,
+            Encoding::Json => JSON,
+        }
+    }
+}
+
+pub struct HttpState {
+    pub ingest: Arc<Ingest>,
+    /// Largest accepted body, before and after decompression.
+    pub max_body_size: usize,
+}
+
+/// Builds the router serving `traces_path`.
+pub fn router(state: Arc<HttpState>, traces_path: &str) -> axum::Router {
+    axum::Router::new()
+        .route(traces_path, axum::routing::post(export_traces))
+        .with_state(state)
+}
+
+async fn export_traces(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let encoding = match request_encoding(&headers) {
+        Some(encoding) => encoding,
+        None => {
+            let got = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none");
+            return error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Encoding::Protobuf,
+                Code::InvalidArgument,
+                &format!("unsupported content type {got:?}: use {PROTOBUF} or {JSON}"),
+            );
+        }
+    };
+    let ingest = &state.ingest;
+    if ingest.memory_pressure.is_refusing() {
+        ingest.refuse_unread("http");
+        return retry_later(encoding, "data refused due to high memory usage", ingest.retry_after);
+    }
+
+    let raw = match http_body_util::Limited::new(body, state.max_body_size)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                encoding,
+                Code::ResourceExhausted,
+                &format!("request body exceeds the limit of {} bytes", state.max_body_size),
+            )
+        }
+        Err(err) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                encoding,
+                Code::InvalidArgument,
+                &format!("reading the request body failed: {err}"),
+            )
+        }
+    };
+    let body = match decompress(&headers, raw, state.max_body_size) {
+        Ok(body) => body,
+        Err((status, message)) => {
+            return error_response(status, encoding, Code::InvalidArgument, &message)
+        }
+    };
+
+    let decoded = match encoding {
+        Encoding::Protobuf => {
+            TraceData::from_request_bytes(body).map_err(|e| format!("malformed protobuf: {e}"))
+        }
+        Encoding::Json => json::request_from_json(&body)
+            .map_err(|e| format!("malformed OTLP/JSON: {e}"))
+            .and_then(|request| {
+                // JSON is re-encoded once; the validation pass then treats it like any protobuf request.
+                TraceData::from_request_bytes(Bytes::from(TraceData::from_request(&request).into_bytes()))
+                    .map_err(|e| format!("invalid OTLP/JSON: {e}"))
+            }),
+    };
+    let (data, rejected) = match decoded {
+        Ok(decoded) => decoded,
+        Err(message) => {
+            return error_response(StatusCode::BAD_REQUEST, encoding, Code::InvalidArgument, &message)
+        }
+    };
+
+    match ingest.consume(data, "http").await {
+        Ok(()) => {
+            let response = ExportTraceServiceResponse {
+                partial_success: (rejected.spans > 0).then(|| ExportTracePartialSuccess {
+                    rejected_spans: rejected.spans as i64,
+                    error_message: rejected.message,
+                }),
+            };
+            let body = match encoding {
+                Encoding::Protobuf => response.encode_to_vec(),
+                Encoding::Json => json::response_to_json(&response),
+            };
+            ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+        }
+        Err(ConsumeError::Permanent(message)) => {
+            error_response(StatusCode::BAD_REQUEST, encoding, Code::InvalidArgument, &message)
+        }
+        Err(ConsumeError::Retryable {
+            message,
+            retry_after,
+        }) => retry_later(encoding, &message, retry_after.unwrap_or(ingest.retry_after)),
+    }
+}
+
+fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let media_type = content_type.split(';').next()?.trim();
+    if media_type.eq_ignore_ascii_case(PROTOBUF) {
+        Some(Encoding::Protobuf)
+    } else if media_type.eq_ignore_ascii_case(JSON) {
+        Some(Encoding::Json)
+    } else {
+        None
+    }
+}
+
+/// Undoes `Content-Encoding`, refusing output beyond `limit` bytes (a small gzip body can expand enormously).
+fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, (StatusCode, String)> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let reader: Box<dyn Read> = match encoding.as_str() {
+        "" | "identity" => return Ok(raw),
+        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(&raw[..])),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
+        "zstd" => match zstd::stream::read::Decoder::new(&raw[..]) {
+            Ok(decoder) => Box::new(decoder),
+            Err(e) => return Err((StatusCode::BAD_REQUEST, format!("invalid zstd body: {e}"))),
+        },
+        other => {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding {other:?}: use gzip, zstd, deflate or identity"),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    let read = reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid {encoding} body: {e}")))?;
+    if read > limit {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decompressed request body exceeds the limit of {limit} bytes"),
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
+fn retry_later(encoding: Encoding, message: &str, delay: std::time::Duration) -> Response {
+    let mut response =
+        error_response(StatusCode::SERVICE_UNAVAILABLE, encoding, Code::Unavailable, message);
+    let seconds = delay.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// An error response whose body is a `google.rpc.Status` in the request's encoding, as OTLP/HTTP prescribes.
+fn error_response(status: StatusCode, encoding: Encoding, code: Code, message: &str) -> Response {
+    let body = match encoding {
+        Encoding::Protobuf => status_body(code, message),
+        Encoding::Json => serde_json::json!({ "code": code as i32, "message": message })
+            .to_string()
+            .into_bytes(),
+    };
+    (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}

@@ -1,0 +1,195 @@
+//! The `otlp` receiver: OTLP over gRPC and HTTP into the pipelines, answering as the OTLP spec prescribes.
+
+mod config;
+mod grpc;
+mod http;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_yaml_ng::Value;
+use threadline_config::ConfigErrors;
+use threadline_otlp::TraceData;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::OtlpReceiverConfig;
+
+use crate::component::{
+    decode_config, Component, CreateContext, MemoryPressure, ReceiverFactory,
+};
+use crate::consumer::{ConsumeError, NextConsumer};
+use crate::server;
+use crate::telemetry::ReceiverMetrics;
+
+const MIB: usize = 1024 * 1024;
+
+/// Upstream's default `max_recv_msg_size_mib` for gRPC and `max_request_body_size` for HTTP.
+const DEFAULT_GRPC_MAX_RECV_MIB: usize = 4;
+const DEFAULT_HTTP_MAX_BODY: usize = 20 * MIB;
+
+/// What both transports share: the next consumer, metrics, and the memory-pressure gate.
+pub struct Ingest {
+    next: NextConsumer,
+    grpc_metrics: ReceiverMetrics,
+    http_metrics: ReceiverMetrics,
+    memory_pressure: Arc<MemoryPressure>,
+    /// Back-off suggested to clients that are refused.
+    retry_after: Duration,
+}
+
+impl Ingest {
+    fn metrics(&self, transport: &str) -> &ReceiverMetrics {
+        if transport == "grpc" {
+            &self.grpc_metrics
+        } else {
+            &self.http_metrics
+        }
+    }
+
+    async fn consume(&self, data: TraceData, transport: &str) -> Result<(), ConsumeError> {
+        let spans = data.span_count() as u64;
+        let result = self.next.consume(data).await;
+        let metrics = self.metrics(transport);
+        match &result {
+            Ok(()) => metrics.accepted_spans.inc_by(spans),
+            Err(_) => metrics.refused_spans.inc_by(spans),
+        }
+        result
+    }
+
+    /// Counts a request refused before its body was read (its span count is unknown, so it counts once).
+    fn refuse_unread(&self, transport: &str) {
+        self.metrics(transport).refused_spans.inc();
+    }
+}
+
+pub struct OtlpReceiverFactory;
+
+impl ReceiverFactory for OtlpReceiverFactory {
+    fn kind(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
+        let config: OtlpReceiverConfig = decode_config(config, path)?;
+        let mut errors = Vec::new();
+        for (endpoint, protocol) in [
+            (config.grpc_endpoint(), "grpc"),
+            (config.http_endpoint(), "http"),
+        ] {
+            if let Some(endpoint) = endpoint {
+                if let Err(err) = server::resolve_endpoint(&endpoint) {
+                    errors.push(threadline_config::ConfigError {
+                        path: format!("{path}::protocols::{protocol}::endpoint"),
+                        message: format!("{err:#}"),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+        next: NextConsumer,
+    ) -> anyhow::Result<Arc<dyn Component>> {
+        let path = format!("receivers::{}", ctx.id);
+        let config: OtlpReceiverConfig = decode_config(config, &path)?;
+        let ingest = Arc::new(Ingest {
+            next,
+            grpc_metrics: ctx.telemetry.receiver(ctx.id, "grpc"),
+            http_metrics: ctx.telemetry.receiver(ctx.id, "http"),
+            memory_pressure: ctx.host.memory_pressure.clone(),
+            retry_after: Duration::from_secs(1),
+        });
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        if let (Some(settings), Some(endpoint)) = (&config.protocols.grpc, config.grpc_endpoint()) {
+            let listener = server::bind(&endpoint, &format!("{path} (grpc)"))?;
+            let tls = settings
+                .tls
+                .as_ref()
+                .map(|tls| tls.build_rustls())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{path}::protocols::grpc::tls: {e}"))?
+                .map(|tls| server::with_alpn(tls, &[b"h2"]));
+            let max = match settings.max_recv_msg_size_mib {
+                0 => DEFAULT_GRPC_MAX_RECV_MIB * MIB,
+                mib => mib as usize * MIB,
+            };
+            let service = grpc::TraceServiceServer::new(ingest.clone(), max);
+            tracing::info!(receiver = %ctx.id, endpoint = %listener_addr(&listener), "OTLP gRPC receiver listening");
+            tasks.push(tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone())));
+        }
+
+        if let (Some(settings), Some(endpoint)) = (&config.protocols.http, config.http_endpoint()) {
+            let listener = server::bind(&endpoint, &format!("{path} (http)"))?;
+            let tls = settings
+                .tls
+                .as_ref()
+                .map(|tls| tls.build_rustls())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{path}::protocols::http::tls: {e}"))?
+                .map(|tls| server::with_alpn(tls, &[b"h2", b"http/1.1"]));
+            let max_body_size = match settings.max_request_body_size {
+                0 => DEFAULT_HTTP_MAX_BODY,
+                size => size as usize,
+            };
+            let state = Arc::new(http::HttpState {
+                ingest: ingest.clone(),
+                max_body_size,
+            });
+            let app = http::router(state, &settings.traces_url_path);
+            tracing::info!(receiver = %ctx.id, endpoint = %listener_addr(&listener), "OTLP HTTP receiver listening");
+            tasks.push(tokio::spawn(server::serve_http(
+                listener,
+                tls,
+                app,
+                shutdown.clone(),
+                Duration::from_secs(10),
+            )));
+        }
+
+        Ok(Arc::new(OtlpReceiver {
+            shutdown,
+            tasks: Mutex::new(tasks),
+        }))
+    }
+}
+
+fn listener_addr(listener: &tokio::net::TcpListener) -> String {
+    listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A running OTLP receiver.
+pub struct OtlpReceiver {
+    shutdown: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[async_trait]
+impl Component for OtlpReceiver {
+    async fn shutdown(&self, deadline: Instant) {
+        // Stop accepting; requests in flight finish (their data reaches the pipeline) before we return.
+        self.shutdown.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().await);
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(wait, futures::future::join_all(tasks)).await;
+    }
+}

@@ -1,0 +1,65 @@
+//! The component types this build knows, by their config `type` name.
+
+use std::collections::BTreeMap;
+
+use crate::component::{ExporterFactory, ExtensionFactory, ProcessorFactory, ReceiverFactory};
+use crate::exporters::debug::DebugExporterFactory;
+use crate::exporters::otlp::OtlpExporterFactory;
+use crate::exporters::otlphttp::OtlpHttpExporterFactory;
+use crate::extensions::file_storage::FileStorageFactory;
+use crate::extensions::health_check::HealthCheckFactory;
+use crate::processors::attributes::AttributesProcessorFactory;
+use crate::processors::batch::BatchProcessorFactory;
+use crate::processors::memory_limiter::MemoryLimiterFactory;
+use crate::receivers::otlp::OtlpReceiverFactory;
+
+/// Factories by component type.
+pub struct Registry {
+    pub receivers: BTreeMap<&'static str, Box<dyn ReceiverFactory>>,
+    pub processors: BTreeMap<&'static str, Box<dyn ProcessorFactory>>,
+    pub exporters: BTreeMap<&'static str, Box<dyn ExporterFactory>>,
+    pub extensions: BTreeMap<&'static str, Box<dyn ExtensionFactory>>,
+}
+
+impl Registry {
+    /// Every component compiled into Threadline.
+    pub fn builtin() -> Self {
+        let mut registry = Registry {
+            receivers: BTreeMap::new(),
+            processors: BTreeMap::new(),
+            exporters: BTreeMap::new(),
+            extensions: BTreeMap::new(),
+        };
+        registry.add_receiver(Box::new(OtlpReceiverFactory));
+        registry.add_processor(Box::new(BatchProcessorFactory));
+        registry.add_processor(Box::new(MemoryLimiterFactory));
+        registry.add_processor(Box::new(AttributesProcessorFactory));
+        registry.add_exporter(Box::new(OtlpExporterFactory));
+        registry.add_exporter(Box::new(OtlpHttpExporterFactory));
+        registry.add_exporter(Box::new(DebugExporterFactory));
+        registry.add_extension(Box::new(HealthCheckFactory));
+        registry.add_extension(Box::new(FileStorageFactory));
+        registry
+    }
+
+    pub fn add_receiver(&mut self, factory: Box<dyn ReceiverFactory>) {
+        self.receivers.insert(factory.kind(), factory);
+    }
+
+    pub fn add_processor(&mut self, factory: Box<dyn ProcessorFactory>) {
+        self.processors.insert(factory.kind(), factory);
+    }
+
+    pub fn add_exporter(&mut self, factory: Box<dyn ExporterFactory>) {
+        self.exporters.insert(factory.kind(), factory);
+    }
+
+    pub fn add_extension(&mut self, factory: Box<dyn ExtensionFactory>) {
+        self.extensions.insert(factory.kind(), factory);
+    }
+}
+
+/// "a, b, c": the supported types, for error messages.
+pub fn list<T>(factories: &BTreeMap<&'static str, T>) -> String {
+    factories.keys().copied().collect::<Vec<_>>().join(", ")
+}

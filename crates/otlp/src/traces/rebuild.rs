@@ -1,0 +1,168 @@
+//! Walking the span envelope of stored trace data and rebuilding it from byte ranges.
+//!
+//! Stored data is a sequence of `resource_spans` fields (field 1 of `ExportTraceServiceRequest`),
+//! each holding `scope_spans` (field 2), each holding `spans` (field 2). Rebuilding copies the
+//! encoded fields verbatim and only writes new tags and length prefixes for the containers.
+
+use bytes::Bytes;
+
+use super::TraceData;
+use crate::wire::{FieldIter, OpenField, WireValue};
+
+pub(crate) const RESOURCE_SPANS_FIELD: u32 = 1;
+pub(crate) const SCOPE_SPANS_FIELD: u32 = 2;
+pub(crate) const SPANS_FIELD: u32 = 2;
+
+/// A length-delimited field of a message: its payload, and the whole field (tag, length, payload).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Child<'a> {
+    pub payload: &'a [u8],
+    pub field: &'a [u8],
+    /// Offset just past the field in the parent message.
+    pub end: usize,
+}
+
+/// The length-delimited fields numbered `number` of a message, with their byte ranges.
+///
+/// Stops at the first malformed field; callers walk data that was validated before.
+pub(crate) fn children(buf: &[u8], number: u32) -> impl Iterator<Item = Child<'_>> {
+    let mut fields = FieldIter::new(buf);
+    std::iter::from_fn(move || loop {
+        let start = fields.position();
+        match fields.next()? {
+            Ok((n, WireValue::Bytes(payload))) if n == number => {
+                let end = fields.position();
+                return Some(Child {
+                    payload,
+                    field: &buf[start..end],
+                    end,
+                });
+            }
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    })
+}
+
+/// Number of spans in one encoded `ResourceSpans`.
+pub(crate) fn spans_in_resource(resource_spans: &[u8]) -> usize {
+    children(resource_spans, SCOPE_SPANS_FIELD)
+        .map(|scope| children(scope.payload, SPANS_FIELD).count())
+        .sum()
+}
+
+/// One span with the containers around it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SpanEntry<'a> {
+    /// Index of the enclosing `ResourceSpans` in the data.
+    pub resource_index: usize,
+    pub resource_spans: &'a [u8],
+    /// Index of the enclosing `ScopeSpans`, counted across the whole data.
+    pub scope_index: usize,
+    pub scope_spans: &'a [u8],
+    pub span: Child<'a>,
+}
+
+/// Calls `visit` for every span of the data, in order.
+pub(crate) fn for_each_entry<'a>(buf: &'a [u8], mut visit: impl FnMut(&SpanEntry<'a>)) {
+    let mut scope_index = 0;
+    for (resource_index, resource) in children(buf, RESOURCE_SPANS_FIELD).enumerate() {
+        for scope in children(resource.payload, SCOPE_SPANS_FIELD) {
+            for span in children(scope.payload, SPANS_FIELD) {
+                visit(&SpanEntry {
+                    resource_index,
+                    resource_spans: resource.payload,
+                    scope_index,
+                    scope_spans: scope.payload,
+                    span,
+                });
+            }
+            scope_index += 1;
+        }
+    }
+}
+
+/// Copies every field of `message` except those numbered `skip`, as raw byte ranges.
+fn copy_fields_except(message: &[u8], skip: u32, out: &mut Vec<u8>) {
+    let mut fields = FieldIter::new(message);
+    loop {
+        let start = fields.position();
+        match fields.next() {
+            Some(Ok((number, _))) if number != skip => {
+                out.extend_from_slice(&message[start..fields.position()]);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return,
+        }
+    }
+}
+
+/// Builds trace data from selected spans, re-creating their `ResourceSpans`/`ScopeSpans`.
+///
+/// Spans must be pushed in data order. Consecutive spans from the same container share one
+/// rebuilt container; each rebuilt container carries the original's other fields (resource,
+/// scope, schema_url, unknown fields), written before its children.
+#[derive(Debug)]
+pub(crate) struct SpanWriter {
+    out: Vec<u8>,
+    spans: usize,
+    resource: Option<(usize, OpenField)>,
+    scope: Option<(usize, OpenField)>,
+}
+
+impl SpanWriter {
+    /// Starts writing after `prefix`, which must hold complete `resource_spans` fields.
+    pub(crate) fn new(prefix: Vec<u8>, prefix_spans: usize) -> Self {
+        SpanWriter {
+            out: prefix,
+            spans: prefix_spans,
+            resource: None,
+            scope: None,
+        }
+    }
+
+    pub(crate) fn push(&mut self, entry: &SpanEntry<'_>) {
+        if self.resource.as_ref().map(|(index, _)| *index) != Some(entry.resource_index) {
+            self.close_resource();
+            let open = OpenField::begin(RESOURCE_SPANS_FIELD, &mut self.out);
+            copy_fields_except(entry.resource_spans, SCOPE_SPANS_FIELD, &mut self.out);
+            self.resource = Some((entry.resource_index, open));
+        }
+        if self.scope.as_ref().map(|(index, _)| *index) != Some(entry.scope_index) {
+            self.close_scope();
+            let open = OpenField::begin(SCOPE_SPANS_FIELD, &mut self.out);
+            copy_fields_except(entry.scope_spans, SPANS_FIELD, &mut self.out);
+            self.scope = Some((entry.scope_index, open));
+        }
+        self.out.extend_from_slice(entry.span.field);
+        self.spans += 1;
+    }
+
+    /// Appends complete `resource_spans` fields holding `spans` spans.
+    pub(crate) fn extend_raw(&mut self, resource_spans_fields: &[u8], spans: usize) {
+        self.close_resource();
+        self.out.extend_from_slice(resource_spans_fields);
+        self.spans += spans;
+    }
+
+    fn close_scope(&mut self) {
+        if let Some((_, open)) = self.scope.take() {
+            open.end(&mut self.out);
+        }
+    }
+
+    fn close_resource(&mut self) {
+        self.close_scope();
+        if let Some((_, open)) = self.resource.take() {
+            open.end(&mut self.out);
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> TraceData {
+        self.close_resource();
+        TraceData {
+            bytes: Bytes::from(self.out),
+            span_count: self.spans,
+        }
+    }
+}
