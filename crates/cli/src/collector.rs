@@ -39,7 +39,8 @@ fn load(args: &ConfigArgs) -> anyhow::Result<(CollectorConfig, Vec<service::Conf
         configs,
         sets: args.sets.clone(),
     };
-    let root = threadline_config::resolve(&sources).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let root = threadline_config::resolve(&sources)
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     let config = threadline_config::parse_collector_config(&root)
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     let warnings = service::validate(&Registry::builtin(), &config)
@@ -71,7 +72,9 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<()> {
         tracing::warn!(path = %warning.path, "{}", warning.message);
     }
     let registry = Registry::builtin();
-    let service = Service::start(&registry, &config).await.context("cannot start the collector")?;
+    let service = Service::start(&registry, &config)
+        .await
+        .context("cannot start the collector")?;
     tracing::info!("Everything is ready. Begin running and processing data.");
     wait_for_signal().await;
     tracing::info!(timeout = ?args.shutdown_timeout, "shutting down: flushing batches and queues");

@@ -157,5 +157,6 @@ pub trait ExporterFactory: Send + Sync {
 pub trait ExtensionFactory: Send + Sync {
     fn kind(&self) -> &'static str;
     fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
-    fn create(&self, ctx: &CreateContext<'_>, config: &Value) -> anyhow::Result<Arc<dyn Extension>>;
+    fn create(&self, ctx: &CreateContext<'_>, config: &Value)
+        -> anyhow::Result<Arc<dyn Extension>>;
 }

@@ -9,6 +9,7 @@ pub mod process;
 pub mod processors;
 pub mod receivers;
 pub mod registry;
+pub mod rpc_status;
 pub mod server;
 pub mod service;
 pub mod telemetry;

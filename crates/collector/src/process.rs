@@ -60,7 +60,10 @@ mod tests {
     #[test]
     fn reads_own_process_figures() {
         let rss = resident_memory_bytes().expect("statm readable");
-        assert!(rss > 1024 * 1024, "a Rust test process has more than 1 MiB resident, got {rss}");
+        assert!(
+            rss > 1024 * 1024,
+            "a Rust test process has more than 1 MiB resident, got {rss}"
+        );
         assert!(cpu_seconds().expect("stat readable") >= 0.0);
         assert!(memory_limit_bytes().expect("meminfo readable") > rss);
     }

@@ -108,7 +108,10 @@ pub async fn serve_http(
 }
 
 /// A TLS server config that also offers HTTP/2 and HTTP/1.1 through ALPN.
-pub fn with_alpn(mut config: rustls::ServerConfig, protocols: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+pub fn with_alpn(
+    mut config: rustls::ServerConfig,
+    protocols: &[&[u8]],
+) -> Arc<rustls::ServerConfig> {
     config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }

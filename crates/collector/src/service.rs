@@ -29,20 +29,39 @@ pub struct ConfigWarning {
 /// Checks everything that can be checked without binding ports or opening files: every component's
 /// type is known and its section decodes, every pipeline is of a supported signal.
 /// Returns every error found, each with its YAML path.
-pub fn validate(registry: &Registry, config: &CollectorConfig) -> Result<Vec<ConfigWarning>, ConfigErrors> {
+pub fn validate(
+    registry: &Registry,
+    config: &CollectorConfig,
+) -> Result<Vec<ConfigWarning>, ConfigErrors> {
     let mut errors = Vec::new();
-    check_section(&mut errors, "receivers", list(&registry.receivers), &config.receivers, |kind, v, p| {
-        registry.receivers.get(kind).map(|f| f.validate(v, p))
-    });
-    check_section(&mut errors, "processors", list(&registry.processors), &config.processors, |kind, v, p| {
-        registry.processors.get(kind).map(|f| f.validate(v, p))
-    });
-    check_section(&mut errors, "exporters", list(&registry.exporters), &config.exporters, |kind, v, p| {
-        registry.exporters.get(kind).map(|f| f.validate(v, p))
-    });
-    check_section(&mut errors, "extensions", list(&registry.extensions), &config.extensions, |kind, v, p| {
-        registry.extensions.get(kind).map(|f| f.validate(v, p))
-    });
+    check_section(
+        &mut errors,
+        "receivers",
+        list(&registry.receivers),
+        &config.receivers,
+        |kind, v, p| registry.receivers.get(kind).map(|f| f.validate(v, p)),
+    );
+    check_section(
+        &mut errors,
+        "processors",
+        list(&registry.processors),
+        &config.processors,
+        |kind, v, p| registry.processors.get(kind).map(|f| f.validate(v, p)),
+    );
+    check_section(
+        &mut errors,
+        "exporters",
+        list(&registry.exporters),
+        &config.exporters,
+        |kind, v, p| registry.exporters.get(kind).map(|f| f.validate(v, p)),
+    );
+    check_section(
+        &mut errors,
+        "extensions",
+        list(&registry.extensions),
+        &config.extensions,
+        |kind, v, p| registry.extensions.get(kind).map(|f| f.validate(v, p)),
+    );
     for id in config.connectors.keys() {
         errors.push(ConfigError {
             path: format!("connectors::{id}"),
@@ -63,7 +82,11 @@ pub fn validate(registry: &Registry, config: &CollectorConfig) -> Result<Vec<Con
 
     let mut warnings = Vec::new();
     for (pipeline_id, pipeline) in &config.service.pipelines {
-        let kinds: Vec<&str> = pipeline.processors.iter().map(|p| p.kind.as_str()).collect();
+        let kinds: Vec<&str> = pipeline
+            .processors
+            .iter()
+            .map(|p| p.kind.as_str())
+            .collect();
         if let Some(position) = kinds.iter().position(|k| *k == "memory_limiter") {
             if position != 0 {
                 warnings.push(ConfigWarning {
@@ -143,15 +166,18 @@ impl Service {
 
         let mut host = Host::default();
         for id in &config.service.extensions {
-            let value = config
-                .extensions
-                .get(id)
-                .with_context(|| format!("service::extensions: extension {id} is not configured"))?;
+            let value = config.extensions.get(id).with_context(|| {
+                format!("service::extensions: extension {id} is not configured")
+            })?;
             let factory = registry
                 .extensions
                 .get(id.kind.as_str())
                 .with_context(|| format!("extensions::{id}: unknown type"))?;
-            let ctx = CreateContext { id, telemetry: &telemetry, host: &host };
+            let ctx = CreateContext {
+                id,
+                telemetry: &telemetry,
+                host: &host,
+            };
             let extension = factory
                 .create(&ctx, value)
                 .with_context(|| format!("extensions::{id}: cannot start"))?;
@@ -165,12 +191,19 @@ impl Service {
                 if exporters.contains_key(id) {
                     continue;
                 }
-                let value = config.exporters.get(id).with_context(|| format!("exporter {id} is not configured"))?;
+                let value = config
+                    .exporters
+                    .get(id)
+                    .with_context(|| format!("exporter {id} is not configured"))?;
                 let factory = registry
                     .exporters
                     .get(id.kind.as_str())
                     .with_context(|| format!("exporters::{id}: unknown type"))?;
-                let ctx = CreateContext { id, telemetry: &telemetry, host: &host };
+                let ctx = CreateContext {
+                    id,
+                    telemetry: &telemetry,
+                    host: &host,
+                };
                 let exporter = factory
                     .create_traces(&ctx, value)
                     .with_context(|| format!("exporters::{id}: cannot start"))?;
@@ -189,33 +222,50 @@ impl Service {
             let mut next = Fanout::build(outputs);
             let mut processors = Vec::new();
             for id in pipeline.processors.iter().rev() {
-                let value = config.processors.get(id).with_context(|| format!("processor {id} is not configured"))?;
+                let value = config
+                    .processors
+                    .get(id)
+                    .with_context(|| format!("processor {id} is not configured"))?;
                 let factory = registry
                     .processors
                     .get(id.kind.as_str())
                     .with_context(|| format!("processors::{id}: unknown type"))?;
-                let ctx = CreateContext { id, telemetry: &telemetry, host: &host };
-                let processor = factory
-                    .create_traces(&ctx, value, next)
-                    .with_context(|| format!("service::pipelines::{pipeline_id}: processor {id} cannot start"))?;
+                let ctx = CreateContext {
+                    id,
+                    telemetry: &telemetry,
+                    host: &host,
+                };
+                let processor = factory.create_traces(&ctx, value, next).with_context(|| {
+                    format!("service::pipelines::{pipeline_id}: processor {id} cannot start")
+                })?;
                 next = processor.clone() as NextConsumer;
                 processors.push((id.clone(), processor));
             }
             processors.reverse();
             pipelines.push(processors);
             for id in &pipeline.receivers {
-                receiver_targets.entry(id.clone()).or_default().push(next.clone());
+                receiver_targets
+                    .entry(id.clone())
+                    .or_default()
+                    .push(next.clone());
             }
         }
 
         let mut receivers = Vec::new();
         for (id, targets) in receiver_targets {
-            let value = config.receivers.get(&id).with_context(|| format!("receiver {id} is not configured"))?;
+            let value = config
+                .receivers
+                .get(&id)
+                .with_context(|| format!("receiver {id} is not configured"))?;
             let factory = registry
                 .receivers
                 .get(id.kind.as_str())
                 .with_context(|| format!("receivers::{id}: unknown type"))?;
-            let ctx = CreateContext { id: &id, telemetry: &telemetry, host: &host };
+            let ctx = CreateContext {
+                id: &id,
+                telemetry: &telemetry,
+                host: &host,
+            };
             let receiver = factory
                 .create_traces(&ctx, value, Fanout::build(targets))
                 .with_context(|| format!("receivers::{id}: cannot start"))?;

@@ -147,10 +147,7 @@ impl Telemetry {
             "otelcol_process_cpu_seconds",
             "Total CPU user and system time in seconds",
         );
-        let process_uptime = gauge(
-            "otelcol_process_uptime",
-            "Uptime of the process in seconds",
-        );
+        let process_uptime = gauge("otelcol_process_uptime", "Uptime of the process in seconds");
         let process_rss = IntGauge::with_opts(
             Opts::new(
                 "otelcol_process_memory_rss",
@@ -164,18 +161,90 @@ impl Telemetry {
             .expect("metric names are unique");
 
         Arc::new(Telemetry {
-            receiver_accepted: counter_vec(r, l, "otelcol_receiver_accepted_spans", "Number of spans successfully pushed into the pipeline.", &["receiver", "transport"]),
-            receiver_refused: counter_vec(r, l, "otelcol_receiver_refused_spans", "Number of spans that could not be pushed into the pipeline.", &["receiver", "transport"]),
-            processor_refused: counter_vec(r, l, "otelcol_processor_refused_spans", "Number of spans that were rejected by the next component in the pipeline.", &["processor"]),
-            processor_incoming: counter_vec(r, l, "otelcol_processor_incoming_items", "Number of items passed to the processor.", &["processor", "otel_signal"]),
-            processor_outgoing: counter_vec(r, l, "otelcol_processor_outgoing_items", "Number of items emitted from the processor.", &["processor", "otel_signal"]),
-            batch_timeout_trigger: counter_vec(r, l, "otelcol_processor_batch_timeout_trigger_send", "Number of times the batch was sent due to a timeout trigger", &["processor"]),
-            batch_size_trigger: counter_vec(r, l, "otelcol_processor_batch_batch_size_trigger_send", "Number of times the batch was sent due to a size trigger", &["processor"]),
-            exporter_sent: counter_vec(r, l, "otelcol_exporter_sent_spans", "Number of spans successfully sent to destination.", &["exporter"]),
-            exporter_send_failed: counter_vec(r, l, "otelcol_exporter_send_failed_spans", "Number of spans in failed attempts to send to destination.", &["exporter"]),
-            exporter_enqueue_failed: counter_vec(r, l, "otelcol_exporter_enqueue_failed_spans", "Number of spans failed to be added to the sending queue.", &["exporter"]),
-            exporter_queue_size: gauge_vec(r, l, "otelcol_exporter_queue_size", "Current size of the retry queue (in batches)", &["exporter", "data_type"]),
-            exporter_queue_capacity: gauge_vec(r, l, "otelcol_exporter_queue_capacity", "Fixed capacity of the retry queue (in batches)", &["exporter", "data_type"]),
+            receiver_accepted: counter_vec(
+                r,
+                l,
+                "otelcol_receiver_accepted_spans",
+                "Number of spans successfully pushed into the pipeline.",
+                &["receiver", "transport"],
+            ),
+            receiver_refused: counter_vec(
+                r,
+                l,
+                "otelcol_receiver_refused_spans",
+                "Number of spans that could not be pushed into the pipeline.",
+                &["receiver", "transport"],
+            ),
+            processor_refused: counter_vec(
+                r,
+                l,
+                "otelcol_processor_refused_spans",
+                "Number of spans that were rejected by the next component in the pipeline.",
+                &["processor"],
+            ),
+            processor_incoming: counter_vec(
+                r,
+                l,
+                "otelcol_processor_incoming_items",
+                "Number of items passed to the processor.",
+                &["processor", "otel_signal"],
+            ),
+            processor_outgoing: counter_vec(
+                r,
+                l,
+                "otelcol_processor_outgoing_items",
+                "Number of items emitted from the processor.",
+                &["processor", "otel_signal"],
+            ),
+            batch_timeout_trigger: counter_vec(
+                r,
+                l,
+                "otelcol_processor_batch_timeout_trigger_send",
+                "Number of times the batch was sent due to a timeout trigger",
+                &["processor"],
+            ),
+            batch_size_trigger: counter_vec(
+                r,
+                l,
+                "otelcol_processor_batch_batch_size_trigger_send",
+                "Number of times the batch was sent due to a size trigger",
+                &["processor"],
+            ),
+            exporter_sent: counter_vec(
+                r,
+                l,
+                "otelcol_exporter_sent_spans",
+                "Number of spans successfully sent to destination.",
+                &["exporter"],
+            ),
+            exporter_send_failed: counter_vec(
+                r,
+                l,
+                "otelcol_exporter_send_failed_spans",
+                "Number of spans in failed attempts to send to destination.",
+                &["exporter"],
+            ),
+            exporter_enqueue_failed: counter_vec(
+                r,
+                l,
+                "otelcol_exporter_enqueue_failed_spans",
+                "Number of spans failed to be added to the sending queue.",
+                &["exporter"],
+            ),
+            exporter_queue_size: gauge_vec(
+                r,
+                l,
+                "otelcol_exporter_queue_size",
+                "Current size of the retry queue (in batches)",
+                &["exporter", "data_type"],
+            ),
+            exporter_queue_capacity: gauge_vec(
+                r,
+                l,
+                "otelcol_exporter_queue_capacity",
+                "Fixed capacity of the retry queue (in batches)",
+                &["exporter", "data_type"],
+            ),
             batch_send_size,
             process_rss,
             process_cpu,

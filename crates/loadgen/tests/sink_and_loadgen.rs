@@ -224,6 +224,33 @@ async fn unreachable_receiver_fails_after_retries() {
     assert_eq!(report.retryable_errors, 2);
 }
 
+#[tokio::test]
+async fn a_receiver_that_never_answers_times_out() {
+    // Accepts connections and keeps them open without ever answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let report = generate_load(&LoadgenArgs {
+        protocol: Protocol::Http,
+        concurrency: 1,
+        max_retries: 0,
+        request_timeout: 0.3,
+        ..loadgen_args(addr, 50)
+    })
+    .await
+    .unwrap();
+    silent.abort();
+    assert_eq!(report.failed_spans, 500);
+    assert_eq!(report.retryable_errors, 1);
+    assert!(report.last_error.unwrap().contains("no answer"));
+    assert!(report.seconds < 5.0);
+}
+
 /// Minimal HTTP/1.0 GET returning the body.
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

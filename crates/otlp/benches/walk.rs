@@ -74,6 +74,9 @@ fn benchmarks(c: &mut Criterion) {
             black_box(rest.split_off_front(100));
         }
     });
+    bench(&mut group, "into_batches_100", || {
+        black_box(&data).clone().into_batches(100)
+    });
     // The same batching done the decoded way: decode, regroup structs, re-encode each batch.
     bench(&mut group, "prost_split_100", || {
         let request = ExportTraceServiceRequest::decode(black_box(encoded.clone())).unwrap();
@@ -114,6 +117,8 @@ fn benchmarks(c: &mut Criterion) {
         data.retain_spans(|span| span.span_id()[0] & 1 == 0)
     });
     bench(&mut group, "split_by_trace", || data.split_by_trace());
+    // Ten copies of the request per iteration.
+    group.throughput(Throughput::Elements(spans * 10));
     bench(&mut group, "builder_concat_10", || {
         let mut builder = TraceDataBuilder::new();
         for _ in 0..10 {

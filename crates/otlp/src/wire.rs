@@ -5,6 +5,8 @@
 //! byte slice without allocating; the `encode_*` helpers write tags, varints and length-delimited
 //! fields when a message has to be rebuilt from byte ranges of other messages.
 //!
+//! [`read_field`] is the building block for hot loops that track their own position.
+//!
 //! Decoding follows prost's rules (varints of at most 10 bytes, tags that fit in `u32`, field
 //! number 0 invalid) so that anything this reader accepts, prost accepts too. Groups (wire types 3
 //! and 4) are rejected: no OTLP message uses them.
@@ -145,12 +147,7 @@ pub fn read_field<'a>(buf: &'a [u8], pos: &mut usize) -> Result<(u32, WireValue<
             array.copy_from_slice(bytes);
             WireValue::Fixed64(u64::from_le_bytes(array))
         }
-        2 => {
-            let len = read_varint(buf, pos)?;
-            let len =
-                usize::try_from(len).map_err(|_| WireError::Truncated { offset: tag_offset })?;
-            WireValue::Bytes(take(buf, pos, len, tag_offset)?)
-        }
+        2 => WireValue::Bytes(read_length_delimited(buf, pos, tag_offset)?),
         5 => {
             let bytes = take(buf, pos, 4, tag_offset)?;
             let mut array = [0u8; 4];
@@ -160,6 +157,36 @@ pub fn read_field<'a>(buf: &'a [u8], pos: &mut usize) -> Result<(u32, WireValue<
         bits => return Err(unsupported_wire_type(bits as u8, tag_offset)),
     };
     Ok((number, value))
+}
+
+/// Reads the length and payload of a length-delimited field whose tag (at `tag_offset`) has
+/// already been read, advancing `*pos` past the payload.
+#[inline(always)]
+pub fn read_length_delimited<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    tag_offset: usize,
+) -> Result<&'a [u8], WireError> {
+    let len = read_varint(buf, pos)?;
+    let len = usize::try_from(len).map_err(|_| WireError::Truncated { offset: tag_offset })?;
+    take(buf, pos, len, tag_offset)
+}
+
+/// Skips a varint value whose tag has already been read.
+#[inline(always)]
+pub fn skip_varint(buf: &[u8], pos: &mut usize) -> Result<(), WireError> {
+    read_varint(buf, pos).map(drop)
+}
+
+/// Skips `len` bytes of a fixed-width value whose tag (at `tag_offset`) has already been read.
+#[inline(always)]
+pub fn skip_fixed(
+    buf: &[u8],
+    pos: &mut usize,
+    len: usize,
+    tag_offset: usize,
+) -> Result<(), WireError> {
+    take(buf, pos, len, tag_offset).map(drop)
 }
 
 #[cold]
@@ -210,11 +237,6 @@ impl<'a> FieldIter<'a> {
     pub fn position(&self) -> usize {
         self.pos
     }
-
-    /// The message bytes being iterated.
-    pub fn buffer(&self) -> &'a [u8] {
-        self.buf
-    }
 }
 
 impl<'a> Iterator for FieldIter<'a> {
@@ -249,6 +271,14 @@ pub fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
         value >>= 7;
     }
     out.push(value as u8);
+}
+
+/// The one-byte tag of a field numbered below 16, for matching on a message's next byte.
+///
+/// Meant for constants: panics (at compile time, in a `const`) unless `field_number` is 1..=15.
+pub const fn short_tag(field_number: u32, wire_type: WireType) -> u8 {
+    assert!(field_number >= 1 && field_number < 16);
+    ((field_number << 3) | wire_type as u32) as u8
 }
 
 /// Appends a field tag (`field_number << 3 | wire_type`).

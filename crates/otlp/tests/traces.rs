@@ -181,6 +181,23 @@ proptest! {
     }
 
     #[test]
+    fn into_batches_cuts_in_one_pass(request in arb_valid_request(), max in 0usize..7) {
+        let data = data_of(&request);
+        let all = flatten(&request);
+        let batches = data.clone().into_batches(max);
+        let mut collected = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            if max > 0 && i + 1 < batches.len() {
+                prop_assert_eq!(batch.span_count(), max, "all batches but the last are full");
+            }
+            prop_assert!(max == 0 || batch.span_count() <= max);
+            prop_assert_eq!(count_spans(batch.as_bytes()).unwrap(), batch.span_count());
+            collected.extend(flat_of(batch));
+        }
+        prop_assert_eq!(collected, all);
+    }
+
+    #[test]
     fn retain_keeps_exactly_the_selected_spans(request in arb_valid_request(), mask in any::<u64>()) {
         let data = data_of(&request);
         let mut index = 0;

@@ -5,7 +5,6 @@ pub mod debug;
 pub mod helper;
 pub mod otlp;
 pub mod otlphttp;
-mod rpc_status;
 #[cfg(test)]
 pub(crate) mod testkit;
 

@@ -17,7 +17,9 @@ use threadline_otlp::proto::tonic::collector::trace::v1::trace_service_server::{
 use threadline_otlp::proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use threadline_otlp::proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use threadline_otlp::proto::tonic::common::v1::{
+    any_value, AnyValue, InstrumentationScope, KeyValue,
+};
 use threadline_otlp::proto::tonic::resource::v1::Resource;
 use threadline_otlp::proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use threadline_otlp::TraceData;
@@ -34,6 +36,7 @@ pub fn trace_request(tag: &str, spans: usize) -> ExportTraceServiceRequest {
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value.into())),
         }),
+        ..Default::default()
     };
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -145,7 +148,8 @@ pub struct Received {
     pub accepted: bool,
 }
 
-type GrpcResponder = Box<dyn FnMut(usize) -> Result<ExportTraceServiceResponse, tonic::Status> + Send>;
+type GrpcResponder =
+    Box<dyn FnMut(usize) -> Result<ExportTraceServiceResponse, tonic::Status> + Send>;
 
 /// What a gRPC backend has seen, and how it answers (by the 0-based number of the request).
 pub struct GrpcState {
@@ -233,7 +237,10 @@ impl GrpcBackend {
         Self::start_with(None, "127.0.0.1:0".parse().unwrap()).await
     }
 
-    pub async fn start_with(tls: Option<tonic::transport::ServerTlsConfig>, addr: SocketAddr) -> Self {
+    pub async fn start_with(
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        addr: SocketAddr,
+    ) -> Self {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(GrpcState {
@@ -251,10 +258,11 @@ impl GrpcBackend {
         }
         let stop = CancellationToken::new();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let router = server.add_service(service);
         let signal = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            let _ = router.serve_with_incoming_shutdown(incoming, signal).await;
+            let _ = server
+                .serve_with_incoming_shutdown(service, incoming, signal)
+                .await;
         });
         GrpcBackend {
             addr,
@@ -268,11 +276,11 @@ impl GrpcBackend {
         self.addr.to_string()
     }
 
+    /// Stops gracefully: clients are told to go away, so they must reconnect to reach a new one.
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     }
 }
@@ -334,7 +342,7 @@ pub struct HttpBackend {
 }
 
 impl HttpBackend {
-    pub async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    pub async fn start(tls: Option<rustls::ServerConfig>) -> Self {
         let listener = crate::server::bind("127.0.0.1:0", "test backend").unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(HttpState {
@@ -433,7 +441,8 @@ fn handle_http(
     response.body(axum::body::Body::from(reply_body)).unwrap()
 }
 
-/// A CA, a server certificate for `localhost`/127.0.0.1 and a client certificate, in PEM.
+/// A CA, a server certificate (for `localhost` and 127.0.0.1 by default) and a client
+/// certificate, in PEM.
 pub struct TestPki {
     pub ca_pem: String,
     pub server_cert_pem: String,
@@ -444,6 +453,11 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn generate() -> Self {
+        Self::generate_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// With a server certificate valid only for `server_names`.
+    pub fn generate_for(server_names: &[&str]) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -454,7 +468,8 @@ impl TestPki {
         let ca = ca_params.self_signed(&ca_key).unwrap();
 
         let server_key = KeyPair::generate().unwrap();
-        let server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        let names: Vec<String> = server_names.iter().map(|n| n.to_string()).collect();
+        let server = CertificateParams::new(names)
             .unwrap()
             .signed_by(&server_key, &ca, &ca_key)
             .unwrap();

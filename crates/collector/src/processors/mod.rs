@@ -1,1 +1,4 @@
-//! placeholder
+//! Processors: stages between receivers and exporters.
+
+pub mod batch;
+pub mod memory_limiter;

@@ -8,8 +8,10 @@
 //!   OpenTelemetry Collector does;
 //! - unknown fields are ignored, `null` means "default".
 //!
-//! `opentelemetry-proto`'s `with-serde` derives are not used: they reject enum names, accept ids
-//! of any length, write `rejectedSpans` as a number and report errors without a field path.
+//! `opentelemetry-proto`'s `with-serde` derives are not used: they reject enum names and `null`,
+//! silently ignore snake_case keys, accept ids of any length, write every default field
+//! (`"resource":null`, `"partialSuccess":null`), write `rejectedSpans` as a number and report
+//! errors without a field path. The tests check that each side reads what the other writes.
 
 mod decode;
 mod encode;

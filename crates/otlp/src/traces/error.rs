@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::schema::Message;
-use crate::wire::{FieldIter, WireError, WireType};
+use crate::wire::{read_varint, FieldIter, WireError, WireType};
 
 /// Why an encoded `ExportTraceServiceRequest` was refused.
 ///
@@ -87,16 +87,17 @@ impl Failure {
         }))
     }
 
-    /// Records that the failure happened inside field `number` of `message`, whose tag starts at
+    /// Records that the failure happened inside the field of `message` whose tag starts at
     /// `field_start` in `message_bytes`.
     #[cold]
     pub(crate) fn within(
         mut self,
         message: Message,
-        number: u32,
         message_bytes: &[u8],
         field_start: usize,
     ) -> Failure {
+        let mut pos = field_start;
+        let number = read_varint(message_bytes, &mut pos).map_or(0, |key| (key >> 3) as u32);
         let repeated = message.field(number).is_some_and(|field| field.repeated);
         // The index among same-numbered siblings is only needed for the message, so it is counted
         // here rather than tracked while walking.

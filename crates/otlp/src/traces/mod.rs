@@ -127,7 +127,8 @@ impl TraceData {
     /// Splits off the first `max_spans` spans and returns them; `self` keeps the rest.
     ///
     /// A `ResourceSpans`/`ScopeSpans` straddling the cut is rebuilt into two, each carrying the
-    /// same resource, scope and schema_url. A cut between resources copies nothing.
+    /// same resource, scope and schema_url. A cut between resources copies nothing; a cut inside
+    /// one copies both halves, so to cut data into many pieces use [`TraceData::into_batches`].
     pub fn split_off_front(&mut self, max_spans: usize) -> TraceData {
         if max_spans >= self.span_count {
             return std::mem::take(self);
@@ -172,6 +173,38 @@ impl TraceData {
         // Unreachable for consistent data (span_count matches the bytes); keep everything in
         // front rather than lose spans.
         std::mem::take(self)
+    }
+
+    /// Cuts the data into batches of at most `max_spans` spans (all full but the last), in one
+    /// pass. `max_spans == 0` means no limit.
+    pub fn into_batches(self, max_spans: usize) -> Vec<TraceData> {
+        if max_spans == 0 || self.span_count <= max_spans {
+            return vec![self];
+        }
+        let batch_bytes = self.bytes.len() / (self.span_count / max_spans) + 64;
+        let new_writer = || SpanWriter::new(Vec::with_capacity(batch_bytes), 0);
+        let mut batches = Vec::with_capacity(self.span_count.div_ceil(max_spans));
+        let mut writer = new_writer();
+        for resource in children(&self.bytes, RESOURCE_SPANS_FIELD) {
+            let spans = spans_in_resource(resource.payload);
+            if writer.span_count() + spans <= max_spans {
+                writer.extend_raw(resource.field, spans);
+            } else {
+                for_each_entry(resource.field, |entry| {
+                    if writer.span_count() == max_spans {
+                        batches.push(std::mem::replace(&mut writer, new_writer()).finish());
+                    }
+                    writer.push(entry);
+                });
+            }
+            if writer.span_count() == max_spans {
+                batches.push(std::mem::replace(&mut writer, new_writer()).finish());
+            }
+        }
+        if writer.span_count() > 0 {
+            batches.push(writer.finish());
+        }
+        batches
     }
 
     /// Returns the spans for which `keep` returns true, rebuilding resource/scope containers

@@ -54,30 +54,22 @@ pub(crate) fn spans_in_resource(resource_spans: &[u8]) -> usize {
 /// One span with the containers around it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SpanEntry<'a> {
-    /// Index of the enclosing `ResourceSpans` in the data.
-    pub resource_index: usize,
     pub resource_spans: &'a [u8],
-    /// Index of the enclosing `ScopeSpans`, counted across the whole data.
-    pub scope_index: usize,
     pub scope_spans: &'a [u8],
     pub span: Child<'a>,
 }
 
 /// Calls `visit` for every span of the data, in order.
 pub(crate) fn for_each_entry<'a>(buf: &'a [u8], mut visit: impl FnMut(&SpanEntry<'a>)) {
-    let mut scope_index = 0;
-    for (resource_index, resource) in children(buf, RESOURCE_SPANS_FIELD).enumerate() {
+    for resource in children(buf, RESOURCE_SPANS_FIELD) {
         for scope in children(resource.payload, SCOPE_SPANS_FIELD) {
             for span in children(scope.payload, SPANS_FIELD) {
                 visit(&SpanEntry {
-                    resource_index,
                     resource_spans: resource.payload,
-                    scope_index,
                     scope_spans: scope.payload,
                     span,
                 });
             }
-            scope_index += 1;
         }
     }
 }
@@ -99,13 +91,15 @@ fn copy_fields_except(message: &[u8], skip: u32, out: &mut Vec<u8>) {
 
 /// Builds trace data from selected spans, re-creating their `ResourceSpans`/`ScopeSpans`.
 ///
-/// Spans must be pushed in data order. Consecutive spans from the same container share one
-/// rebuilt container; each rebuilt container carries the original's other fields (resource,
-/// scope, schema_url, unknown fields), written before its children.
+/// Consecutive spans from the same container share one rebuilt container; each rebuilt
+/// container carries the original's other fields (resource, scope, schema_url, unknown fields),
+/// written before its children.
 #[derive(Debug)]
 pub(crate) struct SpanWriter {
     out: Vec<u8>,
     spans: usize,
+    /// The container being written, identified by the address of the original's bytes (distinct
+    /// containers never share one), and its still-open field.
     resource: Option<(usize, OpenField)>,
     scope: Option<(usize, OpenField)>,
 }
@@ -122,20 +116,27 @@ impl SpanWriter {
     }
 
     pub(crate) fn push(&mut self, entry: &SpanEntry<'_>) {
-        if self.resource.as_ref().map(|(index, _)| *index) != Some(entry.resource_index) {
+        let resource_id = entry.resource_spans.as_ptr() as usize;
+        let scope_id = entry.scope_spans.as_ptr() as usize;
+        if self.resource.as_ref().map(|(id, _)| *id) != Some(resource_id) {
             self.close_resource();
             let open = OpenField::begin(RESOURCE_SPANS_FIELD, &mut self.out);
             copy_fields_except(entry.resource_spans, SCOPE_SPANS_FIELD, &mut self.out);
-            self.resource = Some((entry.resource_index, open));
+            self.resource = Some((resource_id, open));
         }
-        if self.scope.as_ref().map(|(index, _)| *index) != Some(entry.scope_index) {
+        if self.scope.as_ref().map(|(id, _)| *id) != Some(scope_id) {
             self.close_scope();
             let open = OpenField::begin(SCOPE_SPANS_FIELD, &mut self.out);
             copy_fields_except(entry.scope_spans, SPANS_FIELD, &mut self.out);
-            self.scope = Some((entry.scope_index, open));
+            self.scope = Some((scope_id, open));
         }
         self.out.extend_from_slice(entry.span.field);
         self.spans += 1;
+    }
+
+    /// Spans written so far.
+    pub(crate) fn span_count(&self) -> usize {
+        self.spans
     }
 
     /// Appends complete `resource_spans` fields holding `spans` spans.

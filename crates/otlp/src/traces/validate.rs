@@ -2,10 +2,16 @@
 //!
 //! The rules are prost's (wire types of known fields, UTF-8 of `string` fields, prost's recursion
 //! limit) plus OTLP's id lengths, so a request accepted here always decodes with prost.
+//!
+//! [`check_message`] validates any message against the schema. Spans, attributes and attribute
+//! values, which are nearly all of a request, have loops of their own that dispatch on the
+//! one-byte tag encoders write for their fields, and fall back to the schema for anything else.
 
 use super::error::{DecodeError, Failure, Problem};
 use super::schema::{FieldType, Message, SPAN_ID_LEN, TRACE_ID_LEN};
-use crate::wire::{read_field, WireType, WireValue};
+use crate::wire::{
+    read_field, read_length_delimited, short_tag, skip_fixed, skip_varint, WireType, WireValue,
+};
 
 /// prost refuses messages nested deeper than this (its `RECURSION_LIMIT`); so do we, so that
 /// everything we accept can be decoded later.
@@ -36,23 +42,19 @@ pub(crate) fn validate_request(buf: &[u8]) -> Result<Summary, Failure> {
     let mut resource_index = 0;
     while pos < buf.len() {
         let start = pos;
-        match read_field(buf, &mut pos)? {
+        let result = match read_field(buf, &mut pos)? {
             (1, WireValue::Bytes(resource_spans)) => {
-                validate_resource_spans(resource_spans, resource_index, &mut summary)
-                    .map_err(|f| f.within(Message::ExportRequest, 1, buf, start))?;
                 resource_index += 1;
+                validate_resource_spans(resource_spans, resource_index - 1, &mut summary)
             }
-            (1, value) => {
-                return Err(wrong_wire_type(WireType::LengthDelimited, value).within(
-                    Message::ExportRequest,
-                    1,
-                    buf,
-                    start,
-                ))
-            }
+            (1, value) => Err(wrong_wire_type(WireType::LengthDelimited, value)),
             // Not part of the trace data: dropped when the request is stored.
-            _ => summary.has_foreign_fields = true,
-        }
+            _ => {
+                summary.has_foreign_fields = true;
+                Ok(())
+            }
+        };
+        result.map_err(|f| f.within(Message::ExportRequest, buf, start))?;
     }
     Ok(summary)
 }
@@ -66,16 +68,16 @@ fn validate_resource_spans(
     let mut scope_index = 0;
     while pos < buf.len() {
         let start = pos;
-        let (number, value) = read_field(buf, &mut pos)?;
-        let result = match (number, value) {
+        let result = match read_field(buf, &mut pos)? {
             (2, WireValue::Bytes(scope_spans)) => {
-                let position = (resource_index, scope_index);
                 scope_index += 1;
-                validate_scope_spans(scope_spans, position, summary)
+                validate_scope_spans(scope_spans, (resource_index, scope_index - 1), summary)
             }
-            _ => check_field(Message::ResourceSpans, number, value, RESOURCE_SPANS_DEPTH),
+            (number, value) => {
+                check_field(Message::ResourceSpans, number, value, RESOURCE_SPANS_DEPTH)
+            }
         };
-        result.map_err(|f| f.within(Message::ResourceSpans, number, buf, start))?;
+        result.map_err(|f| f.within(Message::ResourceSpans, buf, start))?;
     }
     Ok(())
 }
@@ -89,8 +91,7 @@ fn validate_scope_spans(
     let mut span_index = 0;
     while pos < buf.len() {
         let start = pos;
-        let (number, value) = read_field(buf, &mut pos)?;
-        let result = match (number, value) {
+        let result = match read_field(buf, &mut pos)? {
             (2, WireValue::Bytes(span)) => validate_span(span).map(|ids_valid| {
                 summary.spans += 1;
                 if !ids_valid {
@@ -101,12 +102,32 @@ fn validate_scope_spans(
                 }
                 span_index += 1;
             }),
-            _ => check_field(Message::ScopeSpans, number, value, SCOPE_SPANS_DEPTH),
+            (number, value) => check_field(Message::ScopeSpans, number, value, SCOPE_SPANS_DEPTH),
         };
-        result.map_err(|f| f.within(Message::ScopeSpans, number, buf, start))?;
+        result.map_err(|f| f.within(Message::ScopeSpans, buf, start))?;
     }
     Ok(())
 }
+
+// One-byte tags of the fields handled by the fast paths.
+const LEN: WireType = WireType::LengthDelimited;
+const SPAN_TRACE_ID: u8 = short_tag(1, LEN);
+const SPAN_SPAN_ID: u8 = short_tag(2, LEN);
+const SPAN_TRACE_STATE: u8 = short_tag(3, LEN);
+const SPAN_PARENT_SPAN_ID: u8 = short_tag(4, LEN);
+const SPAN_NAME: u8 = short_tag(5, LEN);
+const SPAN_KIND: u8 = short_tag(6, WireType::Varint);
+const SPAN_START_TIME: u8 = short_tag(7, WireType::Fixed64);
+const SPAN_END_TIME: u8 = short_tag(8, WireType::Fixed64);
+const SPAN_ATTRIBUTE: u8 = short_tag(9, LEN);
+const SPAN_DROPPED_ATTRIBUTES: u8 = short_tag(10, WireType::Varint);
+const KEY_VALUE_KEY: u8 = short_tag(1, LEN);
+const KEY_VALUE_VALUE: u8 = short_tag(2, LEN);
+const ANY_STRING: u8 = short_tag(1, LEN);
+const ANY_BOOL: u8 = short_tag(2, WireType::Varint);
+const ANY_INT: u8 = short_tag(3, WireType::Varint);
+const ANY_DOUBLE: u8 = short_tag(4, WireType::Fixed64);
+const ANY_BYTES: u8 = short_tag(7, LEN);
 
 /// Validates one span; returns whether its trace_id and span_id are both valid (non-zero).
 fn validate_span(buf: &[u8]) -> Result<bool, Failure> {
@@ -116,65 +137,119 @@ fn validate_span(buf: &[u8]) -> Result<bool, Failure> {
     let mut span_id: &[u8] = &[];
     while pos < buf.len() {
         let start = pos;
-        let (number, value) = read_field(buf, &mut pos)?;
-        // The span's own fields are checked inline (this is the hot loop); the rest, and any
-        // field with an unexpected wire type, go through the schema in `check_field`.
-        let result = match (number, value) {
+        let result = match buf[start] {
             // Last occurrence wins, as in protobuf.
-            (1, WireValue::Bytes(id)) => {
-                trace_id = id;
-                check_id(id, TRACE_ID_LEN)
+            SPAN_TRACE_ID => {
+                pos += 1;
+                trace_id = read_length_delimited(buf, &mut pos, start)?;
+                check_id(trace_id, TRACE_ID_LEN)
             }
-            (2, WireValue::Bytes(id)) => {
-                span_id = id;
-                check_id(id, SPAN_ID_LEN)
+            SPAN_SPAN_ID => {
+                pos += 1;
+                span_id = read_length_delimited(buf, &mut pos, start)?;
+                check_id(span_id, SPAN_ID_LEN)
             }
-            (4, WireValue::Bytes(id)) => check_id(id, SPAN_ID_LEN),
-            (3 | 5, WireValue::Bytes(string)) => check_utf8(string),
-            (6 | 10 | 12 | 14, WireValue::Varint(_))
-            | (7 | 8, WireValue::Fixed64(_))
-            | (16, WireValue::Fixed32(_)) => Ok(()),
-            (9, WireValue::Bytes(attribute)) => check_key_value(attribute, SPAN_DEPTH + 1),
-            _ => check_field(Message::Span, number, value, SPAN_DEPTH),
+            SPAN_PARENT_SPAN_ID => {
+                pos += 1;
+                check_id(read_length_delimited(buf, &mut pos, start)?, SPAN_ID_LEN)
+            }
+            SPAN_TRACE_STATE | SPAN_NAME => {
+                pos += 1;
+                check_utf8(read_length_delimited(buf, &mut pos, start)?)
+            }
+            SPAN_KIND | SPAN_DROPPED_ATTRIBUTES => {
+                pos += 1;
+                skip_varint(buf, &mut pos).map_err(Failure::from)
+            }
+            SPAN_START_TIME | SPAN_END_TIME => {
+                pos += 1;
+                skip_fixed(buf, &mut pos, 8, start).map_err(Failure::from)
+            }
+            SPAN_ATTRIBUTE => {
+                pos += 1;
+                check_key_value(read_length_delimited(buf, &mut pos, start)?, SPAN_DEPTH + 1)
+            }
+            _ => {
+                let (number, value) = read_field(buf, &mut pos)?;
+                check_field(Message::Span, number, value, SPAN_DEPTH)
+            }
         };
-        result.map_err(|f| f.within(Message::Span, number, buf, start))?;
+        result.map_err(|f| f.within(Message::Span, buf, start))?;
     }
     Ok(is_valid_id(trace_id) && is_valid_id(span_id))
 }
 
-/// Ids are either empty or exactly `len` bytes.
-#[inline]
-fn check_id(id: &[u8], len: usize) -> Result<(), Failure> {
-    if id.is_empty() || id.len() == len {
-        Ok(())
-    } else {
-        Err(Failure::new(Problem::IdLength {
-            expected: len,
-            actual: id.len(),
-        }))
+/// [`check_message`] for `KeyValue`.
+fn check_key_value(buf: &[u8], depth: u32) -> Result<(), Failure> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let start = pos;
+        let result = match buf[start] {
+            KEY_VALUE_KEY => {
+                pos += 1;
+                check_utf8(read_length_delimited(buf, &mut pos, start)?)
+            }
+            KEY_VALUE_VALUE if depth < RECURSION_LIMIT => {
+                pos += 1;
+                check_any_value(read_length_delimited(buf, &mut pos, start)?, depth + 1)
+            }
+            _ => {
+                let (number, value) = read_field(buf, &mut pos)?;
+                check_field(Message::KeyValue, number, value, depth)
+            }
+        };
+        result.map_err(|f| f.within(Message::KeyValue, buf, start))?;
     }
+    Ok(())
 }
 
-/// An id is valid when present and not all zeros (OTLP spec, trace.proto).
+/// [`check_message`] for `AnyValue`.
 #[inline]
-pub(crate) fn is_valid_id(id: &[u8]) -> bool {
-    id.iter().any(|&byte| byte != 0)
+fn check_any_value(buf: &[u8], depth: u32) -> Result<(), Failure> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let start = pos;
+        let result = match buf[start] {
+            ANY_STRING => {
+                pos += 1;
+                check_utf8(read_length_delimited(buf, &mut pos, start)?)
+            }
+            ANY_BOOL | ANY_INT => {
+                pos += 1;
+                skip_varint(buf, &mut pos).map_err(Failure::from)
+            }
+            ANY_DOUBLE => {
+                pos += 1;
+                skip_fixed(buf, &mut pos, 8, start).map_err(Failure::from)
+            }
+            ANY_BYTES => {
+                pos += 1;
+                read_length_delimited(buf, &mut pos, start)
+                    .map(drop)
+                    .map_err(Failure::from)
+            }
+            _ => {
+                let (number, value) = read_field(buf, &mut pos)?;
+                check_field(Message::AnyValue, number, value, depth)
+            }
+        };
+        result.map_err(|f| f.within(Message::AnyValue, buf, start))?;
+    }
+    Ok(())
 }
 
-/// Validates any message below the span envelope (and the non-envelope fields of the envelope).
+/// Validates any message against the schema.
 fn check_message(buf: &[u8], message: Message, depth: u32) -> Result<(), Failure> {
     let mut pos = 0;
     while pos < buf.len() {
         let start = pos;
         let (number, value) = read_field(buf, &mut pos)?;
-        check_field(message, number, value, depth)
-            .map_err(|f| f.within(message, number, buf, start))?;
+        check_field(message, number, value, depth).map_err(|f| f.within(message, buf, start))?;
     }
     Ok(())
 }
 
 /// Checks one field of `message` (which sits at nesting `depth`) the way prost would decode it.
-#[inline]
 fn check_field(
     message: Message,
     number: u32,
@@ -200,7 +275,6 @@ fn check_field(
             if depth >= RECURSION_LIMIT {
                 return Err(too_deep());
             }
-            // Attributes are most of a span's fields: they get loops of their own.
             match child {
                 Message::KeyValue => check_key_value(bytes, depth + 1),
                 Message::AnyValue => check_any_value(bytes, depth + 1),
@@ -211,48 +285,29 @@ fn check_field(
     }
 }
 
-/// [`check_message`] for `KeyValue`, with the common fields handled inline.
-fn check_key_value(buf: &[u8], depth: u32) -> Result<(), Failure> {
-    let mut pos = 0;
-    while pos < buf.len() {
-        let start = pos;
-        let (number, value) = read_field(buf, &mut pos)?;
-        let result = match (number, value) {
-            (1, WireValue::Bytes(key)) => check_utf8(key),
-            (2, WireValue::Bytes(any_value)) if depth < RECURSION_LIMIT => {
-                check_any_value(any_value, depth + 1)
-            }
-            _ => check_field(Message::KeyValue, number, value, depth),
-        };
-        result.map_err(|f| f.within(Message::KeyValue, number, buf, start))?;
+/// Ids are either empty or exactly `len` bytes.
+#[inline]
+fn check_id(id: &[u8], len: usize) -> Result<(), Failure> {
+    if id.is_empty() || id.len() == len {
+        Ok(())
+    } else {
+        Err(Failure::new(Problem::IdLength {
+            expected: len,
+            actual: id.len(),
+        }))
     }
-    Ok(())
 }
 
-/// [`check_message`] for `AnyValue`, with the scalar values handled inline.
+/// An id is valid when present and not all zeros (OTLP spec, trace.proto).
 #[inline]
-fn check_any_value(buf: &[u8], depth: u32) -> Result<(), Failure> {
-    let mut pos = 0;
-    while pos < buf.len() {
-        let start = pos;
-        let (number, value) = read_field(buf, &mut pos)?;
-        let result = match (number, value) {
-            (1, WireValue::Bytes(string)) => check_utf8(string),
-            (2 | 3 | 8, WireValue::Varint(_))
-            | (4, WireValue::Fixed64(_))
-            | (7, WireValue::Bytes(_)) => Ok(()),
-            _ => check_field(Message::AnyValue, number, value, depth),
-        };
-        result.map_err(|f| f.within(Message::AnyValue, number, buf, start))?;
-    }
-    Ok(())
+pub(crate) fn is_valid_id(id: &[u8]) -> bool {
+    id.iter().any(|&byte| byte != 0)
 }
 
 /// UTF-8 check with a fast path for ASCII, which nearly all telemetry strings are.
 #[inline]
 fn check_utf8(bytes: &[u8]) -> Result<(), Failure> {
-    if bytes.iter().fold(0u8, |acc, &byte| acc | byte) < 0x80 || std::str::from_utf8(bytes).is_ok()
-    {
+    if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() {
         Ok(())
     } else {
         Err(Failure::new(Problem::InvalidUtf8))
@@ -311,7 +366,7 @@ fn for_each_envelope_child(
             }
             _ => continue,
         };
-        result.map_err(|f| f.within(message, child_number, buf, start))?;
+        result.map_err(|f| f.within(message, buf, start))?;
     }
     Ok(())
 }

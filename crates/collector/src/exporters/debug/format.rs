@@ -61,15 +61,27 @@ pub fn detailed(request: &ExportTraceServiceRequest) -> String {
             for (i, span) in scope_spans.spans.iter().enumerate() {
                 let _ = writeln!(out, "Span #{i}");
                 let _ = writeln!(out, "    Trace ID       : {}", hex::encode(&span.trace_id));
-                let _ = writeln!(out, "    Parent ID      : {}", hex::encode(&span.parent_span_id));
+                let _ = writeln!(
+                    out,
+                    "    Parent ID      : {}",
+                    hex::encode(&span.parent_span_id)
+                );
                 let _ = writeln!(out, "    ID             : {}", hex::encode(&span.span_id));
                 let _ = writeln!(out, "    Name           : {}", span.name);
                 let _ = writeln!(out, "    Kind           : {}", span_kind(span.kind));
                 if !span.trace_state.is_empty() {
                     let _ = writeln!(out, "    TraceState     : {}", span.trace_state);
                 }
-                let _ = writeln!(out, "    Start time     : {}", timestamp(span.start_time_unix_nano));
-                let _ = writeln!(out, "    End time       : {}", timestamp(span.end_time_unix_nano));
+                let _ = writeln!(
+                    out,
+                    "    Start time     : {}",
+                    timestamp(span.start_time_unix_nano)
+                );
+                let _ = writeln!(
+                    out,
+                    "    End time       : {}",
+                    timestamp(span.end_time_unix_nano)
+                );
                 let (code, message) = span
                     .status
                     .as_ref()
@@ -77,7 +89,11 @@ pub fn detailed(request: &ExportTraceServiceRequest) -> String {
                 let _ = writeln!(out, "    Status code    : {}", status_code(code));
                 let _ = writeln!(out, "    Status message : {message}");
                 if span.dropped_attributes_count > 0 {
-                    let _ = writeln!(out, "    DroppedAttributesCount: {}", span.dropped_attributes_count);
+                    let _ = writeln!(
+                        out,
+                        "    DroppedAttributesCount: {}",
+                        span.dropped_attributes_count
+                    );
                 }
                 write_attributes(&mut out, "Attributes:", &span.attributes, "");
                 if !span.events.is_empty() {
@@ -86,8 +102,16 @@ pub fn detailed(request: &ExportTraceServiceRequest) -> String {
                 for (e, event) in span.events.iter().enumerate() {
                     let _ = writeln!(out, "SpanEvent #{e}");
                     let _ = writeln!(out, "     -> Name: {}", event.name);
-                    let _ = writeln!(out, "     -> Timestamp: {}", timestamp(event.time_unix_nano));
-                    let _ = writeln!(out, "     -> DroppedAttributesCount: {}", event.dropped_attributes_count);
+                    let _ = writeln!(
+                        out,
+                        "     -> Timestamp: {}",
+                        timestamp(event.time_unix_nano)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "     -> DroppedAttributesCount: {}",
+                        event.dropped_attributes_count
+                    );
                     write_attributes(&mut out, "     -> Attributes::", &event.attributes, "     ");
                 }
                 if span.dropped_events_count > 0 {
@@ -101,7 +125,11 @@ pub fn detailed(request: &ExportTraceServiceRequest) -> String {
                     let _ = writeln!(out, "     -> Trace ID: {}", hex::encode(&link.trace_id));
                     let _ = writeln!(out, "     -> ID: {}", hex::encode(&link.span_id));
                     let _ = writeln!(out, "     -> TraceState: {}", link.trace_state);
-                    let _ = writeln!(out, "     -> DroppedAttributesCount: {}", link.dropped_attributes_count);
+                    let _ = writeln!(
+                        out,
+                        "     -> DroppedAttributesCount: {}",
+                        link.dropped_attributes_count
+                    );
                     write_attributes(&mut out, "     -> Attributes::", &link.attributes, "     ");
                 }
                 if span.dropped_links_count > 0 {
@@ -243,7 +271,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;

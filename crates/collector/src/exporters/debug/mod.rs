@@ -188,6 +188,7 @@ impl Sampler {
         }
         self.seen_in_window += 1;
         let n = self.seen_in_window;
-        n <= self.initial || (self.thereafter > 0 && (n - self.initial) % self.thereafter == 0)
+        // `checked_rem` is `None` for `thereafter: 0`: nothing more this second.
+        n <= self.initial || (n - self.initial).checked_rem(self.thereafter) == Some(0)
     }
 }

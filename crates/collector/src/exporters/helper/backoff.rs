@@ -148,10 +148,7 @@ mod tests {
         assert!(backoff.next_delay(None).is_some()); // 100ms
         assert_eq!(backoff.next_delay(None), Some(Duration::from_millis(200)));
         // Nothing has been waited yet, but 400ms from now is past the 250ms budget.
-        assert_eq!(
-            backoff.next_delay(Some(Duration::from_millis(400))),
-            None
-        );
+        assert_eq!(backoff.next_delay(Some(Duration::from_millis(400))), None);
     }
 
     #[test]

@@ -116,5 +116,8 @@ pub fn validate(queue: &QueueSettings, retry: &RetrySettings) -> Vec<ConfigError
 }
 
 fn within(section: &str, error: ConfigError) -> ConfigError {
-    ConfigError::new(threadline_config::join_path(section, &error.path), error.message)
+    ConfigError::new(
+        threadline_config::join_path(section, &error.path),
+        error.message,
+    )
 }

@@ -132,6 +132,20 @@ enum Failure {
     Interrupted(String),
 }
 
+impl Failure {
+    fn reason(&self) -> &str {
+        match self {
+            Failure::Permanent(reason)
+            | Failure::GaveUp {
+                message: reason, ..
+            }
+            | Failure::Interrupted(reason) => reason,
+        }
+    }
+}
+
+const DROPPING: &str = "Exporting failed. Dropping data.";
+
 /// The retry loop and the metrics, shared by `consume` and the queue workers.
 struct Core<S> {
     sender: S,
@@ -141,6 +155,9 @@ struct Core<S> {
     attempt_timeout: Option<Duration>,
     /// Cancelled at the shutdown deadline: back-off waits and attempts in flight end there.
     deadline_reached: CancellationToken,
+    /// Cancelled at shutdown when waiting is pointless (a persistent queue keeps the data for the
+    /// next start): back-off waits end at once; attempts in flight still get until the deadline.
+    stop_waiting: CancellationToken,
 }
 
 impl<S: Sender> Core<S> {
@@ -148,10 +165,13 @@ impl<S: Sender> Core<S> {
         let mut backoff = Backoff::start(&self.retry);
         loop {
             let result = tokio::select! {
-                result = self.attempt(data) => result,
-                _ = self.deadline_reached.cancelled() => {
-                    return Err(Failure::Interrupted("the exporter was shut down before the data could be sent".into()));
-                }
+                result = self.attempt(data) => Some(result),
+                _ = self.deadline_reached.cancelled() => None,
+            };
+            let Some(result) = result else {
+                return Err(Failure::Interrupted(
+                    "the exporter was shut down before the data could be sent".into(),
+                ));
             };
             let (message, throttle) = match result {
                 Ok(delivered) => return Ok(delivered),
@@ -172,11 +192,15 @@ impl<S: Sender> Core<S> {
                 interval = ?delay,
                 "Exporting failed. Will retry the request after interval."
             );
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.deadline_reached.cancelled() => {
-                    return Err(Failure::Interrupted(format!("the exporter was shut down while waiting to retry: {message}")));
-                }
+            let interrupted = tokio::select! {
+                _ = tokio::time::sleep(delay) => false,
+                _ = self.stop_waiting.cancelled() => true,
+                _ = self.deadline_reached.cancelled() => true,
+            };
+            if interrupted {
+                return Err(Failure::Interrupted(format!(
+                    "the exporter was shut down while waiting to retry: {message}"
+                )));
             }
         }
     }
@@ -211,7 +235,10 @@ impl<S: Sender> Core<S> {
 enum Queued {
     InMemory(TraceData),
     /// In the persistent queue; read back when its turn comes.
-    OnDisk { seq: u64 },
+    OnDisk {
+        disk: Arc<DiskQueue>,
+        seq: u64,
+    },
 }
 
 struct Queue {
@@ -244,6 +271,7 @@ impl<S: Sender> QueuedRetrySender<S> {
             retry: settings.retry,
             attempt_timeout: settings.attempt_timeout,
             deadline_reached: CancellationToken::new(),
+            stop_waiting: CancellationToken::new(),
         });
         let policy = settings.queue;
         if !policy.enabled {
@@ -257,10 +285,11 @@ impl<S: Sender> QueuedRetrySender<S> {
         let (disk, recovered) = match &policy.directory {
             None => (None, Vec::new()),
             Some(dir) => {
-                let (disk, recovered) = DiskQueue::open(dir).map_err(|source| QueueError::Open {
-                    path: dir.clone(),
-                    source,
-                })?;
+                let (disk, recovered) =
+                    DiskQueue::open(dir).map_err(|source| QueueError::Open {
+                        path: dir.clone(),
+                        source,
+                    })?;
                 if !recovered.is_empty() {
                     tracing::info!(
                         exporter = %core.exporter,
@@ -273,12 +302,18 @@ impl<S: Sender> QueuedRetrySender<S> {
             }
         };
         // Requests found on disk are never dropped: if there are more than `queue_size` (the
-        // setting was lowered), the queue holds them all and takes new data once it is below.
+        // setting was lowered), the queue's bound grows to hold them all for this run.
         let capacity = policy.queue_size.max(recovered.len()).max(1);
         let (intake, outlet) = mpsc::channel(capacity);
-        for seq in recovered {
-            if intake.try_send(Queued::OnDisk { seq }).is_ok() {
-                core.metrics.queue_size.inc();
+        if let Some(disk) = &disk {
+            for seq in recovered {
+                let queued = Queued::OnDisk {
+                    disk: disk.clone(),
+                    seq,
+                };
+                if intake.try_send(queued).is_ok() {
+                    core.metrics.queue_size.inc();
+                }
             }
         }
         core.metrics.queue_capacity.set(policy.queue_size as i64);
@@ -290,7 +325,6 @@ impl<S: Sender> QueuedRetrySender<S> {
                 tokio::spawn(run_worker(
                     core.clone(),
                     outlet.clone(),
-                    disk.clone(),
                     stop_taking.clone(),
                 ))
             })
@@ -367,7 +401,10 @@ impl<S: Sender> QueuedRetrySender<S> {
         let item = match &queue.disk {
             None => Queued::InMemory(data),
             Some(disk) => match disk.write(&data).await {
-                Ok(seq) => Queued::OnDisk { seq },
+                Ok(seq) => Queued::OnDisk {
+                    disk: disk.clone(),
+                    seq,
+                },
                 Err(err) => {
                     self.core.metrics.enqueue_failed_spans.inc_by(spans);
                     let message = format!(
@@ -395,7 +432,6 @@ fn shutting_down() -> ConsumeError {
 async fn run_worker<S: Sender>(
     core: Arc<Core<S>>,
     outlet: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
-    disk: Option<Arc<DiskQueue>>,
     stop_taking: CancellationToken,
 ) {
     loop {
@@ -407,21 +443,16 @@ async fn run_worker<S: Sender>(
         };
         let Some(queued) = next else { return };
         core.metrics.queue_size.dec();
-        match (queued, &disk) {
-            (Queued::InMemory(data), _) => {
+        match queued {
+            Queued::InMemory(data) => {
                 let spans = data.span_count() as u64;
                 match core.send_with_retry(&data).await {
                     Ok(delivered) => core.record_delivered(spans, delivered),
-                    Err(Failure::Permanent(reason) | Failure::GaveUp { message: reason, .. }) => {
-                        core.record_dropped(spans, &reason, "Exporting failed. Dropping data.")
-                    }
-                    Err(Failure::Interrupted(reason)) => {
-                        core.record_dropped(spans, &reason, "Exporting failed. Dropping data.")
-                    }
+                    // Memory keeps nothing past a shutdown either: every failure is a loss.
+                    Err(failure) => core.record_dropped(spans, failure.reason(), DROPPING),
                 }
             }
-            (Queued::OnDisk { seq }, Some(disk)) => send_from_disk(&core, disk, seq).await,
-            (Queued::OnDisk { .. }, None) => {}
+            Queued::OnDisk { disk, seq } => send_from_disk(&core, &disk, seq).await,
         }
     }
 }
@@ -446,12 +477,12 @@ async fn send_from_disk<S: Sender>(core: &Core<S>, disk: &DiskQueue, seq: u64) {
             core.record_delivered(spans, delivered);
             disk.remove(seq).await;
         }
-        Err(Failure::Permanent(reason) | Failure::GaveUp { message: reason, .. }) => {
-            core.record_dropped(spans, &reason, "Exporting failed. Dropping data.");
-            disk.remove(seq).await;
-        }
         Err(Failure::Interrupted(_)) => {
             tracing::info!(exporter = %core.exporter, spans, "shutdown: the request stays in the persistent queue for the next start");
+        }
+        Err(failure) => {
+            core.record_dropped(spans, failure.reason(), DROPPING);
+            disk.remove(seq).await;
         }
     }
 }
@@ -487,15 +518,19 @@ impl<S: Sender> Component for QueuedRetrySender<S> {
             intake.take();
         }
         if queue.disk.is_some() {
+            // Everything not yet sent is safe on disk: stop taking requests and stop waiting.
             queue.stop_taking.cancel();
+            self.core.stop_waiting.cancel();
         }
-        let mut workers = std::mem::take(&mut *queue.workers.lock().await);
-        if tokio::time::timeout_at(deadline, futures::future::join_all(workers.iter_mut()))
+        let workers = std::mem::take(&mut *queue.workers.lock().await);
+        let all_stopped = futures::future::join_all(workers);
+        tokio::pin!(all_stopped);
+        if tokio::time::timeout_at(deadline, &mut all_stopped)
             .await
             .is_err()
         {
             self.core.deadline_reached.cancel();
-            futures::future::join_all(workers).await;
+            all_stopped.await;
         }
 
         // What is still queued now was not sent in time. On disk it waits for the next start.
@@ -511,7 +546,7 @@ impl<S: Sender> Component for QueuedRetrySender<S> {
             self.core.record_dropped(
                 lost_spans,
                 "the shutdown deadline passed before the sending queue was drained",
-                "Exporting failed. Dropping data.",
+                DROPPING,
             );
         }
     }

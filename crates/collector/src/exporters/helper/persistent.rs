@@ -100,18 +100,15 @@ impl DiskQueue {
         let path = self.path_of(seq);
         let payload = data.as_bytes().clone();
         let span_count = data.span_count() as u64;
-        let written = tokio::task::spawn_blocking(move || {
-            let result = write_file(&path, span_count, &payload);
-            if result.is_err() {
-                // Best effort: a partial file would be ignored at the next start anyway.
-                let _ = fs::remove_file(&path);
-            }
-            result
-        })
-        .await
-        .map_err(io::Error::other)?;
-        written?;
-        self.sync_directory().await?;
+        let file_path = path.clone();
+        tokio::task::spawn_blocking(move || write_file(&file_path, span_count, &payload))
+            .await
+            .map_err(io::Error::other)??;
+        if let Err(err) = self.sync_directory().await {
+            // Not acknowledged, so the caller will offer the data again: do not keep a copy.
+            let _ = fs::remove_file(&path);
+            return Err(err);
+        }
         Ok(seq)
     }
 
@@ -179,9 +176,15 @@ fn write_file(path: &Path, span_count: u64, payload: &[u8]) -> io::Result<()> {
     // `create_new`: sequence numbers are never reused, so an existing file means a bug or a second
     // process on the same directory; refuse rather than overwrite queued data.
     let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    file.write_all(&header)?;
-    file.write_all(payload)?;
-    file.sync_all()
+    let written = file
+        .write_all(&header)
+        .and_then(|()| file.write_all(payload))
+        .and_then(|()| file.sync_all());
+    if written.is_err() {
+        // Best effort: a partial file would be skipped at the next start anyway.
+        let _ = fs::remove_file(path);
+    }
+    written
 }
 
 fn decode_file(contents: Vec<u8>) -> Result<TraceData, String> {

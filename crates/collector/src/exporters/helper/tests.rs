@@ -13,7 +13,9 @@ use tonic::{Code, Status};
 use super::*;
 use crate::component::{Exporter, ExporterFactory};
 use crate::exporters::otlp::OtlpExporterFactory;
-use crate::exporters::rpc_status::{ProtoAny, ProtoDuration, RetryInfo, RpcStatus, RETRY_INFO_TYPE_URL};
+use crate::rpc_status::{
+    ProtoAny, ProtoDuration, RetryInfo, RpcStatus, RETRY_INFO_TYPE_URL,
+};
 use crate::exporters::testkit::{tags, traces, wait_until, yaml, GrpcBackend, TestContext};
 use crate::extensions::file_storage::{FileStorage, FileStorageConfig};
 
@@ -96,7 +98,9 @@ async fn retries_unavailable_then_delivers_exactly_once() {
     let metrics = tc.metrics();
     assert_eq!(metrics.sent_spans.get(), 3);
     assert_eq!(metrics.send_failed_spans.get(), 0);
-    exporter.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    exporter
+        .shutdown(Instant::now() + Duration::from_secs(1))
+        .await;
 }
 
 #[tokio::test]
@@ -118,8 +122,14 @@ async fn retry_info_delay_is_waited_for() {
     let received = backend.state.received.lock().unwrap().clone();
     let gap = received[1].at - received[0].at;
     // The backoff alone would wait 50ms.
-    assert!(gap >= delay, "retried after {gap:?}, before the {delay:?} the server asked for");
-    assert!(gap < delay + Duration::from_millis(1500), "retried after {gap:?}");
+    assert!(
+        gap >= delay,
+        "retried after {gap:?}, before the {delay:?} the server asked for"
+    );
+    assert!(
+        gap < delay + Duration::from_millis(1500),
+        "retried after {gap:?}"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +171,9 @@ async fn permanent_error_is_dropped_and_counted() {
 #[tokio::test]
 async fn retries_stop_after_max_elapsed_time() {
     let backend = GrpcBackend::start().await;
-    backend.state.respond_with(|_| Err(Status::unavailable("down")));
+    backend
+        .state
+        .respond_with(|_| Err(Status::unavailable("down")));
     let tc = TestContext::new("otlp");
     let config = format!(
         "endpoint: {}\ntls: {{insecure: true}}\n\
@@ -177,7 +189,10 @@ async fn retries_stop_after_max_elapsed_time() {
     let metrics = tc.metrics();
     assert!(wait_until(WAIT, || metrics.send_failed_spans.get() == 2).await);
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(2), "gave up after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "gave up after {elapsed:?}"
+    );
     // Attempts at about 0, 100, 200, 300, 400ms; the next would start after 450ms.
     let attempts = backend.state.attempts();
     assert!((4..=6).contains(&attempts), "{attempts} attempts");
@@ -242,7 +257,10 @@ async fn blocking_queue_waits_for_room() {
         tokio::spawn(async move { exporter.consume(traces("c", 1)).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!blocked.is_finished(), "a full blocking queue makes consume wait");
+    assert!(
+        !blocked.is_finished(),
+        "a full blocking queue makes consume wait"
+    );
     backend.state.gate.add_permits(10);
     blocked.await.unwrap().unwrap();
     assert!(wait_until(WAIT, || backend.state.accepted().len() == 3).await);
@@ -258,14 +276,20 @@ async fn without_a_queue_errors_reach_the_caller() {
         _ => Err(Status::invalid_argument("malformed")),
     });
     let tc = TestContext::new("otlp");
-    let exporter = exporter(
-        &tc,
-        &backend.endpoint(),
-        "sending_queue: {enabled: false}\nretry_on_failure: {enabled: false}",
+    let config = format!(
+        "endpoint: {}\ntls: {{insecure: true}}\nsending_queue: {{enabled: false}}\nretry_on_failure: {{enabled: false}}",
+        backend.endpoint()
     );
+    let exporter = OtlpExporterFactory
+        .create_traces(&tc.ctx(), &yaml(&config))
+        .unwrap();
 
     exporter.consume(traces("a", 2)).await.unwrap();
-    assert_eq!(backend.state.accepted().len(), 1, "sent before consume returned");
+    assert_eq!(
+        backend.state.accepted().len(),
+        1,
+        "sent before consume returned"
+    );
 
     let retryable = exporter.consume(traces("b", 3)).await.unwrap_err();
     assert!(
@@ -320,10 +344,20 @@ async fn shutdown_drains_the_memory_queue_before_the_deadline() {
         })
     };
     let started = Instant::now();
-    exporter.shutdown(Instant::now() + Duration::from_secs(5)).await;
+    exporter
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
     release.await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
-    assert_eq!(backend.state.accepted().len(), 6, "everything queued was sent");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        backend.state.accepted().len(),
+        6,
+        "everything queued was sent"
+    );
     assert_eq!(tc.metrics().sent_spans.get(), 6);
 
     let refused = exporter.consume(traces("late", 1)).await.unwrap_err();
@@ -333,7 +367,9 @@ async fn shutdown_drains_the_memory_queue_before_the_deadline() {
 #[tokio::test]
 async fn shutdown_cuts_retries_short_at_the_deadline() {
     let backend = GrpcBackend::start().await;
-    backend.state.respond_with(|_| Err(Status::unavailable("down")));
+    backend
+        .state
+        .respond_with(|_| Err(Status::unavailable("down")));
     let tc = TestContext::new("otlp");
     let config = format!(
         "endpoint: {}\ntls: {{insecure: true}}\nretry_on_failure: {{initial_interval: 10s, randomization_factor: 0}}",
@@ -350,8 +386,14 @@ async fn shutdown_cuts_retries_short_at_the_deadline() {
         .shutdown(Instant::now() + Duration::from_millis(400))
         .await;
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(350), "returned after {took:?}, before the deadline");
-    assert!(took < Duration::from_millis(1500), "returned after {took:?}");
+    assert!(
+        took >= Duration::from_millis(350),
+        "returned after {took:?}, before the deadline"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "returned after {took:?}"
+    );
     // An in-memory queue cannot keep the data: it is counted as failed.
     assert_eq!(tc.metrics().send_failed_spans.get(), 3);
 }
@@ -359,12 +401,18 @@ async fn shutdown_cuts_retries_short_at_the_deadline() {
 #[tokio::test]
 async fn persistent_queue_survives_a_dropped_exporter() {
     let backend = GrpcBackend::start().await;
-    backend.state.respond_with(|_| Err(Status::unavailable("down")));
+    backend
+        .state
+        .respond_with(|_| Err(Status::unavailable("down")));
     let storage = tempfile::tempdir().unwrap();
     let queue_dir = storage.path().join("exporter_otlp_traces");
 
     let tc = context_with_storage(storage.path());
-    let first = exporter(&tc, &backend.endpoint(), "sending_queue: {storage: file_storage}");
+    let first = exporter(
+        &tc,
+        &backend.endpoint(),
+        "sending_queue: {storage: file_storage}",
+    );
     for i in 0..5 {
         first.consume(traces(&format!("r{i}"), 2)).await.unwrap();
         // Acknowledged means on disk, synced.
@@ -379,7 +427,11 @@ async fn persistent_queue_survives_a_dropped_exporter() {
 
     backend.state.respond_with(|_| Ok(Default::default()));
     let tc = context_with_storage(storage.path());
-    let second = exporter(&tc, &backend.endpoint(), "sending_queue: {storage: file_storage}");
+    let second = exporter(
+        &tc,
+        &backend.endpoint(),
+        "sending_queue: {storage: file_storage}",
+    );
     assert!(wait_until(WAIT, || backend.state.accepted().len() == 5).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut delivered: Vec<String> = backend
@@ -389,10 +441,16 @@ async fn persistent_queue_survives_a_dropped_exporter() {
         .flat_map(|r| tags(&r.request))
         .collect();
     delivered.sort();
-    assert_eq!(delivered, vec!["r0", "r1", "r2", "r3", "r4"], "each exactly once");
+    assert_eq!(
+        delivered,
+        vec!["r0", "r1", "r2", "r3", "r4"],
+        "each exactly once"
+    );
     assert!(wait_until(WAIT, || queue_files(&queue_dir).is_empty()).await);
     assert_eq!(tc.metrics().sent_spans.get(), 10);
-    second.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    second
+        .shutdown(Instant::now() + Duration::from_secs(1))
+        .await;
 }
 
 #[tokio::test]
@@ -407,7 +465,11 @@ async fn persistent_queue_sends_old_requests_first_and_ignores_torn_files() {
     }
     // A write cut short by a crash: a header promising more bytes than there are.
     let torn = std::fs::read(queue_dir.join(format!("{:020}.req", 1))).unwrap();
-    std::fs::write(queue_dir.join(format!("{:020}.req", 2)), &torn[..torn.len() - 7]).unwrap();
+    std::fs::write(
+        queue_dir.join(format!("{:020}.req", 2)),
+        &torn[..torn.len() - 7],
+    )
+    .unwrap();
     std::fs::write(queue_dir.join(format!("{:020}.req", 3)), b"TLQ1 garbage").unwrap();
 
     let backend = GrpcBackend::start().await;
@@ -428,31 +490,53 @@ async fn persistent_queue_sends_old_requests_first_and_ignores_torn_files() {
         .flat_map(|r| tags(&r.request))
         .collect();
     assert_eq!(delivered, vec!["old-1", "old-2", "new"]);
-    assert!(wait_until(WAIT, || queue_files(&queue_dir).is_empty()).await, "torn files are cleared");
-    exporter.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    assert!(
+        wait_until(WAIT, || queue_files(&queue_dir).is_empty()).await,
+        "torn files are cleared"
+    );
+    exporter
+        .shutdown(Instant::now() + Duration::from_secs(1))
+        .await;
 }
 
 #[tokio::test]
 async fn persistent_queue_keeps_unsent_requests_at_shutdown() {
     let backend = GrpcBackend::start().await;
-    backend.state.respond_with(|_| Err(Status::unavailable("down")));
+    backend
+        .state
+        .respond_with(|_| Err(Status::unavailable("down")));
     let storage = tempfile::tempdir().unwrap();
     let queue_dir = storage.path().join("exporter_otlp_traces");
     let tc = context_with_storage(storage.path());
-    let exporter = exporter(
-        &tc,
-        &backend.endpoint(),
-        "sending_queue: {storage: file_storage, num_consumers: 2}",
+    let config = format!(
+        "endpoint: {}\ntls: {{insecure: true}}\n\
+         sending_queue: {{storage: file_storage, num_consumers: 2}}\n\
+         retry_on_failure: {{initial_interval: 10s}}",
+        backend.endpoint()
     );
+    let exporter = OtlpExporterFactory
+        .create_traces(&tc.ctx(), &yaml(&config))
+        .unwrap();
     for i in 0..4 {
         exporter.consume(traces(&format!("r{i}"), 1)).await.unwrap();
     }
+    // Both workers are now waiting 10s to retry.
+    assert!(wait_until(WAIT, || backend.state.attempts() == 2).await);
+
     let started = Instant::now();
     exporter
-        .shutdown(Instant::now() + Duration::from_millis(300))
+        .shutdown(Instant::now() + Duration::from_secs(5))
         .await;
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(queue_files(&queue_dir).len(), 4, "unsent requests stay on disk");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "waiting to retry ends at shutdown, took {took:?}"
+    );
+    assert_eq!(
+        queue_files(&queue_dir).len(),
+        4,
+        "unsent requests stay on disk"
+    );
     assert_eq!(tc.metrics().send_failed_spans.get(), 0, "nothing was lost");
 }
 

@@ -67,7 +67,9 @@ impl OtlpExporterConfig {
         }
         let (host, port) = split_host_port(rest).map_err(|e| e.to_string())?;
         if host.is_empty() {
-            return Err(format!("missing host in endpoint {endpoint:?}; expected host:port"));
+            return Err(format!(
+                "missing host in endpoint {endpoint:?}; expected host:port"
+            ));
         }
         Ok(Target {
             host: host.to_string(),
@@ -86,7 +88,9 @@ impl OtlpExporterConfig {
                 let parsed_key = AsciiMetadataKey::from_bytes(name.as_bytes())
                     .map_err(|_| format!("{key:?} is not a valid gRPC metadata name"))?;
                 let parsed_value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| {
-                    format!("the value of {key:?} is not valid in a gRPC header (visible ASCII only)")
+                    format!(
+                        "the value of {key:?} is not valid in a gRPC header (visible ASCII only)"
+                    )
                 })?;
                 Ok((parsed_key, parsed_value))
             })

@@ -58,7 +58,9 @@ impl ExporterFactory for OtlpExporterFactory {
 
 /// Builds the gRPC channel (connecting lazily, as upstream) and the sender around it.
 pub fn grpc_sender(exporter: &str, config: &OtlpExporterConfig) -> anyhow::Result<GrpcSender> {
-    let target = config.target().map_err(|e| anyhow::anyhow!("endpoint: {e}"))?;
+    let target = config
+        .target()
+        .map_err(|e| anyhow::anyhow!("endpoint: {e}"))?;
     let tls = if target.tls {
         let mut settings = config.client.tls.clone();
         // `https://` means TLS even when `tls::insecure` says otherwise, as upstream.
@@ -112,7 +114,9 @@ pub fn grpc_sender(exporter: &str, config: &OtlpExporterConfig) -> anyhow::Resul
             Compression::Zstd => Some(CompressionEncoding::Zstd),
             Compression::None => None,
         },
-        headers: config.metadata().map_err(|e| anyhow::anyhow!("headers: {e}"))?,
+        headers: config
+            .metadata()
+            .map_err(|e| anyhow::anyhow!("headers: {e}"))?,
         timeout: non_zero(config.timeout),
     })
 }

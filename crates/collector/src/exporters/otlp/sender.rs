@@ -13,7 +13,7 @@ use tonic::{Code, Status};
 
 use super::transport::{RawRequestCodec, EXPORT_PATH};
 use crate::exporters::helper::{Delivered, SendError, Sender};
-use crate::exporters::rpc_status::RpcStatus;
+use crate::rpc_status::RpcStatus;
 
 /// Sends requests over one gRPC channel (it reconnects by itself).
 pub struct GrpcSender {
@@ -44,7 +44,11 @@ impl Sender for GrpcSender {
             .await
             .map_err(|e| SendError::retryable(format!("the gRPC channel is not ready: {e}")))?;
         let response = grpc
-            .unary(request, PathAndQuery::from_static(EXPORT_PATH), RawRequestCodec)
+            .unary(
+                request,
+                PathAndQuery::from_static(EXPORT_PATH),
+                RawRequestCodec,
+            )
             .await
             .map_err(|status| status_to_error(&status))?
             .into_inner();

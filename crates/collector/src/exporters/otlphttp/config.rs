@@ -80,7 +80,9 @@ impl OtlpHttpExporterConfig {
             };
             (url, "endpoint")
         } else {
-            return Err("at least one endpoint must be specified: endpoint or traces_endpoint".into());
+            return Err(
+                "at least one endpoint must be specified: endpoint or traces_endpoint".into(),
+            );
         };
         let url = reqwest::Url::parse(&text)
             .map_err(|e| format!("{key} must be a valid URL ({text:?}: {e})"))?;

@@ -27,7 +27,7 @@ use crate::component::{decode_config, CreateContext, Exporter, ExporterFactory};
 use crate::exporters::helper::{
     queue_policy, retry_policy, Delivered, HelperSettings, QueuedRetrySender, SendError, Sender,
 };
-use crate::exporters::rpc_status::RpcStatus;
+use crate::rpc_status::RpcStatus;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -86,11 +86,14 @@ pub fn http_sender(exporter: &str, config: &OtlpHttpExporterConfig) -> anyhow::R
     let mut headers = HeaderMap::new();
     for (name, value) in &settings.headers {
         headers.insert(
-            HeaderName::from_bytes(name.as_bytes()).with_context(|| format!("headers: {name:?}"))?,
+            HeaderName::from_bytes(name.as_bytes())
+                .with_context(|| format!("headers: {name:?}"))?,
             HeaderValue::from_str(value).with_context(|| format!("headers: {name:?}"))?,
         );
     }
     let mut builder = reqwest::Client::builder()
+        // TLS comes from our own rustls config (below); reqwest's root store would go unused.
+        .tls_built_in_root_certs(false)
         .user_agent(crate::exporters::user_agent())
         .default_headers(headers)
         .pool_idle_timeout(non_zero(settings.idle_conn_timeout));
@@ -123,7 +126,11 @@ pub fn http_sender(exporter: &str, config: &OtlpHttpExporterConfig) -> anyhow::R
             .context("tls: no TLS configuration")?;
         rustls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         builder = builder.use_preconfigured_tls(rustls);
-        if let Some(name) = tls.server_name_override.as_deref().filter(|n| !n.is_empty()) {
+        if let Some(name) = tls
+            .server_name_override
+            .as_deref()
+            .filter(|n| !n.is_empty())
+        {
             // reqwest verifies the URL's host; pointing the override's name at the URL's address
             // makes it verify (and send SNI for) the override instead.
             let port = url.port_or_known_default().unwrap_or(443);
@@ -140,7 +147,8 @@ pub fn http_sender(exporter: &str, config: &OtlpHttpExporterConfig) -> anyhow::R
     {
         Some(name) => {
             let mut url = url;
-            url.set_host(Some(name)).context("tls::server_name_override")?;
+            url.set_host(Some(name))
+                .context("tls::server_name_override")?;
             url
         }
         None => url,
@@ -199,10 +207,8 @@ impl HttpSender {
                     level @ 1..=9 => flate2::Compression::new(level as u32),
                     _ => flate2::Compression::default(),
                 };
-                let mut encoder = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(body.len() / 4),
-                    level,
-                );
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), level);
                 encoder.write_all(&body).map_err(failed)?;
                 Ok(Bytes::from(encoder.finish().map_err(failed)?))
             }

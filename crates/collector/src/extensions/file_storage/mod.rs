@@ -18,9 +18,7 @@ use threadline_config::{ComponentId, ConfigErrors};
 
 pub use config::{check_writable_directory, Compaction, FileStorageConfig, DEFAULT_DIRECTORY};
 
-use crate::component::{
-    decode_config, Component, CreateContext, Extension, ExtensionFactory,
-};
+use crate::component::{decode_config, Component, CreateContext, Extension, ExtensionFactory};
 
 pub struct FileStorageFactory;
 
@@ -33,10 +31,16 @@ impl ExtensionFactory for FileStorageFactory {
         decode_config::<FileStorageConfig>(config, path).map(|_| ())
     }
 
-    fn create(&self, ctx: &CreateContext<'_>, config: &Value) -> anyhow::Result<Arc<dyn Extension>> {
+    fn create(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+    ) -> anyhow::Result<Arc<dyn Extension>> {
         let path = format!("extensions::{}", ctx.id);
         let config: FileStorageConfig = decode_config(config, &path)?;
-        Ok(Arc::new(FileStorage::open(&config).with_context(|| path.clone())?))
+        Ok(Arc::new(
+            FileStorage::open(&config).with_context(|| path.clone())?,
+        ))
     }
 }
 

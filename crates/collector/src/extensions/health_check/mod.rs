@@ -35,7 +35,11 @@ impl ExtensionFactory for HealthCheckFactory {
         decode_config::<HealthCheckConfig>(config, path).map(|_| ())
     }
 
-    fn create(&self, ctx: &CreateContext<'_>, config: &Value) -> anyhow::Result<Arc<dyn Extension>> {
+    fn create(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+    ) -> anyhow::Result<Arc<dyn Extension>> {
         let path = format!("extensions::{}", ctx.id);
         let config: HealthCheckConfig = decode_config(config, &path)?;
         let listener = server::bind(&config.endpoint, &path)?;
@@ -90,7 +94,11 @@ impl Answer {
             StatusCode::SERVICE_UNAVAILABLE
         };
         if let Some(bodies) = &self.bodies {
-            let body = if ready { &bodies.healthy } else { &bodies.unhealthy };
+            let body = if ready {
+                &bodies.healthy
+            } else {
+                &bodies.unhealthy
+            };
             return (status, body.clone()).into_response();
         }
         let since = humantime_rfc3339(self.started);
@@ -99,7 +107,12 @@ impl Answer {
             "upSince": since,
             "uptime": format!("{:.3}s", self.started_instant.elapsed().as_secs_f64()),
         });
-        (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -135,7 +148,8 @@ impl Component for HealthCheck {
     async fn shutdown(&self, deadline: Instant) {
         self.shutdown.cancel();
         if let Some(task) = self.task.lock().await.take() {
-            let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), task).await;
+            let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), task)
+                .await;
         }
     }
 }

@@ -36,7 +36,9 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
 {
-    Ok(Some(Option::<T>::deserialize(deserializer)?.unwrap_or_default()))
+    Ok(Some(
+        Option::<T>::deserialize(deserializer)?.unwrap_or_default(),
+    ))
 }
 
 impl OtlpReceiverConfig {
@@ -66,8 +68,9 @@ impl ComponentConfig for OtlpReceiverConfig {
         if self.protocols.grpc.is_none() && self.protocols.http.is_none() {
             return Err(vec![ConfigError {
                 path: "protocols".into(),
-                message: "must specify at least one protocol when using the OTLP receiver: grpc or http"
-                    .into(),
+                message:
+                    "must specify at least one protocol when using the OTLP receiver: grpc or http"
+                        .into(),
             }]);
         }
         Ok(())

@@ -16,7 +16,7 @@ use threadline_otlp::TraceData;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-use super::status::retryable_status;
+use crate::rpc_status::retryable_status;
 use super::Ingest;
 use crate::consumer::ConsumeError;
 
@@ -147,7 +147,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceServiceServer {
             let delay = self.ingest.retry_after;
             self.ingest.refuse_unread("grpc");
             return Box::pin(async move {
-                Ok(retryable_status("data refused due to high memory usage".into(), delay).into_http())
+                Ok(
+                    retryable_status("data refused due to high memory usage".into(), delay)
+                        .into_http(),
+                )
             });
         }
         let handler = ExportHandler(self.ingest.clone());
@@ -236,8 +239,10 @@ fn tls_incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let handshake =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
+                let handshake = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    acceptor.accept(stream),
+                );
                 match handshake.await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;

@@ -17,7 +17,7 @@ use threadline_otlp::proto::tonic::collector::trace::v1::{
 use threadline_otlp::{json, TraceData};
 use tonic::Code;
 
-use super::status::status_body;
+use crate::rpc_status::status_body;
 use super::Ingest;
 use crate::consumer::ConsumeError;
 
@@ -75,7 +75,11 @@ async fn export_traces(
     let ingest = &state.ingest;
     if ingest.memory_pressure.is_refusing() {
         ingest.refuse_unread("http");
-        return retry_later(encoding, "data refused due to high memory usage", ingest.retry_after);
+        return retry_later(
+            encoding,
+            "data refused due to high memory usage",
+            ingest.retry_after,
+        );
     }
 
     let raw = match http_body_util::Limited::new(body, state.max_body_size)
@@ -88,7 +92,10 @@ async fn export_traces(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 encoding,
                 Code::ResourceExhausted,
-                &format!("request body exceeds the limit of {} bytes", state.max_body_size),
+                &format!(
+                    "request body exceeds the limit of {} bytes",
+                    state.max_body_size
+                ),
             )
         }
         Err(err) => {
@@ -115,14 +122,21 @@ async fn export_traces(
             .map_err(|e| format!("malformed OTLP/JSON: {e}"))
             .and_then(|request| {
                 // JSON is re-encoded once; the validation pass then treats it like any protobuf request.
-                TraceData::from_request_bytes(Bytes::from(TraceData::from_request(&request).into_bytes()))
-                    .map_err(|e| format!("invalid OTLP/JSON: {e}"))
+                TraceData::from_request_bytes(Bytes::from(
+                    TraceData::from_request(&request).into_bytes(),
+                ))
+                .map_err(|e| format!("invalid OTLP/JSON: {e}"))
             }),
     };
     let (data, rejected) = match decoded {
         Ok(decoded) => decoded,
         Err(message) => {
-            return error_response(StatusCode::BAD_REQUEST, encoding, Code::InvalidArgument, &message)
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                encoding,
+                Code::InvalidArgument,
+                &message,
+            )
         }
     };
 
@@ -140,13 +154,20 @@ async fn export_traces(
             };
             ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
         }
-        Err(ConsumeError::Permanent(message)) => {
-            error_response(StatusCode::BAD_REQUEST, encoding, Code::InvalidArgument, &message)
-        }
+        Err(ConsumeError::Permanent(message)) => error_response(
+            StatusCode::BAD_REQUEST,
+            encoding,
+            Code::InvalidArgument,
+            &message,
+        ),
         Err(ConsumeError::Retryable {
             message,
             retry_after,
-        }) => retry_later(encoding, &message, retry_after.unwrap_or(ingest.retry_after)),
+        }) => retry_later(
+            encoding,
+            &message,
+            retry_after.unwrap_or(ingest.retry_after),
+        ),
     }
 }
 
@@ -163,7 +184,11 @@ fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
 }
 
 /// Undoes `Content-Encoding`, refusing output beyond `limit` bytes (a small gzip body can expand enormously).
-fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, (StatusCode, String)> {
+fn decompress(
+    headers: &HeaderMap,
+    raw: Bytes,
+    limit: usize,
+) -> Result<Bytes, (StatusCode, String)> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -181,7 +206,9 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, (S
         other => {
             return Err((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Encoding {other:?}: use gzip, zstd, deflate or identity"),
+                format!(
+                    "unsupported Content-Encoding {other:?}: use gzip, zstd, deflate or identity"
+                ),
             ))
         }
     };
@@ -189,7 +216,12 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, (S
     let read = reader
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid {encoding} body: {e}")))?;
+        .map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("invalid {encoding} body: {e}"),
+            )
+        })?;
     if read > limit {
         return Err((
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -200,8 +232,12 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, (S
 }
 
 fn retry_later(encoding: Encoding, message: &str, delay: std::time::Duration) -> Response {
-    let mut response =
-        error_response(StatusCode::SERVICE_UNAVAILABLE, encoding, Code::Unavailable, message);
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        encoding,
+        Code::Unavailable,
+        message,
+    );
     let seconds = delay.as_secs_f64().ceil().max(1.0) as u64;
     if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -217,5 +253,10 @@ fn error_response(status: StatusCode, encoding: Encoding, code: Code, message: &
             .to_string()
             .into_bytes(),
     };
-    (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
 }

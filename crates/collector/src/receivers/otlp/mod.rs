@@ -3,7 +3,6 @@
 mod config;
 mod grpc;
 mod http;
-mod status;
 #[cfg(test)]
 mod tests;
 
@@ -20,9 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::OtlpReceiverConfig;
 
-use crate::component::{
-    decode_config, Component, CreateContext, MemoryPressure, ReceiverFactory,
-};
+use crate::component::{decode_config, Component, CreateContext, MemoryPressure, ReceiverFactory};
 use crate::consumer::{ConsumeError, NextConsumer};
 use crate::server;
 use crate::telemetry::ReceiverMetrics;
@@ -132,7 +129,12 @@ impl ReceiverFactory for OtlpReceiverFactory {
             };
             let service = grpc::TraceServiceServer::new(ingest.clone(), max);
             tracing::info!(receiver = %ctx.id, endpoint = %listener_addr(&listener), "OTLP gRPC receiver listening");
-            tasks.push(tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone())));
+            tasks.push(tokio::spawn(grpc::serve(
+                listener,
+                tls,
+                service,
+                shutdown.clone(),
+            )));
         }
 
         if let (Some(settings), Some(endpoint)) = (&config.protocols.http, config.http_endpoint()) {

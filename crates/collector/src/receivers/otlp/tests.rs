@@ -15,7 +15,7 @@ use threadline_otlp::proto::tonic::resource::v1::Resource;
 use threadline_otlp::proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use threadline_otlp::TraceData;
 
-use super::status::{RetryInfo, RpcStatus, RETRY_INFO_TYPE_URL};
+use crate::rpc_status::{RetryInfo, RpcStatus, RETRY_INFO_TYPE_URL};
 use super::OtlpReceiverFactory;
 use crate::component::{Component, CreateContext, Host, ReceiverFactory};
 use crate::consumer::{ConsumeError, TracesConsumer};
@@ -108,7 +108,9 @@ fn span(trace_id: [u8; 16], span_id: [u8; 8], name: &str) -> Span {
         attributes: vec![KeyValue {
             key: "http.route".into(),
             value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue("/api/v2/orders/{orderId}".into())),
+                value: Some(any_value::Value::StringValue(
+                    "/api/v2/orders/{orderId}".into(),
+                )),
             }),
             ..Default::default()
         }],
@@ -155,7 +157,9 @@ async fn stop(running: &Running) {
 #[tokio::test]
 async fn grpc_export_reaches_the_pipeline_unchanged() {
     let running = start("", "");
-    let mut client = TraceServiceClient::connect(running.grpc.clone()).await.unwrap();
+    let mut client = TraceServiceClient::connect(running.grpc.clone())
+        .await
+        .unwrap();
     let sent = two_spans();
     let response = client.export(sent.clone()).await.unwrap().into_inner();
     assert_eq!(response.partial_success, None);
@@ -169,7 +173,11 @@ async fn grpc_export_reaches_the_pipeline_unchanged() {
             || metrics.contains("receiver=\"otlp\",service_instance_id"),
         "{metrics}"
     );
-    let accepted = running.telemetry.receiver(&"otlp".parse().unwrap(), "grpc").accepted_spans.get();
+    let accepted = running
+        .telemetry
+        .receiver(&"otlp".parse().unwrap(), "grpc")
+        .accepted_spans
+        .get();
     assert_eq!(accepted, 2);
     stop(&running).await;
 }
@@ -192,12 +200,18 @@ async fn grpc_gzip_and_zstd_requests_are_accepted() {
 #[tokio::test]
 async fn grpc_rejects_malformed_and_wrong_length_ids() {
     let running = start("", "");
-    let mut client = TraceServiceClient::connect(running.grpc.clone()).await.unwrap();
+    let mut client = TraceServiceClient::connect(running.grpc.clone())
+        .await
+        .unwrap();
     let mut bad = two_spans();
     bad.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1, 2, 3];
     let status = client.export(bad).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(status.message().contains("trace_id"), "{}", status.message());
+    assert!(
+        status.message().contains("trace_id"),
+        "{}",
+        status.message()
+    );
     assert!(running.recorder.spans().is_empty());
     // The server keeps serving.
     client.export(two_spans()).await.unwrap();
@@ -208,7 +222,9 @@ async fn grpc_rejects_malformed_and_wrong_length_ids() {
 #[tokio::test]
 async fn all_zero_trace_ids_are_rejected_as_partial_success() {
     let running = start("", "");
-    let mut client = TraceServiceClient::connect(running.grpc.clone()).await.unwrap();
+    let mut client = TraceServiceClient::connect(running.grpc.clone())
+        .await
+        .unwrap();
     let mut sent = two_spans();
     sent.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![0; 16];
     let response = client.export(sent).await.unwrap().into_inner();
@@ -224,7 +240,9 @@ async fn all_zero_trace_ids_are_rejected_as_partial_success() {
 #[tokio::test]
 async fn grpc_oversized_message_is_resource_exhausted() {
     let running = start("    max_recv_msg_size_mib: 1\n", "");
-    let mut client = TraceServiceClient::connect(running.grpc.clone()).await.unwrap();
+    let mut client = TraceServiceClient::connect(running.grpc.clone())
+        .await
+        .unwrap();
     let mut big = span([7; 16], [7; 8], "big");
     big.attributes.push(KeyValue {
         key: "payload".into(),
@@ -243,7 +261,9 @@ async fn grpc_oversized_message_is_resource_exhausted() {
 async fn refusals_carry_retry_hints() {
     let running = start("", "");
     running.host.memory_pressure.set_refusing(true);
-    let mut client = TraceServiceClient::connect(running.grpc.clone()).await.unwrap();
+    let mut client = TraceServiceClient::connect(running.grpc.clone())
+        .await
+        .unwrap();
     let status = client.export(two_spans()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     let details = RpcStatus::decode(status.details()).unwrap();
@@ -264,14 +284,20 @@ async fn refusals_carry_retry_hints() {
     assert!(running.recorder.spans().is_empty());
 
     running.host.memory_pressure.set_refusing(false);
-    *running.recorder.fail_with.lock().unwrap() = Some(ConsumeError::Permanent("backend said no".into()));
+    *running.recorder.fail_with.lock().unwrap() =
+        Some(ConsumeError::Permanent("backend said no".into()));
     let status = client.export(two_spans()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("backend said no"));
     stop(&running).await;
 }
 
-async fn post(running: &Running, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+async fn post(
+    running: &Running,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
     let mut request = reqwest::Client::new()
         .post(&running.http)
         .header("content-type", content_type);
@@ -292,7 +318,11 @@ async fn http_protobuf_with_every_encoding() {
         encoder.finish().unwrap()
     };
     let zstd = zstd::encode_all(&body[..], 3).unwrap();
-    for (encoding, payload) in [(None, body.clone()), (Some("gzip"), gzip), (Some("zstd"), zstd)] {
+    for (encoding, payload) in [
+        (None, body.clone()),
+        (Some("gzip"), gzip),
+        (Some("zstd"), zstd),
+    ] {
         let response = post(&running, "application/x-protobuf", encoding, payload).await;
         assert_eq!(response.status(), 200, "{encoding:?}");
         assert_eq!(response.headers()["content-type"], "application/x-protobuf");
@@ -316,7 +346,10 @@ async fn http_json_is_accepted_with_hex_ids() {
     assert_eq!(response.headers()["content-type"], "application/json");
     let spans = running.recorder.spans();
     assert_eq!(spans.len(), 1);
-    assert_eq!(hex::encode(&spans[0].trace_id), "5b8efff798038103d269b633813fc60c");
+    assert_eq!(
+        hex::encode(&spans[0].trace_id),
+        "5b8efff798038103d269b633813fc60c"
+    );
     assert_eq!(hex::encode(&spans[0].parent_span_id), "eee19b7ec3c1b173");
     assert_eq!(spans[0].start_time_unix_nano, 1544712660000000000);
     assert_eq!(spans[0].status.as_ref().unwrap().code, 2);
@@ -337,7 +370,11 @@ async fn http_bad_input_gets_the_prescribed_status() {
     ];
     for (content_type, encoding, body, expected) in cases {
         let response = post(&running, content_type, encoding, body).await;
-        assert_eq!(response.status().as_u16(), expected, "{content_type} {encoding:?}");
+        assert_eq!(
+            response.status().as_u16(),
+            expected,
+            "{content_type} {encoding:?}"
+        );
         if expected == 400 && content_type == "application/x-protobuf" {
             let status = RpcStatus::decode(response.bytes().await.unwrap()).unwrap();
             assert!(!status.message.is_empty());
@@ -346,7 +383,13 @@ async fn http_bad_input_gets_the_prescribed_status() {
     let response = reqwest::get(&running.http).await.unwrap();
     assert_eq!(response.status(), 405);
     // Still serving after all of that.
-    let response = post(&running, "application/x-protobuf", None, two_spans().encode_to_vec()).await;
+    let response = post(
+        &running,
+        "application/x-protobuf",
+        None,
+        two_spans().encode_to_vec(),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(running.recorder.spans().len(), 2);
     stop(&running).await;
@@ -356,13 +399,20 @@ async fn http_bad_input_gets_the_prescribed_status() {
 async fn a_busy_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let config: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&format!("protocols:\n  grpc:\n    endpoint: 127.0.0.1:{port}\n")).unwrap();
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&format!(
+        "protocols:\n  grpc:\n    endpoint: 127.0.0.1:{port}\n"
+    ))
+    .unwrap();
     let host = Host::default();
     let telemetry = Telemetry::new("test");
     let id: ComponentId = "otlp".parse().unwrap();
-    let ctx = CreateContext { id: &id, telemetry: &telemetry, host: &host };
-    let err = match OtlpReceiverFactory.create_traces(&ctx, &config, Arc::new(Recorder::default())) {
+    let ctx = CreateContext {
+        id: &id,
+        telemetry: &telemetry,
+        host: &host,
+    };
+    let err = match OtlpReceiverFactory.create_traces(&ctx, &config, Arc::new(Recorder::default()))
+    {
         Err(err) => format!("{err:#}"),
         Ok(_) => panic!("binding a busy port succeeded"),
     };

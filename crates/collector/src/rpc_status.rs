@@ -96,7 +96,10 @@ mod tests {
             ],
         };
         let decoded = RpcStatus::decode(status.encode_to_vec().as_slice()).unwrap();
-        assert_eq!(decoded.retry_info(), Some(Some(Duration::from_millis(2500))));
+        assert_eq!(
+            decoded.retry_info(),
+            Some(Some(Duration::from_millis(2500)))
+        );
         assert_eq!(
             decoded.detail_types(),
             vec!["google.rpc.DebugInfo", "google.rpc.RetryInfo"]
@@ -121,4 +124,37 @@ mod tests {
         };
         assert_eq!(status.retry_info(), Some(None));
     }
+}
+
+/// An UNAVAILABLE status carrying RetryInfo, so OTLP clients wait `delay` before retrying.
+pub fn retryable_status(message: String, delay: Duration) -> tonic::Status {
+    let retry_info = RetryInfo {
+        retry_delay: Some(ProtoDuration {
+            seconds: delay.as_secs() as i64,
+            nanos: delay.subsec_nanos() as i32,
+        }),
+    };
+    let details = RpcStatus {
+        code: tonic::Code::Unavailable as i32,
+        message: message.clone(),
+        details: vec![ProtoAny {
+            type_url: RETRY_INFO_TYPE_URL.to_string(),
+            value: retry_info.encode_to_vec(),
+        }],
+    };
+    tonic::Status::with_details(
+        tonic::Code::Unavailable,
+        message,
+        bytes::Bytes::from(details.encode_to_vec()),
+    )
+}
+
+/// The protobuf-encoded `Status` body that OTLP/HTTP prescribes for 4xx and 5xx responses.
+pub fn status_body(code: tonic::Code, message: &str) -> Vec<u8> {
+    RpcStatus {
+        code: code as i32,
+        message: message.to_string(),
+        details: Vec::new(),
+    }
+    .encode_to_vec()
 }

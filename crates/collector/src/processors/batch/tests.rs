@@ -1,0 +1,163 @@
+//! The batch processor with a real recording consumer downstream.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use threadline_otlp::proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use threadline_otlp::TraceData;
+
+use super::{BatchConfig, BatchProcessor};
+use crate::component::{decode_config, Component};
+use crate::consumer::{ConsumeError, TracesConsumer};
+use crate::telemetry::Telemetry;
+
+#[derive(Default)]
+struct Recorder {
+    batches: Mutex<Vec<TraceData>>,
+}
+
+#[async_trait]
+impl TracesConsumer for Recorder {
+    async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
+        self.batches.lock().unwrap().push(data);
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn sizes(&self) -> Vec<usize> {
+        self.batches.lock().unwrap().iter().map(|b| b.span_count()).collect()
+    }
+
+    fn span_names(&self) -> Vec<String> {
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.to_request().unwrap().resource_spans)
+            .flat_map(|rs| rs.scope_spans)
+            .flat_map(|ss| ss.spans)
+            .map(|s| s.name)
+            .collect()
+    }
+}
+
+/// A request of `count` spans named `{prefix}{i}`.
+fn request(prefix: &str, count: usize) -> TraceData {
+    let spans = (0..count)
+        .map(|i| Span {
+            trace_id: vec![1; 16],
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: format!("{prefix}{i}"),
+            ..Default::default()
+        })
+        .collect();
+    TraceData::from_request(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn start(yaml: &str) -> (BatchProcessor, Arc<Recorder>, Arc<Telemetry>) {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+    let config: BatchConfig = decode_config(&value, "processors::batch").unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let telemetry = Telemetry::new("test");
+    let id = "batch".parse().unwrap();
+    let processor = BatchProcessor::start(
+        "batch".parse().unwrap(),
+        &config,
+        recorder.clone(),
+        telemetry.processor(&id),
+        telemetry.batch(&id),
+    );
+    (processor, recorder, telemetry)
+}
+
+async fn wait_for(recorder: &Recorder, spans: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while recorder.sizes().iter().sum::<usize>() < spans {
+        assert!(Instant::now() < deadline, "only {:?} arrived", recorder.sizes());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn sends_when_the_size_is_reached_without_waiting_for_the_timeout() {
+    let (processor, recorder, _) = start("timeout: 1h\nsend_batch_size: 10\n");
+    for i in 0..3 {
+        processor.consume(request(&format!("r{i}-"), 4)).await.unwrap();
+    }
+    wait_for(&recorder, 12).await;
+    // 4 + 4 + 4 crosses 10 at the third request: one batch of 12, nothing held.
+    assert_eq!(recorder.sizes(), vec![12]);
+    let names = recorder.span_names();
+    assert_eq!(names[0], "r0-0");
+    assert_eq!(names[11], "r2-3");
+}
+
+#[tokio::test]
+async fn sends_on_timeout_when_the_size_is_not_reached() {
+    let (processor, recorder, telemetry) = start("timeout: 50ms\nsend_batch_size: 1000\n");
+    let started = Instant::now();
+    processor.consume(request("a", 3)).await.unwrap();
+    processor.consume(request("b", 2)).await.unwrap();
+    wait_for(&recorder, 5).await;
+    assert!(started.elapsed() >= Duration::from_millis(45));
+    assert_eq!(recorder.sizes(), vec![5]);
+    let metrics = telemetry.render();
+    assert!(metrics.contains("otelcol_processor_batch_timeout_trigger_send{processor=\"batch\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn splits_batches_above_the_max_size_and_keeps_the_remainder() {
+    let (processor, recorder, _) =
+        start("timeout: 100ms\nsend_batch_size: 10\nsend_batch_max_size: 10\n");
+    processor.consume(request("x", 25)).await.unwrap();
+    wait_for(&recorder, 20).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(recorder.sizes(), vec![10, 10], "the 5 left wait for the timeout");
+    wait_for(&recorder, 25).await;
+    assert_eq!(recorder.sizes(), vec![10, 10, 5]);
+    let names = recorder.span_names();
+    let expected: Vec<String> = (0..25).map(|i| format!("x{i}")).collect();
+    assert_eq!(names, expected, "order kept, nothing lost or duplicated");
+}
+
+#[tokio::test]
+async fn shutdown_flushes_what_is_held() {
+    let (processor, recorder, _) = start("timeout: 1h\nsend_batch_size: 1000\n");
+    processor.consume(request("held", 7)).await.unwrap();
+    processor.shutdown(Instant::now() + Duration::from_secs(2)).await;
+    assert_eq!(recorder.sizes(), vec![7]);
+    let err = processor.consume(request("late", 1)).await.unwrap_err();
+    assert!(!err.is_permanent());
+}
+
+#[test]
+fn max_size_below_batch_size_is_rejected_naming_both_fields() {
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str("send_batch_size: 100\nsend_batch_max_size: 10\n").unwrap();
+    let errors = decode_config::<BatchConfig>(&value, "processors::batch").unwrap_err();
+    assert_eq!(errors.0[0].path, "processors::batch::send_batch_max_size");
+    assert!(errors.0[0].message.contains("send_batch_size"));
+}
+
+#[test]
+fn testdata_decodes() {
+    let all: serde_yaml_ng::Mapping =
+        serde_yaml_ng::from_str(include_str!("testdata/config.yaml")).unwrap();
+    let custom: BatchConfig = decode_config(&all["batch/2"], "processors::batch/2").unwrap();
+    assert_eq!(custom.timeout.0, Duration::from_secs(10));
+    assert_eq!(custom.send_batch_max_size, 11000);
+    let defaults: BatchConfig = decode_config(&all["batch"], "processors::batch").unwrap();
+    assert_eq!(defaults.send_batch_size, 8192);
+    assert_eq!(defaults.timeout.0, Duration::from_millis(200));
+}
