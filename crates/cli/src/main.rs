@@ -41,8 +41,27 @@ enum Command {
     Sink(threadline_loadgen::SinkArgs),
 }
 
+/// Returns every arena's unused dirty pages to the OS at once (memory_limiter calls this above its
+/// hard limit, as upstream forces a garbage collection there).
+#[cfg(not(target_env = "msvc"))]
+fn purge_allocator() {
+    // MALLCTL_ARENAS_ALL is 4096. The call takes no arguments and cannot fail in a way we could act on.
+    let name = b"arena.4096.purge\0";
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    #[cfg(not(target_env = "msvc"))]
+    threadline_collector::processors::memory_limiter::set_memory_release_hook(purge_allocator);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

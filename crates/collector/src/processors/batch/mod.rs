@@ -84,7 +84,7 @@ impl BatchProcessor {
             next,
             metrics: metrics.clone(),
             batch_metrics,
-            pending: TraceDataBuilder::new(),
+            pending: Pending::default(),
         };
         let task = tokio::spawn(batcher.run(receiver, shutdown.clone()));
         BatchProcessor {
@@ -132,7 +132,42 @@ struct Batcher {
     next: NextConsumer,
     metrics: ProcessorMetrics,
     batch_metrics: BatchMetrics,
-    pending: TraceDataBuilder,
+    pending: Pending,
+}
+
+/// The requests of the batch being built. They are concatenated only when the batch is sent, into
+/// one buffer of exactly the right size: growing a buffer as requests arrive would reallocate and,
+/// by doubling, hold up to twice the batch's size while it waits in an exporter queue.
+#[derive(Default)]
+struct Pending {
+    parts: Vec<TraceData>,
+    spans: usize,
+    bytes: usize,
+}
+
+impl Pending {
+    fn push(&mut self, data: TraceData) {
+        self.spans += data.span_count();
+        self.bytes += data.encoded_len();
+        self.parts.push(data);
+    }
+
+    fn span_count(&self) -> usize {
+        self.spans
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans == 0
+    }
+
+    fn take(&mut self) -> TraceData {
+        let pending = std::mem::take(self);
+        let mut builder = TraceDataBuilder::with_capacity(pending.bytes);
+        for part in &pending.parts {
+            builder.push(part);
+        }
+        builder.finish()
+    }
 }
 
 impl Batcher {
@@ -156,7 +191,7 @@ impl Batcher {
                         if self.pending.is_empty() {
                             flush_at = Some(tokio::time::Instant::now() + self.timeout);
                         }
-                        self.pending.push(&data);
+                        self.pending.push(data);
                         if self.pending.span_count() >= self.send_batch_size {
                             self.send_full_batches().await;
                             if self.pending.is_empty() {
@@ -177,7 +212,7 @@ impl Batcher {
         // Shutting down: take what is still queued, then flush everything.
         receiver.close();
         while let Some(data) = receiver.recv().await {
-            self.pending.push(&data);
+            self.pending.push(data);
         }
         self.send_all().await;
     }
@@ -185,7 +220,7 @@ impl Batcher {
     /// Sends batches while at least `send_batch_size` spans are pending; the rest waits.
     async fn send_full_batches(&mut self) {
         self.batch_metrics.size_trigger.inc();
-        let data = std::mem::take(&mut self.pending).finish();
+        let data = self.pending.take();
         let mut batches = if self.send_batch_max_size > 0 {
             data.into_batches(self.send_batch_max_size)
         } else {
@@ -195,7 +230,7 @@ impl Batcher {
         if let Some(last) = batches.last() {
             if last.span_count() < self.send_batch_size {
                 if let Some(last) = batches.pop() {
-                    self.pending.push(&last);
+                    self.pending.push(last);
                 }
             }
         }
@@ -205,7 +240,7 @@ impl Batcher {
     }
 
     async fn send_all(&mut self) {
-        let data = std::mem::take(&mut self.pending).finish();
+        let data = self.pending.take();
         if data.is_empty() {
             return;
         }

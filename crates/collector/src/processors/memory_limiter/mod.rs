@@ -2,8 +2,11 @@
 //! limit, so that clients back off (and retry) instead of the process being OOM-killed.
 //!
 //! Upstream measures the Go heap; Threadline measures resident memory (RSS), which is what the
-//! kernel and Kubernetes limit. Memory is checked every `check_interval` by a background task, and
-//! again on `consume` when the last check is older than that, so a burst between ticks is caught.
+//! kernel and Kubernetes limit. Memory is measured every `check_interval` by a background task.
+//! Between measurements, the bytes of data accepted since the last one are added to it: a burst of
+//! large requests between two ticks would otherwise sail past the limit (at loopback speed, half a
+//! second is hundreds of MiB). When that estimate crosses the soft limit, or enough data arrived
+//! since the last measurement, memory is measured again on the spot.
 //! The refusal is also published to receivers ([`crate::component::MemoryPressure`]), which then
 //! refuse requests before reading their bodies.
 
@@ -29,6 +32,15 @@ use crate::component::{
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
 use crate::process;
 use crate::telemetry::ProcessorMetrics;
+
+/// Asks the allocator to return freed memory to the OS; set by the binary, which knows its
+/// allocator. Called when usage is above the hard limit, where upstream forces a garbage collection.
+static RELEASE_FREED_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Installs the allocator hook called above the hard limit (once per process).
+pub fn set_memory_release_hook(release: fn()) {
+    let _ = RELEASE_FREED_MEMORY.set(release);
+}
 
 pub struct MemoryLimiterFactory;
 
@@ -83,6 +95,12 @@ struct State {
     refusing: AtomicBool,
     /// Milliseconds since `epoch` of the last measurement.
     last_check_ms: AtomicU64,
+    /// Memory in use at the last measurement.
+    last_used: AtomicU64,
+    /// Bytes of data accepted since the last measurement.
+    admitted_since_check: AtomicU64,
+    /// Accepting this many bytes triggers a new measurement.
+    recheck_bytes: u64,
     epoch: Instant,
 }
 
@@ -90,6 +108,8 @@ impl State {
     /// Measures memory and updates the refusing state, logging transitions as upstream does.
     fn check(&self) -> bool {
         let used = (self.probe)();
+        self.last_used.store(used, Ordering::Relaxed);
+        self.admitted_since_check.store(0, Ordering::Relaxed);
         self.last_check_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         let refuse = used > self.limits.soft;
@@ -105,16 +125,25 @@ impl State {
         }
         if used > self.limits.hard {
             tracing::warn!(processor = %self.id, used_mib = used >> 20, hard_limit_mib = self.limits.hard >> 20,
-                "Memory usage is above hard limit.");
+                "Memory usage is above hard limit. Returning freed memory to the OS.");
+            if let Some(release) = RELEASE_FREED_MEMORY.get() {
+                release();
+            }
         }
         self.pressure.set_refusing(refuse);
         refuse
     }
 
-    fn refusing_now(&self) -> bool {
+    /// Whether to refuse `bytes` more of data now.
+    fn refusing_now(&self, bytes: u64) -> bool {
+        let admitted = self.admitted_since_check.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let estimate = self.last_used.load(Ordering::Relaxed) + admitted;
         let since_check =
             self.epoch.elapsed().as_millis() as u64 - self.last_check_ms.load(Ordering::Relaxed);
-        if since_check >= self.check_interval.as_millis() as u64 {
+        if estimate > self.limits.soft
+            || admitted >= self.recheck_bytes
+            || since_check >= self.check_interval.as_millis() as u64
+        {
             self.check()
         } else {
             self.refusing.load(Ordering::Relaxed)
@@ -140,6 +169,11 @@ impl MemoryLimiter {
             pressure,
             refusing: AtomicBool::new(false),
             last_check_ms: AtomicU64::new(0),
+            last_used: AtomicU64::new(0),
+            admitted_since_check: AtomicU64::new(0),
+            // A sixteenth of the headroom: frequent enough to stay inside it, rare enough to cost
+            // nothing (one read of /proc/self/statm).
+            recheck_bytes: ((limits.hard - limits.soft) / 16).max(256 * 1024),
             epoch: Instant::now(),
         });
         state.check();
@@ -169,7 +203,7 @@ impl TracesConsumer for MemoryLimiter {
     async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
         let spans = data.span_count() as u64;
         self.metrics.incoming_items.inc_by(spans);
-        if self.state.refusing_now() {
+        if self.state.refusing_now(data.encoded_len() as u64) {
             self.metrics.refused_spans.inc_by(spans);
             return Err(ConsumeError::Retryable {
                 message: "data refused due to high memory usage".into(),

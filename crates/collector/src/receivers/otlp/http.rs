@@ -75,6 +75,9 @@ async fn export_traces(
     let ingest = &state.ingest;
     if ingest.memory_pressure.is_refusing() {
         ingest.refuse_unread("http");
+        // Read and drop the body frame by frame (no buffering): answering before the client has
+        // sent it would make HTTP/1.1 clients see a reset connection instead of the 503.
+        discard_body(body, state.max_body_size).await;
         return retry_later(
             encoding,
             "data refused due to high memory usage",
@@ -168,6 +171,18 @@ async fn export_traces(
             &message,
             retry_after.unwrap_or(ingest.retry_after),
         ),
+    }
+}
+
+async fn discard_body(mut body: Body, limit: usize) {
+    let mut read = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            read += data.len();
+            if read > limit {
+                break;
+            }
+        }
     }
 }
 
