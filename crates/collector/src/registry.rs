@@ -8,6 +8,7 @@ use crate::exporters::otlp::OtlpExporterFactory;
 use crate::exporters::otlphttp::OtlpHttpExporterFactory;
 use crate::extensions::file_storage::FileStorageFactory;
 use crate::extensions::health_check::HealthCheckFactory;
+use crate::processors::attributes::AttributesProcessorFactory;
 use crate::processors::batch::BatchProcessorFactory;
 use crate::processors::memory_limiter::MemoryLimiterFactory;
 use crate::receivers::otlp::OtlpReceiverFactory;
@@ -32,6 +33,7 @@ impl Registry {
         registry.add_receiver(Box::new(OtlpReceiverFactory));
         registry.add_processor(Box::new(BatchProcessorFactory));
         registry.add_processor(Box::new(MemoryLimiterFactory));
+        registry.add_processor(Box::new(AttributesProcessorFactory));
         registry.add_exporter(Box::new(OtlpExporterFactory));
         registry.add_exporter(Box::new(OtlpHttpExporterFactory));
         registry.add_exporter(Box::new(DebugExporterFactory));

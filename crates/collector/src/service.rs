@@ -33,35 +33,16 @@ pub fn validate(
     registry: &Registry,
     config: &CollectorConfig,
 ) -> Result<Vec<ConfigWarning>, ConfigErrors> {
+    let sections = [
+        ("receivers", &config.receivers),
+        ("processors", &config.processors),
+        ("exporters", &config.exporters),
+        ("extensions", &config.extensions),
+    ];
     let mut errors = Vec::new();
-    check_section(
-        &mut errors,
-        "receivers",
-        list(&registry.receivers),
-        &config.receivers,
-        |kind, v, p| registry.receivers.get(kind).map(|f| f.validate(v, p)),
-    );
-    check_section(
-        &mut errors,
-        "processors",
-        list(&registry.processors),
-        &config.processors,
-        |kind, v, p| registry.processors.get(kind).map(|f| f.validate(v, p)),
-    );
-    check_section(
-        &mut errors,
-        "exporters",
-        list(&registry.exporters),
-        &config.exporters,
-        |kind, v, p| registry.exporters.get(kind).map(|f| f.validate(v, p)),
-    );
-    check_section(
-        &mut errors,
-        "extensions",
-        list(&registry.extensions),
-        &config.extensions,
-        |kind, v, p| registry.extensions.get(kind).map(|f| f.validate(v, p)),
-    );
+    for (section, components) in sections {
+        errors.extend(validate_section(registry, section, components.iter()));
+    }
     for id in config.connectors.keys() {
         errors.push(ConfigError {
             path: format!("connectors::{id}"),
@@ -104,25 +85,50 @@ pub fn validate(
     }
 }
 
-/// Validates every configured component of one section; `validate` returns None for an unknown type.
-fn check_section<'a>(
-    errors: &mut Vec<ConfigError>,
+/// Validates the component sections of a config tree that did not parse as a whole (a broken
+/// pipeline, say), so that `validate` still reports every component's own errors too.
+pub fn validate_components_in_tree(registry: &Registry, root: &Value) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for section in ["receivers", "processors", "exporters", "extensions"] {
+        let Some(Value::Mapping(components)) = root.get(section) else {
+            continue;
+        };
+        // Ids that do not parse are reported by the config parser already.
+        let parsed: Vec<(ComponentId, &Value)> = components
+            .iter()
+            .filter_map(|(key, value)| Some((key.as_str()?.parse().ok()?, value)))
+            .collect();
+        errors.extend(validate_section(registry, section, parsed.iter().map(|(id, v)| (id, *v))));
+    }
+    errors
+}
+
+/// Validates every component of one section: its type is known and its config decodes.
+fn validate_section<'a>(
+    registry: &Registry,
     section: &str,
-    supported: String,
-    configured: impl IntoIterator<Item = (&'a ComponentId, &'a Value)>,
-    validate: impl Fn(&str, &Value, &str) -> Option<Result<(), ConfigErrors>>,
-) {
-    for (id, value) in configured {
+    components: impl Iterator<Item = (&'a ComponentId, &'a Value)>,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (id, value) in components {
         let path = format!("{section}::{id}");
-        match validate(&id.kind, value, &path) {
+        let kind = id.kind.as_str();
+        let (result, supported) = match section {
+            "receivers" => (registry.receivers.get(kind).map(|f| f.validate(value, &path)), list(&registry.receivers)),
+            "processors" => (registry.processors.get(kind).map(|f| f.validate(value, &path)), list(&registry.processors)),
+            "exporters" => (registry.exporters.get(kind).map(|f| f.validate(value, &path)), list(&registry.exporters)),
+            _ => (registry.extensions.get(kind).map(|f| f.validate(value, &path)), list(&registry.extensions)),
+        };
+        match result {
             None => errors.push(ConfigError {
                 path,
-                message: format!("unknown type \"{}\" (valid values: {supported})", id.kind),
+                message: format!("unknown type \"{kind}\" (valid values: {supported})"),
             }),
             Some(Err(ConfigErrors(mut found))) => errors.append(&mut found),
             Some(Ok(())) => {}
         }
     }
+    errors
 }
 
 fn signal_name(signal: Signal) -> &'static str {

@@ -1,4 +1,5 @@
 //! Processors: stages between receivers and exporters.
 
+pub mod attributes;
 pub mod batch;
 pub mod memory_limiter;
