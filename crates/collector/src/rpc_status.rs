@@ -69,6 +69,39 @@ fn to_duration(delay: ProtoDuration) -> Option<Duration> {
     Some(Duration::new(seconds, 0) + Duration::from_nanos(u64::from(nanos)))
 }
 
+/// An UNAVAILABLE status carrying RetryInfo, so OTLP clients wait `delay` before retrying.
+pub fn retryable_status(message: String, delay: Duration) -> tonic::Status {
+    let retry_info = RetryInfo {
+        retry_delay: Some(ProtoDuration {
+            seconds: delay.as_secs() as i64,
+            nanos: delay.subsec_nanos() as i32,
+        }),
+    };
+    let details = RpcStatus {
+        code: tonic::Code::Unavailable as i32,
+        message: message.clone(),
+        details: vec![ProtoAny {
+            type_url: RETRY_INFO_TYPE_URL.to_string(),
+            value: retry_info.encode_to_vec(),
+        }],
+    };
+    tonic::Status::with_details(
+        tonic::Code::Unavailable,
+        message,
+        bytes::Bytes::from(details.encode_to_vec()),
+    )
+}
+
+/// The protobuf-encoded `Status` body that OTLP/HTTP prescribes for 4xx and 5xx responses.
+pub fn status_body(code: tonic::Code, message: &str) -> Vec<u8> {
+    RpcStatus {
+        code: code as i32,
+        message: message.to_string(),
+        details: Vec::new(),
+    }
+    .encode_to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,37 +157,4 @@ mod tests {
         };
         assert_eq!(status.retry_info(), Some(None));
     }
-}
-
-/// An UNAVAILABLE status carrying RetryInfo, so OTLP clients wait `delay` before retrying.
-pub fn retryable_status(message: String, delay: Duration) -> tonic::Status {
-    let retry_info = RetryInfo {
-        retry_delay: Some(ProtoDuration {
-            seconds: delay.as_secs() as i64,
-            nanos: delay.subsec_nanos() as i32,
-        }),
-    };
-    let details = RpcStatus {
-        code: tonic::Code::Unavailable as i32,
-        message: message.clone(),
-        details: vec![ProtoAny {
-            type_url: RETRY_INFO_TYPE_URL.to_string(),
-            value: retry_info.encode_to_vec(),
-        }],
-    };
-    tonic::Status::with_details(
-        tonic::Code::Unavailable,
-        message,
-        bytes::Bytes::from(details.encode_to_vec()),
-    )
-}
-
-/// The protobuf-encoded `Status` body that OTLP/HTTP prescribes for 4xx and 5xx responses.
-pub fn status_body(code: tonic::Code, message: &str) -> Vec<u8> {
-    RpcStatus {
-        code: code as i32,
-        message: message.to_string(),
-        details: Vec::new(),
-    }
-    .encode_to_vec()
 }

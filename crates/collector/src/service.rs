@@ -98,7 +98,11 @@ pub fn validate_components_in_tree(registry: &Registry, root: &Value) -> Vec<Con
             .iter()
             .filter_map(|(key, value)| Some((key.as_str()?.parse().ok()?, value)))
             .collect();
-        errors.extend(validate_section(registry, section, parsed.iter().map(|(id, v)| (id, *v))));
+        errors.extend(validate_section(
+            registry,
+            section,
+            parsed.iter().map(|(id, v)| (id, *v)),
+        ));
     }
     errors
 }
@@ -114,10 +118,34 @@ fn validate_section<'a>(
         let path = format!("{section}::{id}");
         let kind = id.kind.as_str();
         let (result, supported) = match section {
-            "receivers" => (registry.receivers.get(kind).map(|f| f.validate(value, &path)), list(&registry.receivers)),
-            "processors" => (registry.processors.get(kind).map(|f| f.validate(value, &path)), list(&registry.processors)),
-            "exporters" => (registry.exporters.get(kind).map(|f| f.validate(value, &path)), list(&registry.exporters)),
-            _ => (registry.extensions.get(kind).map(|f| f.validate(value, &path)), list(&registry.extensions)),
+            "receivers" => (
+                registry
+                    .receivers
+                    .get(kind)
+                    .map(|f| f.validate(value, &path)),
+                list(&registry.receivers),
+            ),
+            "processors" => (
+                registry
+                    .processors
+                    .get(kind)
+                    .map(|f| f.validate(value, &path)),
+                list(&registry.processors),
+            ),
+            "exporters" => (
+                registry
+                    .exporters
+                    .get(kind)
+                    .map(|f| f.validate(value, &path)),
+                list(&registry.exporters),
+            ),
+            _ => (
+                registry
+                    .extensions
+                    .get(kind)
+                    .map(|f| f.validate(value, &path)),
+                list(&registry.extensions),
+            ),
         };
         match result {
             None => errors.push(ConfigError {

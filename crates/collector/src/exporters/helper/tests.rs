@@ -13,11 +13,9 @@ use tonic::{Code, Status};
 use super::*;
 use crate::component::{Exporter, ExporterFactory};
 use crate::exporters::otlp::OtlpExporterFactory;
-use crate::rpc_status::{
-    ProtoAny, ProtoDuration, RetryInfo, RpcStatus, RETRY_INFO_TYPE_URL,
-};
 use crate::exporters::testkit::{tags, traces, wait_until, yaml, GrpcBackend, TestContext};
 use crate::extensions::file_storage::{FileStorage, FileStorageConfig};
+use crate::rpc_status::{ProtoAny, ProtoDuration, RetryInfo, RpcStatus, RETRY_INFO_TYPE_URL};
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -9,10 +9,10 @@ use threadline_config::settings::{Compression, TlsServerSettings};
 use super::*;
 use crate::component::{decode_config, Exporter, ExporterFactory};
 use crate::consumer::ConsumeError;
-use crate::rpc_status::RpcStatus;
 use crate::exporters::testkit::{
     partial_success, traces, wait_until, yaml, HttpBackend, TestContext, TestPki,
 };
+use crate::rpc_status::RpcStatus;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -124,23 +124,39 @@ impl ComponentConfig for AttributesConfig {
                     message,
                 })
             };
-            let sources = [action.value.is_some(), action.from_attribute.is_some(), action.from_context.is_some()]
-                .iter()
-                .filter(|s| **s)
-                .count();
+            let sources = [
+                action.value.is_some(),
+                action.from_attribute.is_some(),
+                action.from_context.is_some(),
+            ]
+            .iter()
+            .filter(|s| **s)
+            .count();
             match action.action {
                 Action::Insert | Action::Update | Action::Upsert => {
                     if action.key.is_empty() {
                         error("key", "missing: the attribute to set".into());
                     }
                     if sources != 1 {
-                        error("value", "exactly one of value, from_attribute or from_context is required".into());
+                        error(
+                            "value",
+                            "exactly one of value, from_attribute or from_context is required"
+                                .into(),
+                        );
                     }
                     if action.from_context.is_some() {
-                        error("from_context", "taking values from the request context is not supported yet".into());
+                        error(
+                            "from_context",
+                            "taking values from the request context is not supported yet".into(),
+                        );
                     }
                     if let Some(value) = &action.value {
-                        if !matches!(value, serde_yaml_ng::Value::String(_) | serde_yaml_ng::Value::Number(_) | serde_yaml_ng::Value::Bool(_)) {
+                        if !matches!(
+                            value,
+                            serde_yaml_ng::Value::String(_)
+                                | serde_yaml_ng::Value::Number(_)
+                                | serde_yaml_ng::Value::Bool(_)
+                        ) {
                             error("value", "must be a string, int, double or bool".into());
                         }
                     }
@@ -155,7 +171,10 @@ impl ComponentConfig for AttributesConfig {
                         error("key", "missing: the attribute to extract from".into());
                     }
                     if action.pattern.is_none() {
-                        error("pattern", "missing: a regular expression with named groups".into());
+                        error(
+                            "pattern",
+                            "missing: a regular expression with named groups".into(),
+                        );
                     }
                 }
                 Action::Convert => {
@@ -163,24 +182,38 @@ impl ComponentConfig for AttributesConfig {
                         error("key", "missing: the attribute to convert".into());
                     }
                     if action.converted_type.is_none() {
-                        error("converted_type", "missing: one of int, double, string".into());
+                        error(
+                            "converted_type",
+                            "missing: one of int, double, string".into(),
+                        );
                     }
                 }
             }
             if let Some(pattern) = &action.pattern {
                 match regex::Regex::new(pattern) {
                     Err(err) => error("pattern", format!("invalid regular expression: {err}")),
-                    Ok(regex) if action.action == Action::Extract && regex.capture_names().flatten().next().is_none() => {
-                        error("pattern", "must contain at least one named group, e.g. (?P<name>...)".into())
+                    Ok(regex)
+                        if action.action == Action::Extract
+                            && regex.capture_names().flatten().next().is_none() =>
+                    {
+                        error(
+                            "pattern",
+                            "must contain at least one named group, e.g. (?P<name>...)".into(),
+                        )
                     }
                     Ok(_) => {}
                 }
             }
         }
         for (name, properties) in [("include", &self.include), ("exclude", &self.exclude)] {
-            let Some(properties) = properties else { continue };
+            let Some(properties) = properties else {
+                continue;
+            };
             if properties.match_type == MatchType::Regexp {
-                for (field, patterns) in [("services", &properties.services), ("span_names", &properties.span_names)] {
+                for (field, patterns) in [
+                    ("services", &properties.services),
+                    ("span_names", &properties.span_names),
+                ] {
                     for pattern in patterns {
                         if let Err(err) = regex::Regex::new(pattern) {
                             errors.push(ConfigError {

@@ -122,17 +122,24 @@ fn compile_matcher(properties: &config::MatchProperties) -> anyhow::Result<Match
     let patterns = |texts: &[String]| -> anyhow::Result<Vec<Pattern>> {
         texts.iter().map(|t| Pattern::new(t, match_type)).collect()
     };
-    let attributes = |list: &[config::AttributeMatch]| -> anyhow::Result<Vec<(String, Option<Pattern>)>> {
-        list.iter()
-            .map(|a| {
-                let value = match a.value.as_ref().and_then(yaml_to_any_value).as_ref().and_then(value_text) {
-                    Some(text) => Some(Pattern::new(&text, match_type)?),
-                    None => None,
-                };
-                Ok((a.key.clone(), value))
-            })
-            .collect()
-    };
+    let attributes =
+        |list: &[config::AttributeMatch]| -> anyhow::Result<Vec<(String, Option<Pattern>)>> {
+            list.iter()
+                .map(|a| {
+                    let value = match a
+                        .value
+                        .as_ref()
+                        .and_then(yaml_to_any_value)
+                        .as_ref()
+                        .and_then(value_text)
+                    {
+                        Some(text) => Some(Pattern::new(&text, match_type)?),
+                        None => None,
+                    };
+                    Ok((a.key.clone(), value))
+                })
+                .collect()
+        };
     Ok(Matcher {
         services: patterns(&properties.services)?,
         span_names: patterns(&properties.span_names)?,
@@ -197,8 +204,13 @@ impl AttributesProcessor {
     }
 
     fn selected(&self, service: &str, resource: &[KeyValue], span: &Span) -> bool {
-        self.include.as_ref().is_none_or(|m| m.matches(service, resource, span))
-            && !self.exclude.as_ref().is_some_and(|m| m.matches(service, resource, span))
+        self.include
+            .as_ref()
+            .is_none_or(|m| m.matches(service, resource, span))
+            && !self
+                .exclude
+                .as_ref()
+                .is_some_and(|m| m.matches(service, resource, span))
     }
 
     /// Applies every action, in order, to one span's attributes.
@@ -208,12 +220,17 @@ impl AttributesProcessor {
             match action.action {
                 Action::Insert | Action::Update | Action::Upsert => {
                     let value = match &action.from_attribute {
-                        Some(source) => attributes.iter().find(|kv| &kv.key == source).and_then(|kv| kv.value.clone()),
+                        Some(source) => attributes
+                            .iter()
+                            .find(|kv| &kv.key == source)
+                            .and_then(|kv| kv.value.clone()),
                         None => action.value.clone(),
                     };
                     let Some(value) = value else { continue };
                     match (position, action.action) {
-                        (Some(i), Action::Update | Action::Upsert) => attributes[i].value = Some(value),
+                        (Some(i), Action::Update | Action::Upsert) => {
+                            attributes[i].value = Some(value)
+                        }
                         (None, Action::Insert | Action::Upsert) => attributes.push(KeyValue {
                             key: action.key.clone(),
                             value: Some(value),
@@ -223,11 +240,14 @@ impl AttributesProcessor {
                     }
                 }
                 Action::Delete => attributes.retain(|kv| {
-                    kv.key != action.key && !action.pattern.as_ref().is_some_and(|p| p.is_match(&kv.key))
+                    kv.key != action.key
+                        && !action.pattern.as_ref().is_some_and(|p| p.is_match(&kv.key))
                 }),
                 Action::Hash => {
                     for kv in attributes.iter_mut() {
-                        if kv.key == action.key || action.pattern.as_ref().is_some_and(|p| p.is_match(&kv.key)) {
+                        if kv.key == action.key
+                            || action.pattern.as_ref().is_some_and(|p| p.is_match(&kv.key))
+                        {
                             if let Some(value) = kv.value.as_mut() {
                                 hash_value(value);
                             }
@@ -235,24 +255,38 @@ impl AttributesProcessor {
                     }
                 }
                 Action::Extract => {
-                    let (Some(i), Some(pattern)) = (position, &action.pattern) else { continue };
-                    let Some(any_value::Value::StringValue(text)) = attributes[i].value.as_ref().and_then(|v| v.value.clone()) else {
+                    let (Some(i), Some(pattern)) = (position, &action.pattern) else {
                         continue;
                     };
-                    let Some(captures) = pattern.captures(&text) else { continue };
+                    let Some(any_value::Value::StringValue(text)) =
+                        attributes[i].value.as_ref().and_then(|v| v.value.clone())
+                    else {
+                        continue;
+                    };
+                    let Some(captures) = pattern.captures(&text) else {
+                        continue;
+                    };
                     for name in pattern.capture_names().flatten() {
-                        let Some(found) = captures.name(name) else { continue };
+                        let Some(found) = captures.name(name) else {
+                            continue;
+                        };
                         let value = Some(AnyValue {
                             value: Some(any_value::Value::StringValue(found.as_str().to_string())),
                         });
                         match attributes.iter_mut().find(|kv| kv.key == name) {
                             Some(existing) => existing.value = value,
-                            None => attributes.push(KeyValue { key: name.to_string(), value, ..Default::default() }),
+                            None => attributes.push(KeyValue {
+                                key: name.to_string(),
+                                value,
+                                ..Default::default()
+                            }),
                         }
                     }
                 }
                 Action::Convert => {
-                    let (Some(i), Some(target)) = (position, action.converted_type) else { continue };
+                    let (Some(i), Some(target)) = (position, action.converted_type) else {
+                        continue;
+                    };
                     if let Some(value) = attributes[i].value.as_mut() {
                         convert_value(value, target);
                     }
@@ -282,13 +316,22 @@ fn hash_value(value: &mut AnyValue) {
 fn convert_value(value: &mut AnyValue, target: ConvertedType) {
     use any_value::Value as V;
     let converted = match (value.value.as_ref(), target) {
-        (Some(V::StringValue(s)), ConvertedType::Int) => s.trim().parse::<i64>().ok().map(V::IntValue),
+        (Some(V::StringValue(s)), ConvertedType::Int) => {
+            s.trim().parse::<i64>().ok().map(V::IntValue)
+        }
         (Some(V::DoubleValue(d)), ConvertedType::Int) => Some(V::IntValue(*d as i64)),
         (Some(V::BoolValue(b)), ConvertedType::Int) => Some(V::IntValue(i64::from(*b))),
-        (Some(V::StringValue(s)), ConvertedType::Double) => s.trim().parse::<f64>().ok().map(V::DoubleValue),
+        (Some(V::StringValue(s)), ConvertedType::Double) => {
+            s.trim().parse::<f64>().ok().map(V::DoubleValue)
+        }
         (Some(V::IntValue(i)), ConvertedType::Double) => Some(V::DoubleValue(*i as f64)),
-        (Some(V::BoolValue(b)), ConvertedType::Double) => Some(V::DoubleValue(f64::from(u8::from(*b)))),
-        (Some(other), ConvertedType::String) => value_text(&AnyValue { value: Some(other.clone()) }).map(V::StringValue),
+        (Some(V::BoolValue(b)), ConvertedType::Double) => {
+            Some(V::DoubleValue(f64::from(u8::from(*b))))
+        }
+        (Some(other), ConvertedType::String) => value_text(&AnyValue {
+            value: Some(other.clone()),
+        })
+        .map(V::StringValue),
         _ => None,
     };
     if let Some(converted) = converted {
@@ -303,7 +346,11 @@ impl TracesConsumer for AttributesProcessor {
             .to_request()
             .map_err(|e| ConsumeError::Permanent(format!("attributes processor: {e}")))?;
         for resource_spans in &mut request.resource_spans {
-            let resource = resource_spans.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
+            let resource = resource_spans
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or_default();
             let service = resource
                 .iter()
                 .find(|kv| kv.key == "service.name")

@@ -33,7 +33,11 @@ impl TracesConsumer for Recorder {
 }
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 
 fn string(key: &str, value: &str) -> KeyValue {
@@ -41,21 +45,37 @@ fn string(key: &str, value: &str) -> KeyValue {
 }
 
 fn get<'a>(span: &'a Span, key: &str) -> Option<&'a any_value::Value> {
-    span.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()).and_then(|v| v.value.as_ref())
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| v.value.as_ref())
 }
 
 fn data(service: &str, spans: Vec<Span>) -> TraceData {
     TraceData::from_request(&ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![string("service.name", service)], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            resource: Some(Resource {
+                attributes: vec![string("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     })
 }
 
 fn span(name: &str, attributes: Vec<KeyValue>) -> Span {
-    Span { trace_id: vec![1; 16], span_id: vec![2; 8], name: name.into(), attributes, ..Default::default() }
+    Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: name.into(),
+        attributes,
+        ..Default::default()
+    }
 }
 
 async fn run(yaml: &str, service: &str, spans: Vec<Span>) -> Vec<Span> {
@@ -79,14 +99,31 @@ actions:
   - {key: deployment.environment, value: production, action: upsert}
   - {key: copy, from_attribute: present, action: upsert}
 "#;
-    let spans = run(yaml, "orders", vec![span("s", vec![string("present", "old"), string("other", "o")])]).await;
+    let spans = run(
+        yaml,
+        "orders",
+        vec![span(
+            "s",
+            vec![string("present", "old"), string("other", "o")],
+        )],
+    )
+    .await;
     let s = &spans[0];
-    assert_eq!(get(s, "present"), Some(&any_value::Value::StringValue("old".into())));
+    assert_eq!(
+        get(s, "present"),
+        Some(&any_value::Value::StringValue("old".into()))
+    );
     assert_eq!(get(s, "absent"), Some(&any_value::Value::IntValue(7)));
     assert_eq!(get(s, "missing"), None);
     assert_eq!(get(s, "other"), Some(&any_value::Value::DoubleValue(1.5)));
-    assert_eq!(get(s, "deployment.environment"), Some(&any_value::Value::StringValue("production".into())));
-    assert_eq!(get(s, "copy"), Some(&any_value::Value::StringValue("old".into())));
+    assert_eq!(
+        get(s, "deployment.environment"),
+        Some(&any_value::Value::StringValue("production".into()))
+    );
+    assert_eq!(
+        get(s, "copy"),
+        Some(&any_value::Value::StringValue("old".into()))
+    );
 }
 
 #[tokio::test]
@@ -114,10 +151,18 @@ actions:
     // sha256("a@example.com"), as `sha256sum` prints it
     assert_eq!(
         get(s, "user.email"),
-        Some(&any_value::Value::StringValue("08168cd80dfd534ab0f10af10f1303fe00af2d43ab5c1432360d137f8197e17a".into()))
+        Some(&any_value::Value::StringValue(
+            "08168cd80dfd534ab0f10af10f1303fe00af2d43ab5c1432360d137f8197e17a".into()
+        ))
     );
-    assert_eq!(get(s, "scheme"), Some(&any_value::Value::StringValue("https".into())));
-    assert_eq!(get(s, "host"), Some(&any_value::Value::StringValue("shop.example.com".into())));
+    assert_eq!(
+        get(s, "scheme"),
+        Some(&any_value::Value::StringValue("https".into()))
+    );
+    assert_eq!(
+        get(s, "host"),
+        Some(&any_value::Value::StringValue("shop.example.com".into()))
+    );
     assert_eq!(get(s, "retries"), Some(&any_value::Value::IntValue(3)));
 }
 
@@ -129,9 +174,17 @@ exclude: {match_type: strict, span_names: ["login"]}
 actions:
   - {key: touched, value: true, action: insert}
 "#;
-    let spans = run(yaml, "auth-service", vec![span("login", vec![]), span("logout", vec![])]).await;
+    let spans = run(
+        yaml,
+        "auth-service",
+        vec![span("login", vec![]), span("logout", vec![])],
+    )
+    .await;
     assert_eq!(get(&spans[0], "touched"), None, "excluded by name");
-    assert_eq!(get(&spans[1], "touched"), Some(&any_value::Value::BoolValue(true)));
+    assert_eq!(
+        get(&spans[1], "touched"),
+        Some(&any_value::Value::BoolValue(true))
+    );
     let spans = run(yaml, "orders", vec![span("logout", vec![])]).await;
     assert_eq!(get(&spans[0], "touched"), None, "service not included");
 }
@@ -139,23 +192,38 @@ actions:
 #[test]
 fn invalid_actions_name_their_position_and_field() {
     for (yaml, path) in [
-        ("actions: [{key: a, action: insert}]", "processors::attributes::actions[0]::value"),
-        ("actions: [{key: a, action: extract, pattern: 'no groups'}]", "processors::attributes::actions[0]::pattern"),
-        ("actions: [{key: a, action: convert}]", "processors::attributes::actions[0]::converted_type"),
+        (
+            "actions: [{key: a, action: insert}]",
+            "processors::attributes::actions[0]::value",
+        ),
+        (
+            "actions: [{key: a, action: extract, pattern: 'no groups'}]",
+            "processors::attributes::actions[0]::pattern",
+        ),
+        (
+            "actions: [{key: a, action: convert}]",
+            "processors::attributes::actions[0]::converted_type",
+        ),
         ("actions: []", "processors::attributes::actions"),
     ] {
         let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
-        let errors = decode_config::<AttributesConfig>(&value, "processors::attributes").unwrap_err();
+        let errors =
+            decode_config::<AttributesConfig>(&value, "processors::attributes").unwrap_err();
         assert!(errors.0.iter().any(|e| e.path == path), "{yaml}: {errors}");
     }
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str("actions: [{key: a, action: explode}]").unwrap();
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str("actions: [{key: a, action: explode}]").unwrap();
     let errors = decode_config::<AttributesConfig>(&value, "processors::attributes").unwrap_err();
-    assert!(errors.to_string().contains("insert"), "allowed actions listed: {errors}");
+    assert!(
+        errors.to_string().contains("insert"),
+        "allowed actions listed: {errors}"
+    );
 }
 
 #[test]
 fn testdata_decodes() {
-    let all: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(include_str!("testdata/config.yaml")).unwrap();
+    let all: serde_yaml_ng::Mapping =
+        serde_yaml_ng::from_str(include_str!("testdata/config.yaml")).unwrap();
     for (key, value) in all {
         let key = key.as_str().unwrap().to_string();
         decode_config::<AttributesConfig>(&value, &key).unwrap();

@@ -68,7 +68,8 @@ impl ComponentConfig for BatchConfig {
         if !self.metadata_keys.is_empty() {
             errors.push(ConfigError {
                 path: "metadata_keys".into(),
-                message: "batching by client metadata is not supported yet: remove metadata_keys".into(),
+                message: "batching by client metadata is not supported yet: remove metadata_keys"
+                    .into(),
             });
         }
         if errors.is_empty() {

@@ -22,9 +22,7 @@ use tokio::task::JoinHandle;
 
 pub use config::BatchConfig;
 
-use crate::component::{
-    decode_config, Component, CreateContext, Processor, ProcessorFactory,
-};
+use crate::component::{decode_config, Component, CreateContext, Processor, ProcessorFactory};
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
 use crate::telemetry::{BatchMetrics, ProcessorMetrics};
 

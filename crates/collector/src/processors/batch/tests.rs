@@ -28,7 +28,12 @@ impl TracesConsumer for Recorder {
 
 impl Recorder {
     fn sizes(&self) -> Vec<usize> {
-        self.batches.lock().unwrap().iter().map(|b| b.span_count()).collect()
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.span_count())
+            .collect()
     }
 
     fn span_names(&self) -> Vec<String> {
@@ -84,7 +89,11 @@ fn start(yaml: &str) -> (BatchProcessor, Arc<Recorder>, Arc<Telemetry>) {
 async fn wait_for(recorder: &Recorder, spans: usize) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while recorder.sizes().iter().sum::<usize>() < spans {
-        assert!(Instant::now() < deadline, "only {:?} arrived", recorder.sizes());
+        assert!(
+            Instant::now() < deadline,
+            "only {:?} arrived",
+            recorder.sizes()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -93,7 +102,10 @@ async fn wait_for(recorder: &Recorder, spans: usize) {
 async fn sends_when_the_size_is_reached_without_waiting_for_the_timeout() {
     let (processor, recorder, _) = start("timeout: 1h\nsend_batch_size: 10\n");
     for i in 0..3 {
-        processor.consume(request(&format!("r{i}-"), 4)).await.unwrap();
+        processor
+            .consume(request(&format!("r{i}-"), 4))
+            .await
+            .unwrap();
     }
     wait_for(&recorder, 12).await;
     // 4 + 4 + 4 crosses 10 at the third request: one batch of 12, nothing held.
@@ -113,7 +125,10 @@ async fn sends_on_timeout_when_the_size_is_not_reached() {
     assert!(started.elapsed() >= Duration::from_millis(45));
     assert_eq!(recorder.sizes(), vec![5]);
     let metrics = telemetry.render();
-    assert!(metrics.contains("otelcol_processor_batch_timeout_trigger_send{processor=\"batch\""), "{metrics}");
+    assert!(
+        metrics.contains("otelcol_processor_batch_timeout_trigger_send{processor=\"batch\""),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +138,11 @@ async fn splits_batches_above_the_max_size_and_keeps_the_remainder() {
     processor.consume(request("x", 25)).await.unwrap();
     wait_for(&recorder, 20).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(recorder.sizes(), vec![10, 10], "the 5 left wait for the timeout");
+    assert_eq!(
+        recorder.sizes(),
+        vec![10, 10],
+        "the 5 left wait for the timeout"
+    );
     wait_for(&recorder, 25).await;
     assert_eq!(recorder.sizes(), vec![10, 10, 5]);
     let names = recorder.span_names();
@@ -135,7 +154,9 @@ async fn splits_batches_above_the_max_size_and_keeps_the_remainder() {
 async fn shutdown_flushes_what_is_held() {
     let (processor, recorder, _) = start("timeout: 1h\nsend_batch_size: 1000\n");
     processor.consume(request("held", 7)).await.unwrap();
-    processor.shutdown(Instant::now() + Duration::from_secs(2)).await;
+    processor
+        .shutdown(Instant::now() + Duration::from_secs(2))
+        .await;
     assert_eq!(recorder.sizes(), vec![7]);
     let err = processor.consume(request("late", 1)).await.unwrap_err();
     assert!(!err.is_permanent());

@@ -52,8 +52,8 @@ impl MemoryLimiterConfig {
                 soft: hard - spike.min(hard),
             });
         }
-        let available = available
-            .ok_or("limit_percentage needs the total memory, which could not be read")?;
+        let available =
+            available.ok_or("limit_percentage needs the total memory, which could not be read")?;
         let hard = available / 100 * self.limit_percentage;
         let spike = available / 100 * self.spike_limit_percentage;
         Ok(Limits {
@@ -73,7 +73,10 @@ impl ComponentConfig for MemoryLimiterConfig {
             })
         };
         if self.check_interval.0.is_zero() {
-            error("check_interval", "must be greater than zero (for example 1s)".into());
+            error(
+                "check_interval",
+                "must be greater than zero (for example 1s)".into(),
+            );
         }
         if self.limit_mib == 0 && self.limit_percentage == 0 {
             error(

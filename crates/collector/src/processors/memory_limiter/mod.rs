@@ -136,7 +136,10 @@ impl State {
 
     /// Whether to refuse `bytes` more of data now.
     fn refusing_now(&self, bytes: u64) -> bool {
-        let admitted = self.admitted_since_check.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let admitted = self
+            .admitted_since_check
+            .fetch_add(bytes, Ordering::Relaxed)
+            + bytes;
         let estimate = self.last_used.load(Ordering::Relaxed) + admitted;
         let since_check =
             self.epoch.elapsed().as_millis() as u64 - self.last_check_ms.load(Ordering::Relaxed);

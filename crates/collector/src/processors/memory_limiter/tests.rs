@@ -46,7 +46,10 @@ fn one_span() -> TraceData {
     })
 }
 
-fn limiter(limits: Limits, probe: Arc<dyn Fn() -> u64 + Send + Sync>) -> (Arc<MemoryLimiter>, Arc<Counter>, Arc<MemoryPressure>) {
+fn limiter(
+    limits: Limits,
+    probe: Arc<dyn Fn() -> u64 + Send + Sync>,
+) -> (Arc<MemoryLimiter>, Arc<Counter>, Arc<MemoryPressure>) {
     let counter = Arc::new(Counter::default());
     let pressure = Arc::new(MemoryPressure::default());
     let telemetry = Telemetry::new("test");
@@ -66,8 +69,12 @@ fn limiter(limits: Limits, probe: Arc<dyn Fn() -> u64 + Send + Sync>) -> (Arc<Me
 async fn refuses_above_the_soft_limit_and_resumes_below_it() {
     let used = Arc::new(AtomicU64::new(50 * MIB));
     let probe_used = used.clone();
-    let limits = Limits { hard: 100 * MIB, soft: 80 * MIB };
-    let (limiter, counter, pressure) = limiter(limits, Arc::new(move || probe_used.load(Ordering::Relaxed)));
+    let limits = Limits {
+        hard: 100 * MIB,
+        soft: 80 * MIB,
+    };
+    let (limiter, counter, pressure) =
+        limiter(limits, Arc::new(move || probe_used.load(Ordering::Relaxed)));
 
     limiter.consume(one_span()).await.unwrap();
     used.store(90 * MIB, Ordering::Relaxed);
@@ -89,8 +96,14 @@ async fn refuses_above_the_soft_limit_and_resumes_below_it() {
 #[tokio::test]
 async fn measures_the_real_resident_memory() {
     let baseline = process::resident_memory_bytes().unwrap();
-    let limits = Limits { hard: baseline + 120 * MIB, soft: baseline + 100 * MIB };
-    let (limiter, _counter, _) = limiter(limits, Arc::new(|| process::resident_memory_bytes().unwrap_or(0)));
+    let limits = Limits {
+        hard: baseline + 120 * MIB,
+        soft: baseline + 100 * MIB,
+    };
+    let (limiter, _counter, _) = limiter(
+        limits,
+        Arc::new(|| process::resident_memory_bytes().unwrap_or(0)),
+    );
     limiter.consume(one_span()).await.unwrap();
 
     // Touch 200 MiB so it is really resident.
@@ -99,8 +112,14 @@ async fn measures_the_real_resident_memory() {
         page[0] = 1;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(limiter.consume(one_span()).await.is_err(), "200 MiB over a 100 MiB headroom must be refused");
-    assert_eq!(ballast.iter().step_by(4096).filter(|b| **b == 1).count(), ballast.len() / 4096);
+    assert!(
+        limiter.consume(one_span()).await.is_err(),
+        "200 MiB over a 100 MiB headroom must be refused"
+    );
+    assert_eq!(
+        ballast.iter().step_by(4096).filter(|b| **b == 1).count(),
+        ballast.len() / 4096
+    );
     drop(ballast);
     tokio::time::sleep(Duration::from_millis(50)).await;
     limiter.consume(one_span()).await.unwrap();
@@ -109,7 +128,8 @@ async fn measures_the_real_resident_memory() {
 
 #[test]
 fn limits_resolve_like_upstream() {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str("check_interval: 1s\nlimit_mib: 300\n").unwrap();
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str("check_interval: 1s\nlimit_mib: 300\n").unwrap();
     let config: MemoryLimiterConfig = decode_config(&value, "processors::memory_limiter").unwrap();
     let limits = config.limits(None).unwrap();
     assert_eq!(limits.hard, 300 * MIB);
@@ -130,13 +150,23 @@ fn invalid_configs_name_the_field() {
     for (yaml, field) in [
         ("limit_mib: 100\n", "check_interval"),
         ("check_interval: 1s\n", "limit_mib"),
-        ("check_interval: 1s\nlimit_mib: 100\nspike_limit_mib: 100\n", "spike_limit_mib"),
-        ("check_interval: 1s\nlimit_percentage: 120\n", "limit_percentage"),
+        (
+            "check_interval: 1s\nlimit_mib: 100\nspike_limit_mib: 100\n",
+            "spike_limit_mib",
+        ),
+        (
+            "check_interval: 1s\nlimit_percentage: 120\n",
+            "limit_percentage",
+        ),
     ] {
         let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
-        let errors = decode_config::<MemoryLimiterConfig>(&value, "processors::memory_limiter").unwrap_err();
+        let errors =
+            decode_config::<MemoryLimiterConfig>(&value, "processors::memory_limiter").unwrap_err();
         assert!(
-            errors.0.iter().any(|e| e.path == format!("processors::memory_limiter::{field}")),
+            errors
+                .0
+                .iter()
+                .any(|e| e.path == format!("processors::memory_limiter::{field}")),
             "{yaml}: {errors}"
         );
     }

@@ -9,16 +9,14 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use prost::Message;
-use threadline_otlp::proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
+use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use threadline_otlp::TraceData;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-use crate::rpc_status::retryable_status;
 use super::Ingest;
 use crate::consumer::ConsumeError;
+use crate::rpc_status::retryable_status;
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -82,13 +80,7 @@ impl tonic::server::UnaryService<Bytes> for ExportHandler {
                 .consume(data, "grpc")
                 .await
                 .map_err(consume_error_status)?;
-            let partial_success = (rejected.spans > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: rejected.spans as i64,
-                error_message: rejected.message,
-            });
-            Ok(tonic::Response::new(ExportTraceServiceResponse {
-                partial_success,
-            }))
+            Ok(tonic::Response::new(rejected.to_response()))
         })
     }
 }

@@ -11,15 +11,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use prost::Message;
-use threadline_otlp::proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
 use threadline_otlp::{json, TraceData};
 use tonic::Code;
 
-use crate::rpc_status::status_body;
 use super::Ingest;
 use crate::consumer::ConsumeError;
+use crate::rpc_status::status_body;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -125,10 +122,8 @@ async fn export_traces(
             .map_err(|e| format!("malformed OTLP/JSON: {e}"))
             .and_then(|request| {
                 // JSON is re-encoded once; the validation pass then treats it like any protobuf request.
-                TraceData::from_request_bytes(Bytes::from(
-                    TraceData::from_request(&request).into_bytes(),
-                ))
-                .map_err(|e| format!("invalid OTLP/JSON: {e}"))
+                TraceData::from_request_bytes(TraceData::from_request(&request).into_bytes())
+                    .map_err(|e| format!("invalid OTLP/JSON: {e}"))
             }),
     };
     let (data, rejected) = match decoded {
@@ -145,12 +140,7 @@ async fn export_traces(
 
     match ingest.consume(data, "http").await {
         Ok(()) => {
-            let response = ExportTraceServiceResponse {
-                partial_success: (rejected.spans > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: rejected.spans as i64,
-                    error_message: rejected.message,
-                }),
-            };
+            let response = rejected.to_response();
             let body = match encoding {
                 Encoding::Protobuf => response.encode_to_vec(),
                 Encoding::Json => json::response_to_json(&response),

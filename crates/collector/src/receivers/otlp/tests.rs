@@ -15,10 +15,10 @@ use threadline_otlp::proto::tonic::resource::v1::Resource;
 use threadline_otlp::proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use threadline_otlp::TraceData;
 
-use crate::rpc_status::{RetryInfo, RpcStatus, RETRY_INFO_TYPE_URL};
 use super::OtlpReceiverFactory;
 use crate::component::{Component, CreateContext, Host, ReceiverFactory};
 use crate::consumer::{ConsumeError, TracesConsumer};
+use crate::rpc_status::{RetryInfo, RpcStatus, RETRY_INFO_TYPE_URL};
 use crate::telemetry::Telemetry;
 
 /// Records what reaches it, or fails as told.
