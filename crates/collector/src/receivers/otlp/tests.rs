@@ -419,3 +419,111 @@ async fn a_busy_port_is_a_clear_error() {
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(err.contains("receivers::otlp"), "{err}");
 }
+
+#[tokio::test]
+async fn tls_and_mutual_tls_on_both_transports() {
+    use crate::exporters::testkit::TestPki;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate();
+    pki.write_to(dir.path());
+    let tls = format!(
+        "    tls:\n      cert_file: {0}/server.pem\n      key_file: {0}/server.key\n      client_ca_file: {0}/ca.pem\n",
+        dir.path().display()
+    );
+    let running = start(&tls, &tls);
+
+    // gRPC with a client certificate: accepted.
+    let grpc_url = running
+        .grpc
+        .replace("http://127.0.0.1", "https://localhost");
+    let channel = Channel::from_shared(grpc_url.clone())
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+                .identity(Identity::from_pem(
+                    &pki.client_cert_pem,
+                    &pki.client_key_pem,
+                ))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    TraceServiceClient::new(channel)
+        .export(two_spans())
+        .await
+        .unwrap();
+
+    // gRPC without one: the handshake is refused.
+    let anonymous = Channel::from_shared(grpc_url)
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await;
+    let refused = match anonymous {
+        Err(_) => true,
+        Ok(channel) => TraceServiceClient::new(channel)
+            .export(two_spans())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a client without a certificate got through");
+
+    // HTTP with and without a client certificate.
+    let http_url = running
+        .http
+        .replace("http://127.0.0.1", "https://localhost");
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
+    let identity = reqwest::Identity::from_pem(
+        format!("{}{}", pki.client_cert_pem, pki.client_key_pem).as_bytes(),
+    )
+    .unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .identity(identity)
+        .resolve("localhost", running_addr(&running.http))
+        .build()
+        .unwrap();
+    let response = client
+        .post(&http_url)
+        .header("content-type", "application/x-protobuf")
+        .body(two_spans().encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let anonymous = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .resolve("localhost", running_addr(&running.http))
+        .build()
+        .unwrap();
+    assert!(anonymous
+        .post(&http_url)
+        .header("content-type", "application/x-protobuf")
+        .body(two_spans().encode_to_vec())
+        .send()
+        .await
+        .is_err());
+    assert_eq!(running.recorder.spans().len(), 4);
+    stop(&running).await;
+}
+
+fn running_addr(url: &str) -> std::net::SocketAddr {
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
