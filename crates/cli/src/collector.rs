@@ -112,7 +112,8 @@ fn init_logging(config: &CollectorConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(logs.level.as_str()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if logs.encoding.is_json() {
         builder.json().init();
     } else {
