@@ -11,6 +11,7 @@ use crate::extensions::health_check::HealthCheckFactory;
 use crate::processors::attributes::AttributesProcessorFactory;
 use crate::processors::batch::BatchProcessorFactory;
 use crate::processors::memory_limiter::MemoryLimiterFactory;
+use crate::processors::tail_sampling::TailSamplingFactory;
 use crate::receivers::otlp::OtlpReceiverFactory;
 
 /// Factories by component type.
@@ -34,6 +35,7 @@ impl Registry {
         registry.add_processor(Box::new(BatchProcessorFactory));
         registry.add_processor(Box::new(MemoryLimiterFactory));
         registry.add_processor(Box::new(AttributesProcessorFactory));
+        registry.add_processor(Box::new(TailSamplingFactory));
         registry.add_exporter(Box::new(OtlpExporterFactory));
         registry.add_exporter(Box::new(OtlpHttpExporterFactory));
         registry.add_exporter(Box::new(DebugExporterFactory));
