@@ -42,7 +42,7 @@ pub struct TailSamplingConfig {
     pub policies: Vec<PolicyConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionCacheConfig {
     /// Sampled trace ids remembered (0 uses 100000 so that late spans never change sides).
@@ -51,15 +51,6 @@ pub struct DecisionCacheConfig {
     /// Not-sampled trace ids remembered (0 uses 100000).
     #[serde(default)]
     pub non_sampled_cache_size: usize,
-}
-
-impl Default for DecisionCacheConfig {
-    fn default() -> Self {
-        DecisionCacheConfig {
-            sampled_cache_size: 0,
-            non_sampled_cache_size: 0,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]

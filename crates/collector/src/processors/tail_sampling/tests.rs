@@ -122,17 +122,17 @@ async fn keeps_every_error_and_slow_trace_whole_and_drops_the_rest_at_0_percent(
     tokio::time::sleep(Duration::from_millis(150)).await;
     let kept = recorder.by_trace();
     assert_eq!(
-        kept.get(&trace_id(1).to_vec()),
+        kept.get(trace_id(1).as_slice()),
         Some(&3),
         "error trace whole"
     );
     assert_eq!(
-        kept.get(&trace_id(2).to_vec()),
+        kept.get(trace_id(2).as_slice()),
         Some(&3),
         "slow trace whole"
     );
     assert_eq!(
-        kept.get(&trace_id(3).to_vec()),
+        kept.get(trace_id(3).as_slice()),
         None,
         "normal trace dropped at 0%"
     );
@@ -142,8 +142,8 @@ async fn keeps_every_error_and_slow_trace_whole_and_drops_the_rest_at_0_percent(
         .consume(data(vec![span(1, 3, 5, false), span(3, 3, 5, false)]))
         .await
         .unwrap();
-    wait_until(|| recorder.by_trace().get(&trace_id(1).to_vec()) == Some(&4)).await;
-    assert_eq!(recorder.by_trace().get(&trace_id(3).to_vec()), None);
+    wait_until(|| recorder.by_trace().get(trace_id(1).as_slice()) == Some(&4)).await;
+    assert_eq!(recorder.by_trace().get(trace_id(3).as_slice()), None);
     sampler.shutdown(Instant::now()).await;
 }
 
@@ -197,7 +197,7 @@ async fn num_traces_decides_the_oldest_early_instead_of_dropping_it() {
         1,
         "the oldest was decided when the third arrived"
     );
-    assert!(kept.contains_key(&trace_id(1).to_vec()));
+    assert!(kept.contains_key(trace_id(1).as_slice()));
     sampler.shutdown(Instant::now()).await;
     assert_eq!(
         recorder.by_trace().len(),
