@@ -13,3 +13,5 @@ pub mod rpc_status;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod test_support;

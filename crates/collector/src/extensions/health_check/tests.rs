@@ -7,14 +7,7 @@ use threadline_config::ComponentId;
 use super::HealthCheckFactory;
 use crate::component::{CreateContext, ExtensionFactory, Host};
 use crate::telemetry::Telemetry;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::test_support::free_port;
 
 #[tokio::test]
 async fn reports_readiness_on_the_configured_path() {

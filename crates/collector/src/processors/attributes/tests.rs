@@ -1,8 +1,7 @@
 //! Every action and the include/exclude selection, through a real downstream recorder.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use threadline_otlp::proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use threadline_otlp::proto::tonic::resource::v1::Resource;
@@ -11,26 +10,8 @@ use threadline_otlp::TraceData;
 
 use super::{AttributesConfig, AttributesProcessor};
 use crate::component::decode_config;
-use crate::consumer::{ConsumeError, TracesConsumer};
-
-#[derive(Default)]
-struct Recorder {
-    spans: Mutex<Vec<Span>>,
-}
-
-#[async_trait]
-impl TracesConsumer for Recorder {
-    async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
-        let request = data.to_request().unwrap();
-        let mut spans = self.spans.lock().unwrap();
-        for rs in request.resource_spans {
-            for ss in rs.scope_spans {
-                spans.extend(ss.spans);
-            }
-        }
-        Ok(())
-    }
-}
+use crate::consumer::TracesConsumer;
+use crate::test_support::Recorder;
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
@@ -84,8 +65,7 @@ async fn run(yaml: &str, service: &str, spans: Vec<Span>) -> Vec<Span> {
     let recorder = Arc::new(Recorder::default());
     let processor = AttributesProcessor::new(&config, recorder.clone()).unwrap();
     processor.consume(data(service, spans)).await.unwrap();
-    let spans = recorder.spans.lock().unwrap().clone();
-    spans
+    recorder.spans()
 }
 
 #[tokio::test]

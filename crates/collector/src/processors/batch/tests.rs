@@ -1,53 +1,17 @@
 //! The batch processor with a real recording consumer downstream.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use threadline_otlp::proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use threadline_otlp::TraceData;
 
 use super::{BatchConfig, BatchProcessor};
 use crate::component::{decode_config, Component};
-use crate::consumer::{ConsumeError, TracesConsumer};
+use crate::consumer::TracesConsumer;
 use crate::telemetry::Telemetry;
-
-#[derive(Default)]
-struct Recorder {
-    batches: Mutex<Vec<TraceData>>,
-}
-
-#[async_trait]
-impl TracesConsumer for Recorder {
-    async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
-        self.batches.lock().unwrap().push(data);
-        Ok(())
-    }
-}
-
-impl Recorder {
-    fn sizes(&self) -> Vec<usize> {
-        self.batches
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b.span_count())
-            .collect()
-    }
-
-    fn span_names(&self) -> Vec<String> {
-        self.batches
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|b| b.to_request().unwrap().resource_spans)
-            .flat_map(|rs| rs.scope_spans)
-            .flat_map(|ss| ss.spans)
-            .map(|s| s.name)
-            .collect()
-    }
-}
+use crate::test_support::Recorder;
 
 /// A request of `count` spans named `{prefix}{i}`.
 fn request(prefix: &str, count: usize) -> TraceData {
@@ -110,7 +74,11 @@ async fn sends_when_the_size_is_reached_without_waiting_for_the_timeout() {
     wait_for(&recorder, 12).await;
     // 4 + 4 + 4 crosses 10 at the third request: one batch of 12, nothing held.
     assert_eq!(recorder.sizes(), vec![12]);
-    let names = recorder.span_names();
+    let names = recorder
+        .spans()
+        .into_iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>();
     assert_eq!(names[0], "r0-0");
     assert_eq!(names[11], "r2-3");
 }
@@ -145,7 +113,11 @@ async fn splits_batches_above_the_max_size_and_keeps_the_remainder() {
     );
     wait_for(&recorder, 25).await;
     assert_eq!(recorder.sizes(), vec![10, 10, 5]);
-    let names = recorder.span_names();
+    let names = recorder
+        .spans()
+        .into_iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>();
     let expected: Vec<String> = (0..25).map(|i| format!("x{i}")).collect();
     assert_eq!(names, expected, "order kept, nothing lost or duplicated");
 }

@@ -1,10 +1,9 @@
 //! Tail sampling with a real downstream recorder: whole traces kept or dropped, late spans.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use threadline_otlp::proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use threadline_otlp::TraceData;
@@ -12,35 +11,16 @@ use threadline_otlp::TraceData;
 use super::policies::trace_id_hash;
 use super::{TailSampler, TailSamplingConfig};
 use crate::component::{decode_config, Component};
-use crate::consumer::{ConsumeError, TracesConsumer};
+use crate::consumer::TracesConsumer;
+use crate::test_support::Recorder;
 
-#[derive(Default)]
-struct Recorder {
-    spans: Mutex<Vec<Span>>,
-}
-
-#[async_trait]
-impl TracesConsumer for Recorder {
-    async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
-        let request = data.to_request().unwrap();
-        let mut spans = self.spans.lock().unwrap();
-        for rs in request.resource_spans {
-            for ss in rs.scope_spans {
-                spans.extend(ss.spans);
-            }
-        }
-        Ok(())
+/// Spans received per trace id.
+fn by_trace(recorder: &Recorder) -> HashMap<Vec<u8>, usize> {
+    let mut counts = HashMap::new();
+    for span in recorder.spans() {
+        *counts.entry(span.trace_id).or_insert(0) += 1;
     }
-}
-
-impl Recorder {
-    fn by_trace(&self) -> HashMap<Vec<u8>, usize> {
-        let mut counts = HashMap::new();
-        for span in self.spans.lock().unwrap().iter() {
-            *counts.entry(span.trace_id.clone()).or_insert(0) += 1;
-        }
-        counts
-    }
+    counts
 }
 
 fn trace_id(n: u32) -> [u8; 16] {
@@ -118,9 +98,9 @@ async fn keeps_every_error_and_slow_trace_whole_and_drops_the_rest_at_0_percent(
             .await
             .unwrap();
     }
-    wait_until(|| recorder.by_trace().len() == 2).await;
+    wait_until(|| by_trace(&recorder).len() == 2).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let kept = recorder.by_trace();
+    let kept = by_trace(&recorder);
     assert_eq!(
         kept.get(trace_id(1).as_slice()),
         Some(&3),
@@ -142,8 +122,8 @@ async fn keeps_every_error_and_slow_trace_whole_and_drops_the_rest_at_0_percent(
         .consume(data(vec![span(1, 3, 5, false), span(3, 3, 5, false)]))
         .await
         .unwrap();
-    wait_until(|| recorder.by_trace().get(trace_id(1).as_slice()) == Some(&4)).await;
-    assert_eq!(recorder.by_trace().get(trace_id(3).as_slice()), None);
+    wait_until(|| by_trace(&recorder).get(trace_id(1).as_slice()) == Some(&4)).await;
+    assert_eq!(by_trace(&recorder).get(trace_id(3).as_slice()), None);
     sampler.shutdown(Instant::now()).await;
 }
 
@@ -170,7 +150,7 @@ async fn probabilistic_share_is_within_a_binomial_bound() {
             .unwrap();
     }
     sampler.shutdown(Instant::now()).await;
-    let kept = recorder.by_trace().len() as f64;
+    let kept = by_trace(&recorder).len() as f64;
     // 10% of 4000 = 400, sigma = sqrt(4000 * 0.1 * 0.9) ~ 19; allow 4 sigma.
     assert!((kept - 400.0).abs() < 76.0, "kept {kept} of {traces}");
 }
@@ -191,7 +171,7 @@ async fn num_traces_decides_the_oldest_early_instead_of_dropping_it() {
             .await
             .unwrap();
     }
-    let kept = recorder.by_trace();
+    let kept = by_trace(&recorder);
     assert_eq!(
         kept.len(),
         1,
@@ -200,7 +180,7 @@ async fn num_traces_decides_the_oldest_early_instead_of_dropping_it() {
     assert!(kept.contains_key(trace_id(1).as_slice()));
     sampler.shutdown(Instant::now()).await;
     assert_eq!(
-        recorder.by_trace().len(),
+        by_trace(&recorder).len(),
         3,
         "shutdown decides what is pending"
     );

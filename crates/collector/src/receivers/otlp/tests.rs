@@ -1,9 +1,8 @@
 //! The OTLP receiver over real sockets: real gRPC and HTTP clients, a recording next consumer.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use prost::Message;
 use threadline_config::ComponentId;
 use threadline_otlp::proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -13,44 +12,13 @@ use threadline_otlp::proto::tonic::collector::trace::v1::{
 use threadline_otlp::proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use threadline_otlp::proto::tonic::resource::v1::Resource;
 use threadline_otlp::proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use threadline_otlp::TraceData;
 
 use super::OtlpReceiverFactory;
 use crate::component::{Component, CreateContext, Host, ReceiverFactory};
-use crate::consumer::{ConsumeError, TracesConsumer};
+use crate::consumer::ConsumeError;
 use crate::rpc_status::{RetryInfo, RpcStatus, RETRY_INFO_TYPE_URL};
 use crate::telemetry::Telemetry;
-
-/// Records what reaches it, or fails as told.
-#[derive(Default)]
-struct Recorder {
-    received: Mutex<Vec<TraceData>>,
-    fail_with: Mutex<Option<ConsumeError>>,
-}
-
-#[async_trait]
-impl TracesConsumer for Recorder {
-    async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
-        if let Some(err) = self.fail_with.lock().unwrap().clone() {
-            return Err(err);
-        }
-        self.received.lock().unwrap().push(data);
-        Ok(())
-    }
-}
-
-impl Recorder {
-    fn spans(&self) -> Vec<Span> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|d| d.to_request().unwrap().resource_spans)
-            .flat_map(|rs| rs.scope_spans)
-            .flat_map(|ss| ss.spans)
-            .collect()
-    }
-}
+use crate::test_support::{free_port, Recorder};
 
 struct Running {
     receiver: Arc<dyn Component>,
@@ -59,14 +27,6 @@ struct Running {
     telemetry: Arc<Telemetry>,
     grpc: String,
     http: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start(extra_grpc: &str, extra_http: &str) -> Running {
@@ -163,7 +123,7 @@ async fn grpc_export_reaches_the_pipeline_unchanged() {
     let sent = two_spans();
     let response = client.export(sent.clone()).await.unwrap().into_inner();
     assert_eq!(response.partial_success, None);
-    let received = running.recorder.received.lock().unwrap().clone();
+    let received = running.recorder.batches();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].span_count(), 2);
     assert_eq!(received[0].to_request().unwrap(), sent);
@@ -284,8 +244,9 @@ async fn refusals_carry_retry_hints() {
     assert!(running.recorder.spans().is_empty());
 
     running.host.memory_pressure.set_refusing(false);
-    *running.recorder.fail_with.lock().unwrap() =
-        Some(ConsumeError::Permanent("backend said no".into()));
+    running
+        .recorder
+        .fail_with(Some(ConsumeError::Permanent("backend said no".into())));
     let status = client.export(two_spans()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("backend said no"));

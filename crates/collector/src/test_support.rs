@@ -1,0 +1,62 @@
+//! Shared pieces of the crate's tests: a recording consumer and loopback ports.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use threadline_otlp::proto::tonic::trace::v1::Span;
+use threadline_otlp::TraceData;
+
+use crate::consumer::{ConsumeError, TracesConsumer};
+
+/// A next consumer that records every batch it gets, or fails as told.
+#[derive(Default)]
+pub struct Recorder {
+    batches: Mutex<Vec<TraceData>>,
+    fail_with: Mutex<Option<ConsumeError>>,
+}
+
+#[async_trait]
+impl TracesConsumer for Recorder {
+    async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
+        if let Some(err) = self.fail_with.lock().unwrap().clone() {
+            return Err(err);
+        }
+        self.batches.lock().unwrap().push(data);
+        Ok(())
+    }
+}
+
+impl Recorder {
+    /// From now on, answer every call with `err` (None: accept again).
+    pub fn fail_with(&self, err: Option<ConsumeError>) {
+        *self.fail_with.lock().unwrap() = err;
+    }
+
+    pub fn batches(&self) -> Vec<TraceData> {
+        self.batches.lock().unwrap().clone()
+    }
+
+    /// Span count of each batch received, in order.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.batches().iter().map(|b| b.span_count()).collect()
+    }
+
+    /// Every span received, decoded, in order.
+    pub fn spans(&self) -> Vec<Span> {
+        self.batches()
+            .iter()
+            .flat_map(|d| d.to_request().unwrap().resource_spans)
+            .flat_map(|rs| rs.scope_spans)
+            .flat_map(|ss| ss.spans)
+            .collect()
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
