@@ -166,3 +166,13 @@ def test_validate_accepts_a_set_that_fixes_an_error(tmp_path):
         ]
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_validate_warns_that_tail_sampling_needs_trace_id_routing():
+    result = run_threadline(["validate", "--config", str(seed_config("gateway-config.yaml"))])
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("tail_sampling" in w and "route by trace id" in w for w in warnings), result.stderr
+    agent = run_threadline(["validate", "--config", str(seed_config("agent-config.yaml"))])
+    assert "tail_sampling" not in agent.stderr, agent.stderr
+

@@ -76,6 +76,19 @@ pub fn validate(
                 });
             }
         }
+        // The seed's layout: agents export with plain `otlp` to the gateway Service, which spreads
+        // one trace's spans over the replicas, and each replica then decides on a fragment.
+        if kinds.contains(&"tail_sampling") {
+            warnings.push(ConfigWarning {
+                path: format!("service::pipelines::{pipeline_id}::processors"),
+                message:
+                    "tail_sampling decides on the spans this process receives: with more than one \
+                          replica, the agents feeding it must route by trace id (upstream's `loadbalancing` \
+                          exporter to the gateway's headless Service; not in Threadline yet), or traces are split and \
+                          decided in fragments"
+                        .into(),
+            });
+        }
     }
 
     if errors.is_empty() {
