@@ -1,0 +1,75 @@
+//! The decoded span model that queries run on. The store decodes only the traces a query may
+//! match into this shape.
+
+/// An attribute value, as OTLP's scalar `AnyValue` kinds (arrays and maps are kept as their
+/// JSON text, which TraceQL compares as a string).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// Span kinds with OTLP's numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    Unspecified = 0,
+    Internal = 1,
+    Server = 2,
+    Client = 3,
+    Producer = 4,
+    Consumer = 5,
+}
+
+/// Span status codes with OTLP's numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusCode {
+    Unset = 0,
+    Ok = 1,
+    Error = 2,
+}
+
+/// One span with what TraceQL can ask about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// None for a root span.
+    pub parent_span_id: Option<[u8; 8]>,
+    pub name: String,
+    pub kind: SpanKind,
+    pub status: StatusCode,
+    pub status_message: String,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    /// Span attributes (`span.` scope).
+    pub attributes: Vec<(String, Value)>,
+    /// Resource attributes (`resource.` scope), including `service.name`.
+    pub resource_attributes: Vec<(String, Value)>,
+}
+
+impl Span {
+    pub fn duration_nanos(&self) -> u64 {
+        self.end_unix_nano.saturating_sub(self.start_unix_nano)
+    }
+
+    /// `resource.service.name`, or "" when absent.
+    pub fn service_name(&self) -> &str {
+        self.resource_attributes
+            .iter()
+            .find(|(k, _)| k == "service.name")
+            .and_then(|(_, v)| match v {
+                Value::Str(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .unwrap_or("")
+    }
+}
+
+/// All stored spans of one trace, in no particular order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trace {
+    pub trace_id: [u8; 16],
+    pub spans: Vec<Span>,
+}
