@@ -375,7 +375,7 @@ class Collector(ManagedProcess):
         self,
         log_dir: Path,
         *,
-        exporter_endpoint: str,
+        exporter_endpoint: str | None,
         configs: Sequence[Path | str] = (),
         sets: Sequence[str] = (),
         extensions: Sequence[str] = (),
@@ -392,7 +392,7 @@ class Collector(ManagedProcess):
         for item in [
             f"receivers::otlp::protocols::grpc::endpoint={LOOPBACK}:{p.grpc}",
             f"receivers::otlp::protocols::http::endpoint={LOOPBACK}:{p.http}",
-            f"exporters::otlp::endpoint={exporter_endpoint}",
+            *([f"exporters::otlp::endpoint={exporter_endpoint}"] if exporter_endpoint else []),
             f"service::telemetry::metrics::address={LOOPBACK}:{p.metrics}",
             f"extensions::health_check::endpoint={LOOPBACK}:{p.health}",
             f"service::extensions=[{','.join(['health_check', *extensions])}]",

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::component::{ExporterFactory, ExtensionFactory, ProcessorFactory, ReceiverFactory};
 use crate::exporters::debug::DebugExporterFactory;
+use crate::exporters::loadbalancing::LoadBalancingFactory;
 use crate::exporters::otlp::OtlpExporterFactory;
 use crate::exporters::otlphttp::OtlpHttpExporterFactory;
 use crate::extensions::file_storage::FileStorageFactory;
@@ -39,6 +40,8 @@ impl Registry {
         registry.add_exporter(Box::new(OtlpExporterFactory));
         registry.add_exporter(Box::new(OtlpHttpExporterFactory));
         registry.add_exporter(Box::new(DebugExporterFactory));
+        registry.add_exporter(Box::new(LoadBalancingFactory::default()));
+        registry.add_exporter(Box::new(LoadBalancingFactory::newer_name()));
         registry.add_extension(Box::new(HealthCheckFactory));
         registry.add_extension(Box::new(FileStorageFactory));
         registry

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::exporter::{ExportOutcome, Exporter};
-use crate::pool::{MalformedRequest, PoolOptions, RequestPool};
+use crate::pool::{MalformedRequest, PoolOptions, RenderedRequest, RequestPool};
 use crate::traces::SPANS_PER_TRACE;
 
 /// Run length when neither `--duration` nor `--traces` is given.
@@ -137,6 +137,11 @@ pub enum LoadgenError {
 pub struct LoadgenReport {
     /// Spans the receiver acknowledged (excluding partial-success rejections).
     pub sent_spans: u64,
+    /// Traces in fully acknowledged requests, and how many of them have an error span or a
+    /// slow root (a trace may be both): what a tail-sampling gateway must keep.
+    pub sent_traces: u64,
+    pub sent_error_traces: u64,
+    pub sent_slow_traces: u64,
     /// Spans given up on: permanent errors, retries exhausted, partial-success rejections.
     pub failed_spans: u64,
     /// Wall-clock seconds from the first request to the last answer.
@@ -168,6 +173,9 @@ impl LoadgenReport {
 
     fn add(&mut self, other: &LoadgenReport) {
         self.sent_spans += other.sent_spans;
+        self.sent_traces += other.sent_traces;
+        self.sent_error_traces += other.sent_error_traces;
+        self.sent_slow_traces += other.sent_slow_traces;
         self.failed_spans += other.failed_spans;
         self.requests += other.requests;
         self.failed_requests += other.failed_requests;
@@ -334,19 +342,24 @@ impl Run {
                 tokio::time::sleep_until(slot).await;
             }
             let request = self.pool.render(sequence, unix_nanos_now());
-            self.send(request.body, request.spans as u64, &mut tally)
-                .await;
+            self.send(&request, &mut tally).await;
         }
         tally
     }
 
-    async fn send(&self, body: bytes::Bytes, spans: u64, tally: &mut LoadgenReport) {
+    async fn send(&self, request: &RenderedRequest, tally: &mut LoadgenReport) {
+        let spans = request.spans as u64;
         let mut backoff = INITIAL_BACKOFF;
         let mut attempt = 0;
         loop {
-            match self.exporter.export(body.clone()).await {
+            match self.exporter.export(request.body.clone()).await {
                 ExportOutcome::Accepted { rejected_spans } => {
                     let rejected = rejected_spans.min(spans);
+                    if rejected == 0 {
+                        tally.sent_traces += request.traces as u64;
+                        tally.sent_error_traces += request.error_traces as u64;
+                        tally.sent_slow_traces += request.slow_traces as u64;
+                    }
                     tally.requests += 1;
                     tally.sent_spans += spans - rejected;
                     tally.failed_spans += rejected;

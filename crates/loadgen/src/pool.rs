@@ -50,6 +50,10 @@ pub struct RenderedRequest {
     pub body: Bytes,
     /// Spans in the request.
     pub spans: usize,
+    /// Traces in the request, and how many of them have an error span / a slow root.
+    pub traces: usize,
+    pub error_traces: usize,
+    pub slow_traces: usize,
 }
 
 /// Pre-encoded requests plus the byte offsets to patch in each of them.
@@ -151,6 +155,9 @@ impl RequestPool {
         RenderedRequest {
             body: body.freeze(),
             spans: template.spans.len(),
+            traces: template.traces,
+            error_traces: template.error_traces,
+            slow_traces: template.slow_traces,
         }
     }
 
@@ -235,6 +242,8 @@ struct SpanPatch {
 struct RequestTemplate {
     encoded: Vec<u8>,
     traces: usize,
+    error_traces: usize,
+    slow_traces: usize,
     spans: Vec<SpanPatch>,
     /// Offsets of every fixed64 timestamp: span start/end and event times.
     timestamps_at: Vec<usize>,
@@ -247,6 +256,8 @@ impl RequestTemplate {
         let mut template = Self {
             encoded,
             traces: shapes.len(),
+            error_traces: shapes.iter().filter(|s| s.error).count(),
+            slow_traces: shapes.iter().filter(|s| s.slow).count(),
             spans: Vec::with_capacity(shapes.len() * SPANS_PER_TRACE),
             timestamps_at: Vec::with_capacity(shapes.len() * SPANS_PER_TRACE * 2),
         };

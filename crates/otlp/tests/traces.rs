@@ -251,6 +251,21 @@ proptest! {
         }
         prop_assert_eq!(groups.iter().map(|g| g.0).collect::<Vec<_>>(), first_seen);
     }
+
+    #[test]
+    fn partition_puts_every_span_in_its_part_once(request in arb_valid_request(), parts in 1usize..5) {
+        let data = data_of(&request);
+        let all = flatten(&request);
+        let part_of = |trace_id: &[u8]| trace_id[0] as usize % parts;
+        let split = data.partition(parts, |_, span| part_of(&span.trace_id()));
+        prop_assert_eq!(split.len(), parts);
+        for (index, part) in split.iter().enumerate() {
+            let expected: Vec<FlatSpan> =
+                all.iter().filter(|f| part_of(&f.4.trace_id) == index).cloned().collect();
+            prop_assert_eq!(part.span_count(), expected.len());
+            prop_assert_eq!(flat_of(part), expected);
+        }
+    }
 }
 
 #[test]

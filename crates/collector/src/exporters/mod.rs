@@ -1,8 +1,10 @@
 //! Exporters: send pipeline data out of the process. `otlp` (gRPC) and `otlphttp` send to OTLP
-//! backends through the shared queue-and-retry machinery in [`helper`]; `debug` writes to the log.
+//! backends through the shared queue-and-retry machinery in [`helper`]; `debug` writes to the log;
+//! `loadbalancing` routes spans by trace id (or service) over a set of OTLP backends.
 
 pub mod debug;
 pub mod helper;
+pub mod loadbalancing;
 pub mod otlp;
 pub mod otlphttp;
 #[cfg(test)]

@@ -248,6 +248,49 @@ impl TraceData {
         }
     }
 
+    /// Splits the spans into `parts` groups, `part_of` choosing each span's group (values at or
+    /// above `parts` go to the last). Each group keeps its spans' resources and scopes; groups
+    /// without spans are empty. When all spans fall in one group, that group is a clone (no copy).
+    pub fn partition(
+        &self,
+        parts: usize,
+        mut part_of: impl FnMut(&ResourceView<'_>, &SpanView<'_>) -> usize,
+    ) -> Vec<TraceData> {
+        let parts = parts.max(1);
+        let mut counts = vec![0usize; parts];
+        let mut assignment = Vec::with_capacity(self.span_count);
+        for_each_entry(&self.bytes, |entry| {
+            let part = part_of(
+                &ResourceView::new(entry.resource_spans),
+                &SpanView::new(entry.span.payload),
+            )
+            .min(parts - 1);
+            counts[part] += 1;
+            assignment.push(part);
+        });
+        let mut result = vec![TraceData::default(); parts];
+        let total: usize = counts.iter().sum();
+        if let Some(only) = counts.iter().position(|&c| c == total && c > 0) {
+            result[only] = self.clone();
+            return result;
+        }
+        let bytes_per_span = self.bytes.len() / self.span_count.max(1);
+        let mut writers: Vec<SpanWriter> = counts
+            .iter()
+            .map(|&spans| SpanWriter::new(Vec::with_capacity(spans * bytes_per_span), 0))
+            .collect();
+        let mut assignment = assignment.into_iter();
+        for_each_entry(&self.bytes, |entry| {
+            if let Some(writer) = assignment.next().and_then(|part| writers.get_mut(part)) {
+                writer.push(entry);
+            }
+        });
+        for (slot, writer) in result.iter_mut().zip(writers) {
+            *slot = writer.finish();
+        }
+        result
+    }
+
     /// Groups the spans by trace id, in order of first appearance. Each group keeps its spans'
     /// resources and scopes.
     pub fn split_by_trace(&self) -> Vec<([u8; 16], TraceData)> {
