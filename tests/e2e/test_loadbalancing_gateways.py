@@ -216,3 +216,16 @@ def test_agents_route_by_trace_id_so_gateways_keep_whole_traces(collector_factor
     # The stopped gateway had its share before the stop; the two others carried on.
     for agent in agents:
         assert agent.is_running()
+
+
+def test_the_example_agent_config_is_valid_and_the_gateway_warns_about_routing():
+    from harness import run_threadline
+
+    example = run_threadline(["validate", "--config", str(REPO_ROOT / "examples" / "agent-config.yaml")])
+    assert example.returncode == 0, example.stderr
+    assert "warning" not in example.stderr
+
+    gateway = run_threadline(["validate", "--config", str(seed_config("gateway-config.yaml"))])
+    assert gateway.returncode == 0, gateway.stderr
+    assert "must route by trace id" in gateway.stderr
+    assert "examples/agent-config.yaml" in gateway.stderr

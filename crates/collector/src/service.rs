@@ -83,9 +83,9 @@ pub fn validate(
                 path: format!("service::pipelines::{pipeline_id}::processors"),
                 message:
                     "tail_sampling decides on the spans this process receives: with more than one \
-                          replica, the agents feeding it must route by trace id (upstream's `loadbalancing` \
-                          exporter to the gateway's headless Service; not in Threadline yet), or traces are split and \
-                          decided in fragments"
+                     replica, the agents feeding it must route by trace id (the `loadbalancing` \
+                     exporter over the gateway's headless Service, as in examples/agent-config.yaml), \
+                     or traces are split and decided in fragments"
                         .into(),
             });
         }
