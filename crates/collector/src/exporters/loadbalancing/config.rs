@@ -61,9 +61,11 @@ pub struct ResolverConfig {
     /// every `interval`.
     #[serde(default)]
     pub dns: Option<DnsResolverConfig>,
-    /// Backends from a Kubernetes Service's EndpointSlices.
+    /// Backends from a Kubernetes Service's EndpointSlices, watched through the API server (the
+    /// in-cluster service account, or `KUBECONFIG`); needs `get`, `list` and `watch` on
+    /// `endpointslices` in the Service's namespace.
     #[serde(default)]
-    pub k8s: Option<serde_yaml_ng::Value>,
+    pub k8s: Option<K8sResolverConfig>,
     /// Backends registered in AWS Cloud Map.
     #[serde(default)]
     pub aws_cloud_map: Option<serde_yaml_ng::Value>,
@@ -92,6 +94,27 @@ pub struct DnsResolverConfig {
     pub timeout: GoDuration,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sResolverConfig {
+    /// The Service, as `name.namespace` (or `name`, in the namespace of the current context).
+    pub service: String,
+    /// Ports of every backend; each ready address is used once per port. Default `[4317]`.
+    #[serde(default = "default_k8s_ports")]
+    pub ports: Vec<u16>,
+    /// Time allowed for each call to the API server. Default `1s`.
+    #[serde(default = "default_dns_timeout")]
+    pub timeout: GoDuration,
+    /// Use `<pod hostname>.<service>.<namespace>` instead of pod IPs (StatefulSet backends whose
+    /// certificates name their hosts).
+    #[serde(default)]
+    pub return_hostnames: bool,
+}
+
+fn default_k8s_ports() -> Vec<u16> {
+    vec![4317]
+}
+
 fn default_dns_port() -> String {
     "4317".into()
 }
@@ -118,7 +141,7 @@ fn default_dns_timeout() -> GoDuration {
 }
 
 /// Resolvers this build implements.
-pub const SUPPORTED_RESOLVERS: &str = "static, dns";
+pub const SUPPORTED_RESOLVERS: &str = "static, dns, k8s";
 
 /// The endpoint the otlp settings are validated with: the resolver supplies the real ones.
 const PLACEHOLDER_ENDPOINT: &str = "backend.invalid:4317";
@@ -188,14 +211,22 @@ impl ComponentConfig for LoadBalancingConfig {
                 ),
             ));
         }
-        if resolver.k8s.is_some() {
-            errors.push(ConfigError::new(
-                "resolver::k8s",
-                format!(
-                    "the k8s resolver is not supported yet; use dns with the Service's headless \
-                     name (supported: {SUPPORTED_RESOLVERS})"
-                ),
-            ));
+        if let Some(k8s) = &resolver.k8s {
+            if k8s.service.trim().is_empty() || k8s.service.split('.').count() > 2 {
+                errors.push(ConfigError::new(
+                    "resolver::k8s::service",
+                    format!(
+                        "{:?} is not a Service as name.namespace or name",
+                        k8s.service
+                    ),
+                ));
+            }
+            if k8s.ports.is_empty() || k8s.ports.contains(&0) {
+                errors.push(ConfigError::new(
+                    "resolver::k8s::ports",
+                    "must list the backends' ports (1-65535), e.g. [4317]",
+                ));
+            }
         }
         if resolver.aws_cloud_map.is_some() {
             errors.push(ConfigError::new(

@@ -42,6 +42,21 @@ pub fn start(
         ));
         return Ok(receiver);
     }
+    if let Some(k8s) = &config.k8s {
+        let (sender, receiver) = watch::channel(Vec::new());
+        let exporter = exporter.to_string();
+        let k8s = k8s.clone();
+        tokio::spawn(async move {
+            // In-cluster service account, or KUBECONFIG / ~/.kube/config outside a cluster.
+            match kube::Client::try_default().await {
+                Ok(client) => super::k8s::run(exporter, k8s, client, sender, stop).await,
+                Err(err) => {
+                    tracing::error!(exporter = %exporter, error = %err, "cannot reach the Kubernetes API: no backends")
+                }
+            }
+        });
+        return Ok(receiver);
+    }
     anyhow::bail!("no supported resolver configured")
 }
 

@@ -357,3 +357,214 @@ async fn the_dns_resolver_finds_backends_by_name() {
     );
     exporter.shutdown(std::time::Instant::now() + WAIT).await;
 }
+
+/// A simulated Kubernetes API server (no cluster runs here): it serves one namespace's
+/// EndpointSlices, a list and then a watch stream fed by the test.
+mod simulated_api_server {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::response::IntoResponse;
+    use futures::StreamExt;
+    use serde_json::{json, Value};
+    use tokio::sync::broadcast;
+
+    pub struct ApiServer {
+        pub url: String,
+        shared: Shared,
+        _task: tokio::task::JoinHandle<()>,
+    }
+
+    /// Events carry their resourceVersion, so a watch replays what it missed, as the real one.
+    #[derive(Clone)]
+    struct Shared {
+        slices: Arc<Mutex<Vec<Value>>>,
+        log: Arc<Mutex<Vec<(u64, String)>>>,
+        events: broadcast::Sender<(u64, String)>,
+    }
+
+    pub fn slice(name: &str, addresses: &[(&str, bool)], version: u32) -> Value {
+        json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": name, "namespace": "observability", "resourceVersion": version.to_string(),
+                "labels": {"kubernetes.io/service-name": "otel-gateway-collector"}
+            },
+            "addressType": "IPv4",
+            "endpoints": addresses.iter().map(|(ip, ready)| json!({
+                "addresses": [ip], "conditions": {"ready": ready}
+            })).collect::<Vec<_>>(),
+            "ports": [{"name": "otlp-grpc", "port": 4317, "protocol": "TCP"}]
+        })
+    }
+
+    async fn endpoint_slices(
+        State(shared): State<Shared>,
+        uri: http::Uri,
+    ) -> axum::response::Response {
+        let query: std::collections::HashMap<String, String> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.replace("%3D", "=").replace("%2F", "/")))
+            .collect();
+        assert_eq!(
+            query.get("labelSelector").map(String::as_str),
+            Some("kubernetes.io/service-name=otel-gateway-collector")
+        );
+        if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+            let since: u64 = query
+                .get("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let live = shared.events.subscribe();
+            let backlog: Vec<(u64, String)> = shared
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(version, _)| *version > since)
+                .cloned()
+                .collect();
+            let replayed = backlog.last().map_or(since, |(version, _)| *version);
+            let live = futures::stream::unfold(live, |mut live| async move {
+                let event = live.recv().await.ok()?;
+                Some((event, live))
+            });
+            let events = futures::stream::iter(backlog)
+                .chain(futures::StreamExt::filter(live, move |(version, _)| {
+                    std::future::ready(*version > replayed)
+                }))
+                .map(|(_, line)| Ok::<_, std::convert::Infallible>(line + "\n"));
+            return axum::body::Body::from_stream(events).into_response();
+        }
+        let items = shared.slices.lock().unwrap().clone();
+        let list = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+            "metadata": {"resourceVersion": "1"}, "items": items
+        });
+        (
+            [(http::header::CONTENT_TYPE, "application/json")],
+            list.to_string(),
+        )
+            .into_response()
+    }
+
+    impl ApiServer {
+        pub async fn start(initial: Vec<Value>) -> ApiServer {
+            let (events, _) = broadcast::channel(16);
+            let shared = Shared {
+                slices: Arc::new(Mutex::new(initial)),
+                log: Arc::default(),
+                events,
+            };
+            let app = axum::Router::new()
+                .route(
+                    "/apis/discovery.k8s.io/v1/namespaces/observability/endpointslices",
+                    axum::routing::get(endpoint_slices),
+                )
+                .with_state(shared.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let task = tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            ApiServer {
+                url,
+                shared,
+                _task: task,
+            }
+        }
+
+        /// Sends a watch event (ADDED, MODIFIED, DELETED) and keeps the list in step.
+        pub fn event(&self, kind: &str, object: Value) {
+            let name = object["metadata"]["name"].clone();
+            let version: u64 = object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let mut slices = self.shared.slices.lock().unwrap();
+            slices.retain(|s| s["metadata"]["name"] != name);
+            if kind != "DELETED" {
+                slices.push(object.clone());
+            }
+            let line = json!({"type": kind, "object": object}).to_string();
+            self.shared
+                .log
+                .lock()
+                .unwrap()
+                .push((version, line.clone()));
+            let _ = self.shared.events.send((version, line));
+        }
+    }
+}
+
+#[tokio::test]
+async fn k8s_resolver_follows_endpointslices_of_a_simulated_api_server() {
+    use simulated_api_server::{slice, ApiServer};
+    let server = ApiServer::start(vec![slice(
+        "gw-a",
+        &[("10.0.0.1", true), ("10.0.0.2", false)],
+        1,
+    )])
+    .await;
+    let client = kube::Client::try_from(kube::Config::new(server.url.parse().unwrap())).unwrap();
+    let config: config::K8sResolverConfig = serde_yaml_ng::from_str(
+        "service: otel-gateway-collector.observability\nports: [4317, 4318]",
+    )
+    .unwrap();
+    let (sender, mut receiver) = watch::channel(Vec::new());
+    let stop = CancellationToken::new();
+    tokio::spawn(k8s::run("lb".into(), config, client, sender, stop.clone()));
+
+    async fn next(receiver: &mut watch::Receiver<Vec<String>>) -> Vec<String> {
+        tokio::time::timeout(WAIT, receiver.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        receiver.borrow_and_update().clone()
+    }
+    // Only ready endpoints, once per port.
+    assert_eq!(
+        next(&mut receiver).await,
+        ["10.0.0.1:4317", "10.0.0.1:4318"]
+    );
+    // A rollout: the second pod becomes ready, a new slice appears, the first pod goes away.
+    server.event("MODIFIED", slice("gw-a", &[("10.0.0.2", true)], 2));
+    assert_eq!(
+        next(&mut receiver).await,
+        ["10.0.0.2:4317", "10.0.0.2:4318"]
+    );
+    server.event("ADDED", slice("gw-b", &[("10.0.0.3", true)], 3));
+    assert_eq!(
+        next(&mut receiver).await,
+        [
+            "10.0.0.2:4317",
+            "10.0.0.2:4318",
+            "10.0.0.3:4317",
+            "10.0.0.3:4318"
+        ]
+    );
+    server.event("DELETED", slice("gw-a", &[("10.0.0.2", true)], 4));
+    assert_eq!(
+        next(&mut receiver).await,
+        ["10.0.0.3:4317", "10.0.0.3:4318"]
+    );
+    stop.cancel();
+}
+
+#[test]
+fn k8s_config_is_validated() {
+    let text = error_text("protocol: {otlp: {}}\nresolver: {k8s: {service: a.b.c, ports: []}}");
+    assert!(text.contains("resolver::k8s::service"), "{text}");
+    assert!(text.contains("resolver::k8s::ports"), "{text}");
+    let ok: LoadBalancingConfig = decode_config(
+        &yaml("protocol: {otlp: {}}\nresolver: {k8s: {service: lb-svc.kube-public}}"),
+        "exporters::loadbalancing",
+    )
+    .unwrap();
+    assert_eq!(ok.resolver.k8s.unwrap().ports, [4317]);
+}
