@@ -38,6 +38,7 @@ pub struct Telemetry {
     exporter_enqueue_failed: IntCounterVec,
     exporter_queue_size: IntGaugeVec,
     exporter_queue_capacity: IntGaugeVec,
+    tail_sampling: TailSamplingFamilies,
     process_rss: IntGauge,
     process_cpu: Gauge,
     process_uptime: Gauge,
@@ -245,6 +246,7 @@ impl Telemetry {
                 "Fixed capacity of the retry queue (in batches)",
                 &["exporter", "data_type"],
             ),
+            tail_sampling: TailSamplingFamilies::register(r, l),
             batch_send_size,
             process_rss,
             process_cpu,
@@ -290,6 +292,13 @@ impl Telemetry {
             queue_capacity: self
                 .exporter_queue_capacity
                 .with_label_values(&[&id, "traces"]),
+        }
+    }
+
+    pub fn tail_sampling(&self, id: &ComponentId) -> TailSamplingMetrics {
+        TailSamplingMetrics {
+            processor: id.to_string(),
+            families: self.tail_sampling.clone(),
         }
     }
 
@@ -345,5 +354,136 @@ impl Telemetry {
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;
         }))
+    }
+}
+
+/// The families of upstream's `tailsamplingprocessor` (same names and labels).
+#[derive(Clone)]
+struct TailSamplingFamilies {
+    count_traces_sampled: IntCounterVec,
+    count_spans_sampled: IntCounterVec,
+    global_count_traces_sampled: IntCounterVec,
+    decision_latency: HistogramVec,
+    decision_timer_latency: HistogramVec,
+    trace_dropped_too_early: IntCounterVec,
+    traces_on_memory: IntGaugeVec,
+    new_trace_id_received: IntCounterVec,
+    late_span_age: HistogramVec,
+    early_releases_from_cache: IntCounterVec,
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    const_labels: &std::collections::HashMap<String, String>,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help)
+        .const_labels(const_labels.clone())
+        .buckets(buckets);
+    let vec = HistogramVec::new(opts, labels).expect("static metric definition is valid");
+    registry
+        .register(Box::new(vec.clone()))
+        .expect("metric names are unique");
+    vec
+}
+
+impl TailSamplingFamilies {
+    fn register(r: &Registry, l: &std::collections::HashMap<String, String>) -> Self {
+        const P: &str = "otelcol_processor_tail_sampling_";
+        let name = |suffix: &str| format!("{P}{suffix}");
+        let micros = vec![
+            1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 750.0,
+            1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 50000.0,
+        ];
+        TailSamplingFamilies {
+            count_traces_sampled: counter_vec(r, l, &name("count_traces_sampled"), "Count of traces that were sampled or not per sampling policy", &["processor", "policy", "sampled", "decision"]),
+            count_spans_sampled: counter_vec(r, l, &name("count_spans_sampled"), "Count of spans that were sampled or not per sampling policy", &["processor", "policy", "sampled", "decision"]),
+            global_count_traces_sampled: counter_vec(r, l, &name("global_count_traces_sampled"), "Global count of traces that were sampled or not by at least one policy", &["processor", "sampled"]),
+            decision_latency: histogram_vec(r, l, &name("sampling_decision_latency"), "Latency (in microseconds) of a given sampling policy", &["processor", "policy"], micros.clone()),
+            decision_timer_latency: histogram_vec(r, l, &name("sampling_decision_timer_latency"), "Latency (in milliseconds) of each run of the sampling decision timer", &["processor"], vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0]),
+            trace_dropped_too_early: counter_vec(r, l, &name("sampling_trace_dropped_too_early"), "Count of traces that needed to be dropped before the configured wait time", &["processor"]),
+            traces_on_memory: gauge_vec(r, l, &name("sampling_traces_on_memory"), "Tracks the number of traces current on memory", &["processor"]),
+            new_trace_id_received: counter_vec(r, l, &name("new_trace_id_received"), "Counts the arrival of new traces", &["processor"]),
+            late_span_age: histogram_vec(r, l, &name("sampling_late_span_age"), "Time (in seconds) from the sampling decision was taken and the arrival of a late span", &["processor"], vec![1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]),
+            early_releases_from_cache: counter_vec(r, l, &name("early_releases_from_cache_decision"), "Number of spans that were able to be immediately released due to a decision cache hit.", &["processor", "sampled"]),
+        }
+    }
+}
+
+/// The tail_sampling metrics of one processor.
+#[derive(Clone)]
+pub struct TailSamplingMetrics {
+    processor: String,
+    families: TailSamplingFamilies,
+}
+
+impl TailSamplingMetrics {
+    /// One policy's decision on one trace of `spans` spans, and how long evaluating it took.
+    pub fn policy_decision(&self, policy: &str, decision: &str, sampled: bool, spans: u64) {
+        let sampled = if sampled { "true" } else { "false" };
+        let labels = [self.processor.as_str(), policy, sampled, decision];
+        self.families
+            .count_traces_sampled
+            .with_label_values(&labels)
+            .inc();
+        self.families
+            .count_spans_sampled
+            .with_label_values(&labels)
+            .inc_by(spans);
+    }
+
+    pub fn policy_latency(&self, policy: &str, micros: f64) {
+        self.families
+            .decision_latency
+            .with_label_values(&[self.processor.as_str(), policy])
+            .observe(micros);
+    }
+
+    pub fn final_decision(&self, sampled: bool) {
+        let sampled = if sampled { "true" } else { "false" };
+        self.families
+            .global_count_traces_sampled
+            .with_label_values(&[self.processor.as_str(), sampled])
+            .inc();
+    }
+
+    pub fn timer_run(&self, millis: f64) {
+        self.families
+            .decision_timer_latency
+            .with_label_values(&[self.processor.as_str()])
+            .observe(millis);
+    }
+
+    pub fn dropped_too_early(&self) -> IntCounter {
+        self.families
+            .trace_dropped_too_early
+            .with_label_values(&[self.processor.as_str()])
+    }
+
+    pub fn traces_on_memory(&self) -> IntGauge {
+        self.families
+            .traces_on_memory
+            .with_label_values(&[self.processor.as_str()])
+    }
+
+    pub fn new_trace(&self) -> IntCounter {
+        self.families
+            .new_trace_id_received
+            .with_label_values(&[self.processor.as_str()])
+    }
+
+    pub fn late_span(&self, age_seconds: f64, sampled: bool) {
+        self.families
+            .late_span_age
+            .with_label_values(&[self.processor.as_str()])
+            .observe(age_seconds);
+        let sampled = if sampled { "true" } else { "false" };
+        self.families
+            .early_releases_from_cache
+            .with_label_values(&[self.processor.as_str(), sampled])
+            .inc();
     }
 }

@@ -8,7 +8,14 @@ use crate::component::ComponentConfig;
 
 /// Policy types this build evaluates.
 pub const SUPPORTED_POLICIES: &str = "always_sample, latency, status_code, probabilistic, \
-     string_attribute, numeric_attribute, boolean_attribute, span_count";
+     string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, \
+     rate_limiting, bytes_limiting, and, drop, composite";
+
+/// Types allowed as sub-policies of `and`, `drop` and `composite` (no nesting, except `and`
+/// inside `composite`).
+const LEAF_POLICIES: &str = "always_sample, latency, status_code, probabilistic, \
+     string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, \
+     rate_limiting, bytes_limiting";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +60,9 @@ pub struct DecisionCacheConfig {
     pub non_sampled_cache_size: usize,
 }
 
-#[derive(Debug, Deserialize)]
+/// One policy. Its settings sit under the key named like its type. The same shape is used for
+/// the sub-policies of `and`, `drop` and `composite`.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Name of the policy, used in metrics and logs.
@@ -75,24 +84,85 @@ pub struct PolicyConfig {
     pub boolean_attribute: Option<BooleanAttributeConfig>,
     #[serde(default)]
     pub span_count: Option<SpanCountConfig>,
-    // Upstream policy types Threadline does not evaluate yet: accepted by the parser so that
-    // validation can name them, rejected in `validate`.
     #[serde(default)]
-    pub trace_state: Option<serde_yaml_ng::Value>,
+    pub trace_state: Option<TraceStateConfig>,
+    /// `trace_flags` has no settings: a trace is sampled when a span carries the sampled flag.
     #[serde(default)]
     pub trace_flags: Option<serde_yaml_ng::Value>,
     #[serde(default)]
-    pub rate_limiting: Option<serde_yaml_ng::Value>,
+    pub rate_limiting: Option<RateLimitingConfig>,
     #[serde(default)]
-    pub bytes_limiting: Option<serde_yaml_ng::Value>,
+    pub bytes_limiting: Option<BytesLimitingConfig>,
     #[serde(default)]
-    pub and: Option<serde_yaml_ng::Value>,
+    pub and: Option<AndConfig>,
     #[serde(default)]
-    pub composite: Option<serde_yaml_ng::Value>,
+    pub drop: Option<DropConfig>,
     #[serde(default)]
-    pub drop: Option<serde_yaml_ng::Value>,
+    pub composite: Option<CompositeConfig>,
+    /// Not evaluated by Threadline; rejected by validation with the supported types.
     #[serde(default)]
     pub ottl_condition: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceStateConfig {
+    /// The W3C tracestate key to look for.
+    pub key: String,
+    /// Sample when a span's tracestate has `key` with one of these values.
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitingConfig {
+    /// Spans sampled per second at most; traces beyond that in the current second are not sampled.
+    pub spans_per_second: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BytesLimitingConfig {
+    /// Encoded bytes sampled per second (token bucket refill rate).
+    pub bytes_per_second: u64,
+    /// Largest burst in bytes. Default: twice `bytes_per_second`.
+    #[serde(default)]
+    pub burst_capacity: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AndConfig {
+    /// Sample only when every one of these samples.
+    pub and_sub_policy: Vec<PolicyConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropConfig {
+    /// Drop the trace, whatever other policies say, when every one of these matches.
+    pub drop_sub_policy: Vec<PolicyConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositeConfig {
+    /// Spans per second the composite samples at most, shared by its sub-policies.
+    pub max_total_spans_per_second: u64,
+    /// Sub-policy names in evaluation order; the first that samples (within its share) wins.
+    pub policy_order: Vec<String>,
+    /// The sub-policies.
+    pub composite_sub_policy: Vec<PolicyConfig>,
+    /// Share of `max_total_spans_per_second` per sub-policy, in percent.
+    #[serde(default)]
+    pub rate_allocation: Vec<RateAllocationConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateAllocationConfig {
+    pub policy: String,
+    pub percent: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,7 +203,8 @@ pub struct StringAttributeConfig {
     /// Accepted for compatibility; regexes are compiled once.
     #[serde(default)]
     pub cache_max_size: usize,
-    /// Not supported yet: must be false.
+    /// Invert: a trace with a matching span is not sampled (an "inverted not sampled" decision,
+    /// which overrides other policies' "sampled"), and one without is.
     #[serde(default)]
     pub invert_match: bool,
 }
@@ -146,7 +217,8 @@ pub struct NumericAttributeConfig {
     pub min_value: Option<i64>,
     #[serde(default)]
     pub max_value: Option<i64>,
-    /// Not supported yet: must be false.
+    /// Invert: a trace with a matching span is not sampled (an "inverted not sampled" decision,
+    /// which overrides other policies' "sampled"), and one without is.
     #[serde(default)]
     pub invert_match: bool,
 }
@@ -156,7 +228,8 @@ pub struct NumericAttributeConfig {
 pub struct BooleanAttributeConfig {
     pub key: String,
     pub value: bool,
-    /// Not supported yet: must be false.
+    /// Invert: a trace with a matching span is not sampled (an "inverted not sampled" decision,
+    /// which overrides other policies' "sampled"), and one without is.
     #[serde(default)]
     pub invert_match: bool,
 }
@@ -200,81 +273,192 @@ impl ComponentConfig for TailSamplingConfig {
             });
         }
         for (i, policy) in self.policies.iter().enumerate() {
-            let path = |field: &str| format!("policies[{i}]::{field}");
-            let missing = |errors: &mut Vec<ConfigError>| {
-                errors.push(ConfigError {
-                    path: path(&policy.policy_type),
-                    message: format!(
-                        "policy {:?} of type {} needs its `{}` settings",
-                        policy.name, policy.policy_type, policy.policy_type
-                    ),
-                })
-            };
-            let invert = |errors: &mut Vec<ConfigError>, on: bool| {
-                if on {
-                    errors.push(ConfigError {
-                        path: path(&format!("{}::invert_match", policy.policy_type)),
-                        message: "invert_match is not supported yet".into(),
-                    });
-                }
-            };
-            match policy.policy_type.as_str() {
-                "always_sample" => {}
-                "latency" => {
-                    if policy.latency.is_none() { missing(&mut errors) }
-                }
-                "status_code" => match &policy.status_code {
-                    None => missing(&mut errors),
-                    Some(c) => {
-                        for code in &c.status_codes {
-                            if !matches!(code.as_str(), "OK" | "ERROR" | "UNSET") {
-                                errors.push(ConfigError { path: path("status_code::status_codes"), message: format!("unknown status code {code:?} (valid values: OK, ERROR, UNSET)") });
-                            }
-                        }
-                    }
-                },
-                "probabilistic" => match &policy.probabilistic {
-                    None => missing(&mut errors),
-                    Some(p) if !(0.0..=100.0).contains(&p.sampling_percentage) => errors.push(ConfigError {
-                        path: path("probabilistic::sampling_percentage"),
-                        message: format!("must be between 0 and 100, got {}", p.sampling_percentage),
-                    }),
-                    Some(_) => {}
-                },
-                "string_attribute" => match &policy.string_attribute {
-                    None => missing(&mut errors),
-                    Some(s) => {
-                        invert(&mut errors, s.invert_match);
-                        if s.enabled_regex_matching {
-                            for value in &s.values {
-                                if let Err(err) = regex::Regex::new(value) {
-                                    errors.push(ConfigError { path: path("string_attribute::values"), message: format!("invalid regular expression {value:?}: {err}") });
-                                }
-                            }
-                        }
-                    }
-                },
-                "numeric_attribute" => match &policy.numeric_attribute {
-                    None => missing(&mut errors),
-                    Some(n) => invert(&mut errors, n.invert_match),
-                },
-                "boolean_attribute" => match &policy.boolean_attribute {
-                    None => missing(&mut errors),
-                    Some(b) => invert(&mut errors, b.invert_match),
-                },
-                "span_count" => {
-                    if policy.span_count.is_none() { missing(&mut errors) }
-                }
-                other => errors.push(ConfigError {
-                    path: path("type"),
-                    message: format!("policy type {other:?} is not supported (valid values: {SUPPORTED_POLICIES})"),
-                }),
-            }
+            validate_policy(policy, &format!("policies[{i}]"), Level::Top, &mut errors);
         }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(errors)
         }
+    }
+}
+
+/// Where a policy sits, which decides the types it may have.
+#[derive(Clone, Copy, PartialEq)]
+enum Level {
+    Top,
+    /// Inside `and` or `drop`.
+    Sub,
+    /// Inside `composite` (may be an `and`).
+    CompositeSub,
+}
+
+fn validate_policy(policy: &PolicyConfig, at: &str, level: Level, errors: &mut Vec<ConfigError>) {
+    let path = |field: &str| format!("{at}::{field}");
+    let kind = policy.policy_type.as_str();
+    let missing = |present: bool, errors: &mut Vec<ConfigError>| {
+        if !present {
+            errors.push(ConfigError::new(
+                path(kind),
+                format!(
+                    "policy {:?} of type {kind} needs its `{kind}` settings",
+                    policy.name
+                ),
+            ));
+        }
+    };
+    let nested = match (level, kind) {
+        (Level::Top, _) => false,
+        (Level::CompositeSub, "and") => false,
+        (_, "and" | "drop" | "composite") => true,
+        _ => false,
+    };
+    if nested {
+        errors.push(ConfigError::new(
+            path("type"),
+            format!("a sub-policy cannot be of type {kind} (valid values: {LEAF_POLICIES})"),
+        ));
+        return;
+    }
+    match kind {
+        "always_sample" | "trace_flags" => {}
+        "latency" => missing(policy.latency.is_some(), errors),
+        "span_count" => missing(policy.span_count.is_some(), errors),
+        "numeric_attribute" => missing(policy.numeric_attribute.is_some(), errors),
+        "boolean_attribute" => missing(policy.boolean_attribute.is_some(), errors),
+        "trace_state" => missing(policy.trace_state.is_some(), errors),
+        "status_code" => match &policy.status_code {
+            None => missing(false, errors),
+            Some(c) => {
+                for code in &c.status_codes {
+                    if !matches!(code.as_str(), "OK" | "ERROR" | "UNSET") {
+                        errors.push(ConfigError::new(
+                            path("status_code::status_codes"),
+                            format!(
+                                "unknown status code {code:?} (valid values: OK, ERROR, UNSET)"
+                            ),
+                        ));
+                    }
+                }
+            }
+        },
+        "probabilistic" => match &policy.probabilistic {
+            None => missing(false, errors),
+            Some(p) if !(0.0..=100.0).contains(&p.sampling_percentage) => {
+                errors.push(ConfigError::new(
+                    path("probabilistic::sampling_percentage"),
+                    format!("must be between 0 and 100, got {}", p.sampling_percentage),
+                ))
+            }
+            Some(_) => {}
+        },
+        "string_attribute" => match &policy.string_attribute {
+            None => missing(false, errors),
+            Some(s) if s.enabled_regex_matching => {
+                for value in &s.values {
+                    if let Err(err) = regex::Regex::new(value) {
+                        errors.push(ConfigError::new(
+                            path("string_attribute::values"),
+                            format!("invalid regular expression {value:?}: {err}"),
+                        ));
+                    }
+                }
+            }
+            Some(_) => {}
+        },
+        "rate_limiting" => match &policy.rate_limiting {
+            None => missing(false, errors),
+            Some(r) if r.spans_per_second == 0 => errors.push(ConfigError::new(
+                path("rate_limiting::spans_per_second"),
+                "must be greater than zero",
+            )),
+            Some(_) => {}
+        },
+        "bytes_limiting" => match &policy.bytes_limiting {
+            None => missing(false, errors),
+            Some(b) if b.bytes_per_second == 0 => errors.push(ConfigError::new(
+                path("bytes_limiting::bytes_per_second"),
+                "must be greater than zero",
+            )),
+            Some(_) => {}
+        },
+        "and" => match &policy.and {
+            None => missing(false, errors),
+            Some(and) => validate_subs(
+                &and.and_sub_policy,
+                &path("and::and_sub_policy"),
+                Level::Sub,
+                errors,
+            ),
+        },
+        "drop" => match &policy.drop {
+            None => missing(false, errors),
+            Some(drop) => validate_subs(
+                &drop.drop_sub_policy,
+                &path("drop::drop_sub_policy"),
+                Level::Sub,
+                errors,
+            ),
+        },
+        "composite" => match &policy.composite {
+            None => missing(false, errors),
+            Some(c) => {
+                let at = path("composite");
+                validate_subs(
+                    &c.composite_sub_policy,
+                    &format!("{at}::composite_sub_policy"),
+                    Level::CompositeSub,
+                    errors,
+                );
+                let names: Vec<&str> = c
+                    .composite_sub_policy
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect();
+                for name in &c.policy_order {
+                    if !names.contains(&name.as_str()) {
+                        errors.push(ConfigError::new(
+                            format!("{at}::policy_order"),
+                            format!(
+                                "{name:?} is not a composite_sub_policy (valid values: {})",
+                                names.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                for allocation in &c.rate_allocation {
+                    if !names.contains(&allocation.policy.as_str()) {
+                        errors.push(ConfigError::new(
+                            format!("{at}::rate_allocation"),
+                            format!(
+                                "{:?} is not a composite_sub_policy (valid values: {})",
+                                allocation.policy,
+                                names.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                let total: u64 = c.rate_allocation.iter().map(|a| a.percent).sum();
+                if total > 100 {
+                    errors.push(ConfigError::new(
+                        format!("{at}::rate_allocation"),
+                        format!("percentages add up to {total}, more than 100"),
+                    ));
+                }
+            }
+        },
+        other => errors.push(ConfigError::new(
+            path("type"),
+            format!("policy type {other:?} is not supported (valid values: {SUPPORTED_POLICIES})"),
+        )),
+    }
+}
+
+fn validate_subs(subs: &[PolicyConfig], at: &str, level: Level, errors: &mut Vec<ConfigError>) {
+    if subs.is_empty() {
+        errors.push(ConfigError::new(at, "at least one sub-policy is required"));
+    }
+    for (i, sub) in subs.iter().enumerate() {
+        validate_policy(sub, &format!("{at}[{i}]"), level, errors);
     }
 }

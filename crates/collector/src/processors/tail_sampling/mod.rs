@@ -1,22 +1,28 @@
 //! The `tail_sampling` processor: holds each trace's spans until `decision_wait` has passed since
-//! its first span, then keeps the whole trace when any policy samples it (errors, slow traces, a
-//! share of the rest), as contrib's `tailsamplingprocessor`.
+//! its first span, then keeps the whole trace when the policies say so (errors, slow traces, a
+//! share of the rest), as contrib's `tailsamplingprocessor`, with the same policy types, rules for
+//! combining decisions and metrics.
 //!
 //! Spans are held as encoded bytes per trace; what the policies need (span count, time bounds,
-//! statuses, matched attributes) is folded into a small summary as spans arrive, so nothing is
-//! decoded. Decided trace ids are remembered, so late spans follow their trace's decision (kept
-//! traces stay whole; dropped ones stay dropped). When `num_traces` traces are pending, the oldest
-//! is decided early rather than dropped.
+//! statuses, flags, matched attributes) is folded into a small summary as spans arrive, so nothing
+//! is decoded. Where upstream's users suffer, Threadline differs:
 //!
-//! Not yet here (issue 3): the and/composite/drop/rate policies, invert_match, the upstream
-//! metric families, sharding the decision work by trace id, and bounding memory in bytes.
+//! * Traces live in shards by trace id, each behind its own lock and decided by its own task, so
+//!   a huge trace or a slow shard does not stall every other decision (contrib #45200);
+//!   `maximum_trace_size_bytes` decides a trace at once when it grows past the cap.
+//! * Memory is bounded in bytes, not only in trace count (contrib #29762): while the
+//!   `memory_limiter` refuses data, the oldest pending traces are decided early (not dropped)
+//!   until the pressure ends. When `num_traces` traces are pending, the oldest is decided early
+//!   too. Both are counted in `..._sampling_trace_dropped_too_early`.
+//! * Decided trace ids are remembered (100 000 of each kind by default, where upstream remembers
+//!   none), so late spans follow their trace's decision (contrib #14760).
 
 mod config;
 mod policies;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,12 +33,19 @@ use threadline_otlp::{TraceData, TraceDataBuilder};
 use tokio_util::sync::CancellationToken;
 
 pub use config::TailSamplingConfig;
-use policies::{Policy, TraceSummary};
+use policies::{Decision, Policies, TraceSummary};
 
-use crate::component::{decode_config, Component, CreateContext, Processor, ProcessorFactory};
+use crate::component::{
+    decode_config, Component, CreateContext, MemoryPressure, Processor, ProcessorFactory,
+};
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
+use crate::telemetry::TailSamplingMetrics;
 
 const DEFAULT_DECISION_CACHE: usize = 100_000;
+/// Shards of the trace table; decisions of different shards run in parallel.
+const SHARDS: usize = 16;
+/// While memory is short, 1/this of each shard's pending traces (the oldest) is decided early per tick.
+const PRESSURE_RELEASE_SHARE: usize = 4;
 
 pub struct TailSamplingFactory;
 
@@ -52,7 +65,13 @@ impl ProcessorFactory for TailSamplingFactory {
         next: NextConsumer,
     ) -> anyhow::Result<Arc<dyn Processor>> {
         let config: TailSamplingConfig = decode_config(config, &format!("processors::{}", ctx.id))?;
-        Ok(TailSampler::start(ctx.id.clone(), &config, next)?)
+        Ok(TailSampler::start(
+            ctx.id.clone(),
+            &config,
+            next,
+            ctx.telemetry.tail_sampling(ctx.id),
+            ctx.host.memory_pressure.clone(),
+        )?)
     }
 }
 
@@ -62,29 +81,24 @@ struct PendingTrace {
     decide_at: Instant,
 }
 
-/// A bounded set of trace ids, forgetting the oldest first.
+/// A bounded set of decided trace ids with the time of the decision, forgetting the oldest first.
 struct DecisionCache {
-    ids: HashSet<[u8; 16]>,
+    ids: HashMap<[u8; 16], Instant>,
     order: VecDeque<[u8; 16]>,
     capacity: usize,
 }
 
 impl DecisionCache {
     fn new(capacity: usize) -> Self {
-        let capacity = if capacity == 0 {
-            DEFAULT_DECISION_CACHE
-        } else {
-            capacity
-        };
         DecisionCache {
-            ids: HashSet::new(),
+            ids: HashMap::new(),
             order: VecDeque::new(),
-            capacity,
+            capacity: capacity.max(1),
         }
     }
 
-    fn insert(&mut self, id: [u8; 16]) {
-        if self.ids.insert(id) {
+    fn insert(&mut self, id: [u8; 16], at: Instant) {
+        if self.ids.insert(id, at).is_none() {
             self.order.push_back(id);
             if self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
@@ -94,35 +108,46 @@ impl DecisionCache {
         }
     }
 
-    fn contains(&self, id: &[u8; 16]) -> bool {
-        self.ids.contains(id)
+    fn decided_at(&self, id: &[u8; 16]) -> Option<Instant> {
+        self.ids.get(id).copied()
     }
 }
 
-struct State {
+/// One shard of the trace table.
+struct Shard {
     pending: HashMap<[u8; 16], PendingTrace>,
     /// Trace ids in arrival order, for deciding by age.
     arrival: VecDeque<[u8; 16]>,
     sampled: DecisionCache,
     not_sampled: DecisionCache,
+    /// Scratch space for the policies' decisions.
+    decisions: Vec<Decision>,
 }
 
 struct Settings {
     id: ComponentId,
     decision_wait: Duration,
     after_root: Option<Duration>,
-    num_traces: usize,
+    /// Pending traces per shard at most.
+    traces_per_shard: usize,
     max_trace_bytes: u64,
     sample_on_first_match: bool,
     drop_pending_on_shutdown: bool,
-    policies: Vec<Policy>,
+    policies: Policies,
 }
 
 pub struct TailSampler {
     settings: Settings,
-    state: Mutex<State>,
+    shards: Vec<Mutex<Shard>>,
     next: NextConsumer,
+    metrics: TailSamplingMetrics,
+    memory_pressure: Arc<MemoryPressure>,
     stop: CancellationToken,
+}
+
+fn shard_of(trace_id: &[u8; 16]) -> usize {
+    // The low bytes of a trace id are random (W3C), so they spread traces evenly.
+    usize::from(trace_id[15]) % SHARDS
 }
 
 impl TailSampler {
@@ -130,32 +155,50 @@ impl TailSampler {
         id: ComponentId,
         config: &TailSamplingConfig,
         next: NextConsumer,
+        metrics: TailSamplingMetrics,
+        memory_pressure: Arc<MemoryPressure>,
     ) -> anyhow::Result<Arc<Self>> {
-        let policies = config
-            .policies
-            .iter()
-            .map(Policy::compile)
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let policies = Policies::compile(&config.policies)?;
         let after_root = (!config.decision_wait_after_root_received.0.is_zero())
             .then_some(config.decision_wait_after_root_received.0);
+        let cache_size = |configured: usize| {
+            let total = if configured == 0 {
+                DEFAULT_DECISION_CACHE
+            } else {
+                configured
+            };
+            total.div_ceil(SHARDS)
+        };
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    pending: HashMap::new(),
+                    arrival: VecDeque::new(),
+                    sampled: DecisionCache::new(cache_size(
+                        config.decision_cache.sampled_cache_size,
+                    )),
+                    not_sampled: DecisionCache::new(cache_size(
+                        config.decision_cache.non_sampled_cache_size,
+                    )),
+                    decisions: Vec::with_capacity(policies.len()),
+                })
+            })
+            .collect();
         let sampler = Arc::new(TailSampler {
             settings: Settings {
                 id,
                 decision_wait: config.decision_wait.0,
                 after_root,
-                num_traces: config.num_traces,
+                traces_per_shard: config.num_traces.div_ceil(SHARDS).max(1),
                 max_trace_bytes: config.maximum_trace_size_bytes,
                 sample_on_first_match: config.sample_on_first_match,
                 drop_pending_on_shutdown: config.drop_pending_traces_on_shutdown,
                 policies,
             },
-            state: Mutex::new(State {
-                pending: HashMap::new(),
-                arrival: VecDeque::new(),
-                sampled: DecisionCache::new(config.decision_cache.sampled_cache_size),
-                not_sampled: DecisionCache::new(config.decision_cache.non_sampled_cache_size),
-            }),
+            shards,
             next,
+            metrics,
+            memory_pressure,
             stop: CancellationToken::new(),
         });
         let ticker = sampler.clone();
@@ -164,9 +207,10 @@ impl TailSampler {
             (config.decision_wait.0 / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = interval.tick() => ticker.decide_due(Instant::now(), false).await,
+                    _ = interval.tick() => ticker.clone().decide_all_shards(false).await,
                     _ = ticker.stop.cancelled() => break,
                 }
             }
@@ -174,54 +218,94 @@ impl TailSampler {
         Ok(sampler)
     }
 
-    /// Decides every trace whose time has come (all of them when `all`) and forwards the kept ones.
-    async fn decide_due(&self, now: Instant, all: bool) {
-        let kept = {
-            let Ok(mut state) = self.state.lock() else {
-                return;
-            };
-            let mut kept = TraceDataBuilder::new();
-            let mut index = 0;
-            while index < state.arrival.len() {
-                let id = state.arrival[index];
-                let due = state
-                    .pending
-                    .get(&id)
-                    .is_none_or(|t| all || t.decide_at <= now);
-                if due {
-                    state.arrival.remove(index);
-                    if let Some(trace) = state.pending.remove(&id) {
-                        self.decide(&mut state, id, trace, &mut kept);
-                    }
-                } else {
-                    index += 1;
-                }
-            }
-            kept.finish()
+    /// One timer run: every shard decides its due traces, in parallel.
+    async fn decide_all_shards(self: Arc<Self>, all: bool) {
+        let started = Instant::now();
+        let under_pressure = !all && self.memory_pressure.is_refusing();
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..SHARDS {
+            let sampler = self.clone();
+            tasks.spawn(async move {
+                let kept = sampler.decide_due(index, Instant::now(), all, under_pressure);
+                sampler.forward(kept).await;
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        self.metrics
+            .timer_run(started.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    /// Decides the shard's traces whose time has come (all of them with `all`; and the oldest
+    /// share when memory is short), returning the kept spans.
+    fn decide_due(&self, index: usize, now: Instant, all: bool, under_pressure: bool) -> TraceData {
+        let Some(Ok(mut shard)) = self.shards.get(index).map(|s| s.lock()) else {
+            return TraceData::default();
         };
-        self.forward(kept).await;
+        let mut kept = TraceDataBuilder::new();
+        // While memory is short, the oldest quarter is decided early as well.
+        let mut early = if under_pressure {
+            (shard.arrival.len() / PRESSURE_RELEASE_SHARE).max(1)
+        } else {
+            0
+        };
+        let mut due = Vec::new();
+        for id in &shard.arrival {
+            let Some(trace) = shard.pending.get(id) else {
+                continue;
+            };
+            if all || trace.decide_at <= now {
+                due.push(*id);
+            } else if early > 0 {
+                early -= 1;
+                self.metrics.dropped_too_early().inc();
+                due.push(*id);
+            }
+        }
+        for id in due {
+            if let Some(trace) = shard.pending.remove(&id) {
+                self.decide(&mut shard, id, trace, now, &mut kept);
+            }
+        }
+        let Shard {
+            arrival, pending, ..
+        } = &mut *shard;
+        arrival.retain(|id| pending.contains_key(id));
+        kept.finish()
     }
 
     fn decide(
         &self,
-        state: &mut State,
+        shard: &mut Shard,
         id: [u8; 16],
         trace: PendingTrace,
+        now: Instant,
         kept: &mut TraceDataBuilder,
     ) {
-        let sampled = policies::evaluate(
-            &self.settings.policies,
+        let started = Instant::now();
+        let mut decisions = std::mem::take(&mut shard.decisions);
+        let sampled = self.settings.policies.evaluate(
             &id,
             &trace.summary,
             self.settings.sample_on_first_match,
+            &mut decisions,
         );
+        let spans = trace.summary.spans as u64;
+        let per_policy = started.elapsed().as_secs_f64() * 1e6 / decisions.len().max(1) as f64;
+        for (policy, decision) in self.settings.policies.top.iter().zip(&decisions) {
+            self.metrics
+                .policy_decision(&policy.name, decision.label(), decision.samples(), spans);
+            self.metrics.policy_latency(&policy.name, per_policy);
+        }
+        shard.decisions = decisions;
+        self.metrics.final_decision(sampled);
+        self.metrics.traces_on_memory().dec();
         if sampled {
-            state.sampled.insert(id);
+            shard.sampled.insert(id, now);
             for part in &trace.parts {
                 kept.push(part);
             }
         } else {
-            state.not_sampled.insert(id);
+            shard.not_sampled.insert(id, now);
         }
     }
 
@@ -234,68 +318,80 @@ impl TailSampler {
             tracing::warn!(processor = %self.settings.id, spans, error = %err, "sending sampled traces failed");
         }
     }
+
+    /// Files one trace's part in its shard; returns spans to forward now (late spans of a kept
+    /// trace, or traces decided early to make room).
+    fn add_to_shard(
+        &self,
+        id: [u8; 16],
+        part: TraceData,
+        now: Instant,
+        out: &mut TraceDataBuilder,
+    ) {
+        let Some(Ok(mut shard)) = self.shards.get(shard_of(&id)).map(|s| s.lock()) else {
+            return;
+        };
+        // Late spans follow the decision already taken for their trace.
+        if let Some(at) = shard.sampled.decided_at(&id) {
+            self.metrics
+                .late_span(now.saturating_duration_since(at).as_secs_f64(), true);
+            out.push(&part);
+            return;
+        }
+        if let Some(at) = shard.not_sampled.decided_at(&id) {
+            self.metrics
+                .late_span(now.saturating_duration_since(at).as_secs_f64(), false);
+            return;
+        }
+        if !shard.pending.contains_key(&id) {
+            if shard.pending.len() >= self.settings.traces_per_shard {
+                // Full: decide the oldest now instead of dropping it.
+                if let Some(oldest) = shard.arrival.pop_front() {
+                    if let Some(trace) = shard.pending.remove(&oldest) {
+                        self.metrics.dropped_too_early().inc();
+                        self.decide(&mut shard, oldest, trace, now, out);
+                    }
+                }
+            }
+            self.metrics.new_trace().inc();
+            self.metrics.traces_on_memory().inc();
+            shard.arrival.push_back(id);
+            shard.pending.insert(
+                id,
+                PendingTrace {
+                    parts: Vec::new(),
+                    summary: TraceSummary::new(&self.settings.policies),
+                    decide_at: now + self.settings.decision_wait,
+                },
+            );
+        }
+        let Some(trace) = shard.pending.get_mut(&id) else {
+            return;
+        };
+        let root_seen = trace.summary.root_seen;
+        trace.summary.add(&part, &self.settings.policies);
+        if let (false, true, Some(after_root)) =
+            (root_seen, trace.summary.root_seen, self.settings.after_root)
+        {
+            trace.decide_at = trace.decide_at.min(now + after_root);
+        }
+        if self.settings.max_trace_bytes > 0 && trace.summary.bytes > self.settings.max_trace_bytes
+        {
+            trace.decide_at = now;
+        }
+        trace.parts.push(part);
+    }
 }
 
 #[async_trait]
 impl TracesConsumer for TailSampler {
     async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
         let now = Instant::now();
-        let (late_kept, early) = {
-            let mut state = self
-                .state
-                .lock()
-                .map_err(|_| ConsumeError::Permanent("tail_sampling state poisoned".into()))?;
-            let mut late_kept = TraceDataBuilder::new();
-            let mut early = TraceDataBuilder::new();
-            for (id, part) in data.split_by_trace() {
-                // Late spans follow the decision already taken for their trace.
-                if state.sampled.contains(&id) {
-                    late_kept.push(&part);
-                    continue;
-                }
-                if state.not_sampled.contains(&id) {
-                    continue;
-                }
-                if !state.pending.contains_key(&id) {
-                    if state.pending.len() >= self.settings.num_traces {
-                        // Full: decide the oldest now instead of dropping it.
-                        if let Some(oldest) = state.arrival.pop_front() {
-                            if let Some(trace) = state.pending.remove(&oldest) {
-                                self.decide(&mut state, oldest, trace, &mut early);
-                            }
-                        }
-                    }
-                    state.arrival.push_back(id);
-                    state.pending.insert(
-                        id,
-                        PendingTrace {
-                            parts: Vec::new(),
-                            summary: TraceSummary::new(self.settings.policies.len()),
-                            decide_at: now + self.settings.decision_wait,
-                        },
-                    );
-                }
-                let Some(trace) = state.pending.get_mut(&id) else {
-                    continue;
-                };
-                let root_seen = trace.summary.root_seen;
-                trace.summary.add(&part, &self.settings.policies);
-                if let (false, true, Some(after_root)) =
-                    (root_seen, trace.summary.root_seen, self.settings.after_root)
-                {
-                    trace.decide_at = trace.decide_at.min(now + after_root);
-                }
-                if self.settings.max_trace_bytes > 0
-                    && trace.summary.bytes > self.settings.max_trace_bytes
-                {
-                    trace.decide_at = now;
-                }
-                trace.parts.push(part);
-            }
-            (late_kept.finish(), early.finish())
-        };
-        self.forward(late_kept).await;
-        self.forward(early).await;
+        let mut out = TraceDataBuilder::new();
+        for (id, part) in data.split_by_trace() {
+            self.add_to_shard(id, part, now, &mut out);
+        }
+        self.forward(out.finish()).await;
         Ok(())
     }
 }
@@ -307,6 +403,9 @@ impl Component for TailSampler {
         if self.settings.drop_pending_on_shutdown {
             return;
         }
-        self.decide_due(Instant::now(), true).await;
+        for index in 0..SHARDS {
+            let kept = self.decide_due(index, Instant::now(), true, false);
+            self.forward(kept).await;
+        }
     }
 }

@@ -5,14 +5,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use threadline_otlp::proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use threadline_otlp::proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use threadline_otlp::TraceData;
 
-use super::policies::trace_id_hash;
+use super::policies::{combine, trace_id_hash, Decision, Policies, TraceSummary};
 use super::{TailSampler, TailSamplingConfig};
-use crate::component::{decode_config, Component};
+use crate::component::{decode_config, Component, MemoryPressure};
 use crate::consumer::TracesConsumer;
+use crate::telemetry::Telemetry;
 use crate::test_support::Recorder;
+
+fn start(config: &TailSamplingConfig, recorder: &Arc<Recorder>) -> Arc<TailSampler> {
+    start_with(config, recorder, &Telemetry::new("test"), Arc::default())
+}
+
+fn start_with(
+    config: &TailSamplingConfig,
+    recorder: &Arc<Recorder>,
+    telemetry: &Telemetry,
+    memory_pressure: Arc<MemoryPressure>,
+) -> Arc<TailSampler> {
+    let id = "tail_sampling".parse().unwrap();
+    let metrics = telemetry.tail_sampling(&id);
+    TailSampler::start(id, config, recorder.clone(), metrics, memory_pressure).unwrap()
+}
 
 /// Spans received per trace id.
 fn by_trace(recorder: &Recorder) -> HashMap<Vec<u8>, usize> {
@@ -78,12 +95,7 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
 #[tokio::test]
 async fn keeps_every_error_and_slow_trace_whole_and_drops_the_rest_at_0_percent() {
     let recorder = Arc::new(Recorder::default());
-    let sampler = TailSampler::start(
-        "tail_sampling".parse().unwrap(),
-        &seed_config("100ms", 0),
-        recorder.clone(),
-    )
-    .unwrap();
+    let sampler = start(&seed_config("100ms", 0), &recorder);
     // Trace 1: error on a child; 2: slow; 3: normal. Each arrives in two requests.
     for (n, duration, error) in [(1, 10, true), (2, 3000, false), (3, 10, false)] {
         sampler
@@ -130,12 +142,7 @@ async fn keeps_every_error_and_slow_trace_whole_and_drops_the_rest_at_0_percent(
 #[tokio::test]
 async fn probabilistic_share_is_within_a_binomial_bound() {
     let recorder = Arc::new(Recorder::default());
-    let sampler = TailSampler::start(
-        "tail_sampling".parse().unwrap(),
-        &seed_config("50ms", 10),
-        recorder.clone(),
-    )
-    .unwrap();
+    let sampler = start(&seed_config("50ms", 10), &recorder);
     let traces = 4000u32;
     for n in 0..traces {
         // Random-looking ids: the hash of n spreads them.
@@ -159,13 +166,13 @@ async fn probabilistic_share_is_within_a_binomial_bound() {
 async fn num_traces_decides_the_oldest_early_instead_of_dropping_it() {
     let recorder = Arc::new(Recorder::default());
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(
-        "decision_wait: 1h\nnum_traces: 2\npolicies: [{name: all, type: always_sample}]\n",
+        "decision_wait: 1h\nnum_traces: 32\npolicies: [{name: all, type: always_sample}]\n",
     )
     .unwrap();
     let config: TailSamplingConfig = decode_config(&value, "p").unwrap();
-    let sampler =
-        TailSampler::start("tail_sampling".parse().unwrap(), &config, recorder.clone()).unwrap();
-    for n in 1..=3 {
+    let sampler = start(&config, &recorder);
+    // 32 traces over 16 shards: 2 per shard. Traces 1, 17 and 33 share a shard.
+    for n in [1, 17, 33] {
         sampler
             .consume(data(vec![span(n, 0, 10, false)]))
             .await
@@ -200,7 +207,7 @@ fn the_trace_id_hash_is_stable_across_processes() {
 fn unsupported_policies_and_bad_values_are_named() {
     for (yaml, path) in [
         (
-            "policies: [{name: x, type: rate_limiting, rate_limiting: {spans_per_second: 5}}]",
+            "policies: [{name: x, type: ottl_condition, ottl_condition: {}}]",
             "p::policies[0]::type",
         ),
         (
@@ -226,4 +233,295 @@ fn testdata_decodes() {
     for (key, value) in all {
         decode_config::<TailSamplingConfig>(&value, key.as_str().unwrap()).unwrap();
     }
+}
+
+// ---- policies and decision combining ----
+
+fn policies(yaml: &str) -> Policies {
+    let config: TailSamplingConfig =
+        decode_config(&serde_yaml_ng::from_str(yaml).unwrap(), "p").unwrap();
+    Policies::compile(&config.policies).unwrap()
+}
+
+/// The decisions and the final verdict for one trace made of `spans`.
+fn evaluate(policies: &Policies, spans: Vec<Span>) -> (Vec<Decision>, bool) {
+    let trace = data(spans);
+    let id: [u8; 16] = trace_id(1);
+    let mut summary = TraceSummary::new(policies);
+    summary.add(&trace, policies);
+    let mut decisions = Vec::new();
+    let kept = policies.evaluate(&id, &summary, false, &mut decisions);
+    (decisions, kept)
+}
+
+fn with_attribute(mut span: Span, key: &str, value: any_value::Value) -> Span {
+    span.attributes.push(KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    });
+    span
+}
+
+fn text(value: &str) -> any_value::Value {
+    any_value::Value::StringValue(value.into())
+}
+
+#[test]
+fn combining_follows_upstream_rules() {
+    use Decision::*;
+    for (decisions, kept) in [
+        (vec![NotSampled], false),
+        (vec![Sampled, NotSampled], true),
+        (vec![InvertSampled], true),
+        (vec![InvertSampled, NotSampled], false),
+        (vec![InvertSampled, Sampled, NotSampled], true),
+        (vec![Sampled, InvertNotSampled], false),
+        (vec![Sampled, Dropped], false),
+        (vec![InvertSampled, Dropped], false),
+        (vec![], false),
+    ] {
+        assert_eq!(combine(&decisions), kept, "{decisions:?}");
+    }
+}
+
+#[test]
+fn invert_match_overrides_other_policies() {
+    let p = policies(
+        "policies:\n  - {name: all, type: always_sample}\n  - {name: no-health, type: string_attribute, string_attribute: {key: http.route, values: [/health], invert_match: true}}",
+    );
+    let health = with_attribute(span(1, 0, 10, false), "http.route", text("/health"));
+    let (decisions, kept) = evaluate(&p, vec![health]);
+    assert_eq!(decisions, [Decision::Sampled, Decision::InvertNotSampled]);
+    assert!(!kept);
+    let orders = with_attribute(span(1, 0, 10, false), "http.route", text("/orders"));
+    let (decisions, kept) = evaluate(&p, vec![orders]);
+    assert_eq!(decisions[1], Decision::InvertSampled);
+    assert!(kept);
+
+    let numeric = policies(
+        "policies: [{name: n, type: numeric_attribute, numeric_attribute: {key: items, min_value: 1, max_value: 5, invert_match: true}}]",
+    );
+    let big = with_attribute(
+        span(1, 0, 10, false),
+        "items",
+        any_value::Value::IntValue(50),
+    );
+    assert_eq!(
+        evaluate(&numeric, vec![big]),
+        (vec![Decision::InvertSampled], true)
+    );
+}
+
+#[test]
+fn attribute_policies_look_at_spans_and_resources() {
+    let p = policies(
+        "policies:\n  - {name: s, type: string_attribute, string_attribute: {key: tier, values: [\"gold.*\"], enabled_regex_matching: true}}\n  - {name: n, type: numeric_attribute, numeric_attribute: {key: items, min_value: 10}}\n  - {name: b, type: boolean_attribute, boolean_attribute: {key: debug, value: true}}",
+    );
+    let spans = vec![
+        with_attribute(span(1, 0, 10, false), "tier", text("gold-plus")),
+        with_attribute(
+            span(1, 1, 10, false),
+            "items",
+            any_value::Value::IntValue(3),
+        ),
+        with_attribute(
+            span(1, 2, 10, false),
+            "debug",
+            any_value::Value::BoolValue(true),
+        ),
+    ];
+    let (decisions, _) = evaluate(&p, spans);
+    assert_eq!(
+        decisions,
+        [Decision::Sampled, Decision::NotSampled, Decision::Sampled]
+    );
+}
+
+#[test]
+fn and_needs_every_sub_policy_and_drop_wins_over_everything() {
+    let p = policies(
+        "policies:\n  - name: slow-errors\n    type: and\n    and: {and_sub_policy: [{name: e, type: status_code, status_code: {status_codes: [ERROR]}}, {name: l, type: latency, latency: {threshold_ms: 1000}}]}",
+    );
+    assert!(!evaluate(&p, vec![span(1, 0, 10, true)]).1);
+    assert!(evaluate(&p, vec![span(1, 0, 1500, true)]).1);
+
+    let p = policies(
+        "policies:\n  - {name: all, type: always_sample}\n  - name: no-health-checks\n    type: drop\n    drop: {drop_sub_policy: [{name: h, type: string_attribute, string_attribute: {key: http.route, values: [/health]}}]}",
+    );
+    let health = with_attribute(span(1, 0, 10, false), "http.route", text("/health"));
+    assert_eq!(
+        evaluate(&p, vec![health]),
+        (vec![Decision::Sampled, Decision::Dropped], false)
+    );
+    assert!(evaluate(&p, vec![span(1, 0, 10, false)]).1);
+}
+
+#[test]
+fn trace_state_and_trace_flags() {
+    let p = policies(
+        "policies:\n  - {name: gold, type: trace_state, trace_state: {key: tier, values: [gold]}}\n  - {name: flags, type: trace_flags}",
+    );
+    let mut gold = span(1, 0, 10, false);
+    gold.trace_state = "vendor=x,tier=gold".into();
+    assert_eq!(
+        evaluate(&p, vec![gold]).0,
+        [Decision::Sampled, Decision::NotSampled]
+    );
+    let mut flagged = span(1, 0, 10, false);
+    flagged.flags = 0x101;
+    assert_eq!(
+        evaluate(&p, vec![flagged]).0,
+        [Decision::NotSampled, Decision::Sampled]
+    );
+}
+
+#[test]
+fn rate_and_bytes_limits_sample_within_their_budget() {
+    let p = policies(
+        "policies: [{name: r, type: rate_limiting, rate_limiting: {spans_per_second: 10}}]",
+    );
+    let four_spans = || (0..4).map(|i| span(1, i, 10, false)).collect::<Vec<_>>();
+    let kept: Vec<bool> = (0..4).map(|_| evaluate(&p, four_spans()).1).collect();
+    // Within one second: 4 + 4 fit in 10, the third trace does not. (A second boundary in
+    // between resets the budget, so only the first two are certain.)
+    assert!(kept[0] && kept[1]);
+    assert!(kept.iter().filter(|k| **k).count() <= 3 + usize::from(kept[2] && kept[3]));
+
+    let p = policies("policies: [{name: b, type: bytes_limiting, bytes_limiting: {bytes_per_second: 1, burst_capacity: 200}}]");
+    let first = evaluate(&p, vec![span(1, 0, 10, false)]);
+    assert!(first.1, "the burst covers one small trace");
+    let many: Vec<Span> = (0..20).map(|i| span(1, i, 10, false)).collect();
+    assert!(
+        !evaluate(&p, many).1,
+        "a trace beyond the remaining bytes is not sampled"
+    );
+}
+
+#[test]
+fn composite_shares_its_rate_between_sub_policies_in_order() {
+    let p = policies(
+        "policies:\n  - name: c\n    type: composite\n    composite:\n      max_total_spans_per_second: 1000\n      policy_order: [errors, rest]\n      composite_sub_policy:\n        - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n        - {name: rest, type: always_sample}\n      rate_allocation:\n        - {policy: errors, percent: 60}\n        - {policy: rest, percent: 1}",
+    );
+    // `rest` may take 10 spans per second: a 5-span trace fits twice, the third does not.
+    let five = || (0..5).map(|i| span(1, i, 10, false)).collect::<Vec<_>>();
+    let kept: Vec<bool> = (0..3).map(|_| evaluate(&p, five()).1).collect();
+    assert!(kept[0]);
+    assert!(!kept.iter().all(|k| *k), "{kept:?}");
+    // Errors have their own share.
+    assert!(evaluate(&p, vec![span(1, 0, 10, true)]).1);
+}
+
+#[test]
+fn nested_and_unknown_sub_policies_are_named() {
+    let yaml = "policies:\n  - name: a\n    type: and\n    and: {and_sub_policy: [{name: d, type: drop, drop: {drop_sub_policy: []}}]}";
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+    let errors = decode_config::<TailSamplingConfig>(&value, "p").unwrap_err();
+    assert!(
+        errors
+            .0
+            .iter()
+            .any(|e| e.path == "p::policies[0]::and::and_sub_policy[0]::type"),
+        "{errors}"
+    );
+    let yaml = "policies:\n  - name: c\n    type: composite\n    composite: {max_total_spans_per_second: 10, policy_order: [x], composite_sub_policy: [{name: y, type: always_sample}]}";
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+    let errors = decode_config::<TailSamplingConfig>(&value, "p").unwrap_err();
+    assert!(
+        errors
+            .to_string()
+            .contains("\"x\" is not a composite_sub_policy"),
+        "{errors}"
+    );
+}
+
+// ---- metrics and memory ----
+
+#[tokio::test]
+async fn decisions_are_counted_under_upstream_metric_names() {
+    let recorder = Arc::new(Recorder::default());
+    let telemetry = Telemetry::new("test");
+    let sampler = start_with(
+        &seed_config("50ms", 0),
+        &recorder,
+        &telemetry,
+        Arc::default(),
+    );
+    sampler
+        .consume(data(vec![span(1, 0, 10, true)]))
+        .await
+        .unwrap();
+    sampler
+        .consume(data(vec![span(2, 0, 10, false)]))
+        .await
+        .unwrap();
+    wait_until(|| by_trace(&recorder).len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A late span of the kept trace.
+    sampler
+        .consume(data(vec![span(1, 1, 10, false)]))
+        .await
+        .unwrap();
+    let text = telemetry.render();
+    for expected in [
+        "otelcol_processor_tail_sampling_count_traces_sampled{decision=\"sampled\",policy=\"errors\",processor=\"tail_sampling\",sampled=\"true\"",
+        "otelcol_processor_tail_sampling_count_traces_sampled{decision=\"not_sampled\",policy=\"errors\",processor=\"tail_sampling\",sampled=\"false\"",
+        "otelcol_processor_tail_sampling_global_count_traces_sampled{processor=\"tail_sampling\",sampled=\"true\"",
+        "otelcol_processor_tail_sampling_new_trace_id_received{processor=\"tail_sampling\"",
+        "otelcol_processor_tail_sampling_sampling_decision_latency_bucket",
+        "otelcol_processor_tail_sampling_sampling_decision_timer_latency_bucket",
+        "otelcol_processor_tail_sampling_sampling_late_span_age_count",
+        "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+    ] {
+        assert!(text.contains(expected), "missing {expected}");
+    }
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|v| v.parse::<f64>().unwrap())
+    };
+    assert_eq!(
+        line("otelcol_processor_tail_sampling_new_trace_id_received{"),
+        Some(2.0)
+    );
+    assert_eq!(
+        line("otelcol_processor_tail_sampling_sampling_traces_on_memory{"),
+        Some(0.0)
+    );
+    sampler.shutdown(Instant::now()).await;
+}
+
+#[tokio::test]
+async fn memory_pressure_decides_the_oldest_traces_early() {
+    let recorder = Arc::new(Recorder::default());
+    let pressure = Arc::new(MemoryPressure::default());
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        "decision_wait: 1h\npolicies: [{name: all, type: always_sample}]\n",
+    )
+    .unwrap();
+    let config: TailSamplingConfig = decode_config(&value, "p").unwrap();
+    let sampler = start_with(
+        &config,
+        &recorder,
+        &Telemetry::new("test"),
+        pressure.clone(),
+    );
+    for n in 1..=200 {
+        sampler
+            .consume(data(vec![span(n, 0, 10, false)]))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(by_trace(&recorder).is_empty(), "nothing is due for an hour");
+    pressure.set_refusing(true);
+    wait_until(|| by_trace(&recorder).len() >= 100).await;
+    pressure.set_refusing(false);
+    sampler.shutdown(Instant::now()).await;
+    assert_eq!(
+        by_trace(&recorder).len(),
+        200,
+        "every trace decided once, none lost"
+    );
 }
