@@ -413,6 +413,15 @@ impl TailSamplingFamilies {
     }
 }
 
+/// Counters of one tail-sampling policy, resolved once (label lookups cost more than the
+/// decision itself).
+pub struct PolicyMetrics {
+    /// (traces, spans) per decision, in the order given to [`TailSamplingMetrics::policy`].
+    pub by_decision: Vec<(IntCounter, IntCounter)>,
+    /// Microseconds spent deciding.
+    pub latency: Histogram,
+}
+
 /// The tail_sampling metrics of one processor.
 #[derive(Clone)]
 pub struct TailSamplingMetrics {
@@ -421,33 +430,38 @@ pub struct TailSamplingMetrics {
 }
 
 impl TailSamplingMetrics {
-    /// One policy's decision on one trace of `spans` spans, and how long evaluating it took.
-    pub fn policy_decision(&self, policy: &str, decision: &str, sampled: bool, spans: u64) {
-        let sampled = if sampled { "true" } else { "false" };
-        let labels = [self.processor.as_str(), policy, sampled, decision];
-        self.families
-            .count_traces_sampled
-            .with_label_values(&labels)
-            .inc();
-        self.families
-            .count_spans_sampled
-            .with_label_values(&labels)
-            .inc_by(spans);
+    /// The counters of one policy, for each of `decisions` (labels as upstream's: `decision`,
+    /// and `sampled` "true" when the decision samples).
+    pub fn policy(&self, policy: &str, decisions: &[(&str, bool)]) -> PolicyMetrics {
+        let by_decision = decisions
+            .iter()
+            .map(|(decision, sampled)| {
+                let sampled = if *sampled { "true" } else { "false" };
+                let labels = [self.processor.as_str(), policy, sampled, decision];
+                (
+                    self.families
+                        .count_traces_sampled
+                        .with_label_values(&labels),
+                    self.families.count_spans_sampled.with_label_values(&labels),
+                )
+            })
+            .collect();
+        PolicyMetrics {
+            by_decision,
+            latency: self
+                .families
+                .decision_latency
+                .with_label_values(&[self.processor.as_str(), policy]),
+        }
     }
 
-    pub fn policy_latency(&self, policy: &str, micros: f64) {
-        self.families
-            .decision_latency
-            .with_label_values(&[self.processor.as_str(), policy])
-            .observe(micros);
-    }
-
-    pub fn final_decision(&self, sampled: bool) {
-        let sampled = if sampled { "true" } else { "false" };
-        self.families
-            .global_count_traces_sampled
-            .with_label_values(&[self.processor.as_str(), sampled])
-            .inc();
+    /// `global_count_traces_sampled` for sampled = false and true.
+    pub fn final_decisions(&self) -> [IntCounter; 2] {
+        ["false", "true"].map(|sampled| {
+            self.families
+                .global_count_traces_sampled
+                .with_label_values(&[self.processor.as_str(), sampled])
+        })
     }
 
     pub fn timer_run(&self, millis: f64) {

@@ -13,5 +13,5 @@ pub mod wire;
 
 pub use traces::{
     count_spans, AnyValueView, Attributes, DecodeError, Rejected, ResourceView, ScopeView,
-    SpanView, TraceData, TraceDataBuilder,
+    SliceWriter, SpanView, TraceData, TraceDataBuilder, TraceSlice,
 };

@@ -253,6 +253,40 @@ proptest! {
     }
 
     #[test]
+    fn essentials_agree_with_the_accessors(request in arb_valid_request()) {
+        let data = data_of(&request);
+        data.for_each_span(|_, _, span| {
+            let e = span.essentials();
+            assert_eq!(e.start_time_unix_nano, span.start_time_unix_nano());
+            assert_eq!(e.end_time_unix_nano, span.end_time_unix_nano());
+            assert_eq!(e.has_parent, span.parent_span_id().is_some());
+            assert_eq!(e.flags, span.flags());
+            assert_eq!(e.status_code, span.status_code());
+        });
+    }
+
+    #[test]
+    fn slices_rebuild_what_split_by_trace_copies(request in arb_valid_request()) {
+        let data = data_of(&request);
+        let copied = data.split_by_trace();
+        let sliced = data.slices_by_trace();
+        prop_assert_eq!(copied.len(), sliced.len());
+        for ((copied_id, copied), (sliced_id, slice)) in copied.iter().zip(&sliced) {
+            prop_assert_eq!(copied_id, sliced_id);
+            prop_assert_eq!(slice.span_count(), copied.span_count());
+            let mut writer = threadline_otlp::SliceWriter::new();
+            writer.push(slice);
+            let rebuilt = writer.finish();
+            prop_assert_eq!(flat_of(&rebuilt), flat_of(copied));
+            let mut names = Vec::new();
+            slice.for_each_span(|_, span| names.push(span.name().to_string()));
+            let mut expected = Vec::new();
+            copied.for_each_span(|_, _, span| expected.push(span.name().to_string()));
+            prop_assert_eq!(names, expected);
+        }
+    }
+
+    #[test]
     fn partition_puts_every_span_in_its_part_once(request in arb_valid_request(), parts in 1usize..5) {
         let data = data_of(&request);
         let all = flatten(&request);

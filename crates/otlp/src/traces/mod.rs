@@ -8,6 +8,7 @@
 mod error;
 mod rebuild;
 mod schema;
+mod slice;
 mod validate;
 mod view;
 
@@ -26,8 +27,9 @@ use rebuild::{children, for_each_entry, spans_in_resource, SpanWriter, RESOURCE_
 use rebuild::{SCOPE_SPANS_FIELD, SPANS_FIELD};
 
 pub use error::DecodeError;
+pub use slice::{SliceWriter, TraceSlice};
 pub use validate::count_spans;
-pub use view::{AnyValueView, Attributes, ResourceView, ScopeView, SpanView};
+pub use view::{AnyValueView, Attributes, ResourceView, ScopeView, SpanEssentials, SpanView};
 
 /// Encoded trace data: a valid `ExportTraceServiceRequest` encoding holding only `resource_spans`
 /// fields, plus the number of spans in it. Cloning shares the bytes.
@@ -245,6 +247,15 @@ impl TraceData {
                     visit(&resource_view, &scope_view, &SpanView::new(span.payload));
                 }
             }
+        }
+    }
+
+    /// A copy in an allocation of exactly its size: for data that is held for a while, so that
+    /// it does not keep a larger receive buffer it was cut from alive.
+    pub fn compacted(&self) -> TraceData {
+        TraceData {
+            bytes: Bytes::copy_from_slice(&self.bytes),
+            span_count: self.span_count,
         }
     }
 

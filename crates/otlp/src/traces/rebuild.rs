@@ -102,6 +102,10 @@ pub(crate) struct SpanWriter {
     /// containers never share one), and its still-open field.
     resource: Option<(usize, OpenField)>,
     scope: Option<(usize, OpenField)>,
+    /// Containers' own fields (all but their children) by the address of the original's bytes:
+    /// finding them walks every child's header, which for a scope of hundreds of spans costs
+    /// more than the span copy when spans of one request are written in many groups.
+    headers: std::collections::HashMap<usize, Vec<u8>>,
 }
 
 impl SpanWriter {
@@ -112,25 +116,50 @@ impl SpanWriter {
             spans: prefix_spans,
             resource: None,
             scope: None,
+            headers: std::collections::HashMap::new(),
         }
     }
 
+    /// Writes the fields of `container` except its children numbered `children`.
+    fn write_header(&mut self, container: &[u8], children: u32) {
+        let header = self
+            .headers
+            .entry(container.as_ptr() as usize)
+            .or_insert_with(|| {
+                let mut header = Vec::new();
+                copy_fields_except(container, children, &mut header);
+                header
+            });
+        self.out.extend_from_slice(header);
+    }
+
     pub(crate) fn push(&mut self, entry: &SpanEntry<'_>) {
-        let resource_id = entry.resource_spans.as_ptr() as usize;
-        let scope_id = entry.scope_spans.as_ptr() as usize;
+        self.push_parts(entry.resource_spans, entry.scope_spans, entry.span.field);
+    }
+
+    /// Appends one span (`span_field`: the whole `spans` field) found inside the `ResourceSpans`
+    /// and `ScopeSpans` payloads given.
+    pub(crate) fn push_parts(
+        &mut self,
+        resource_spans: &[u8],
+        scope_spans: &[u8],
+        span_field: &[u8],
+    ) {
+        let resource_id = resource_spans.as_ptr() as usize;
+        let scope_id = scope_spans.as_ptr() as usize;
         if self.resource.as_ref().map(|(id, _)| *id) != Some(resource_id) {
             self.close_resource();
             let open = OpenField::begin(RESOURCE_SPANS_FIELD, &mut self.out);
-            copy_fields_except(entry.resource_spans, SCOPE_SPANS_FIELD, &mut self.out);
+            self.write_header(resource_spans, SCOPE_SPANS_FIELD);
             self.resource = Some((resource_id, open));
         }
         if self.scope.as_ref().map(|(id, _)| *id) != Some(scope_id) {
             self.close_scope();
             let open = OpenField::begin(SCOPE_SPANS_FIELD, &mut self.out);
-            copy_fields_except(entry.scope_spans, SPANS_FIELD, &mut self.out);
+            self.write_header(scope_spans, SPANS_FIELD);
             self.scope = Some((scope_id, open));
         }
-        self.out.extend_from_slice(entry.span.field);
+        self.out.extend_from_slice(span_field);
         self.spans += 1;
     }
 

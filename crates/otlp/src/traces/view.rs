@@ -254,6 +254,29 @@ impl<'a> SpanView<'a> {
             .unwrap_or_default()
     }
 
+    /// Times, parent, flags and status code read in one pass over the span's fields (the
+    /// separate accessors each walk the fields again).
+    pub fn essentials(&self) -> SpanEssentials {
+        let mut essentials = SpanEssentials::default();
+        for (number, value) in FieldIter::new(self.raw).map_while(Result::ok) {
+            match (number, value) {
+                (4, WireValue::Bytes(parent)) => {
+                    essentials.has_parent = id_array::<8>(parent) != [0; 8];
+                }
+                (7, WireValue::Fixed64(start)) => essentials.start_time_unix_nano = start,
+                (8, WireValue::Fixed64(end)) => essentials.end_time_unix_nano = end,
+                (15, WireValue::Bytes(status)) => {
+                    if let Some(WireValue::Varint(code)) = last_field(status, 3) {
+                        essentials.status_code = code as i32;
+                    }
+                }
+                (16, WireValue::Fixed32(flags)) => essentials.flags = flags,
+                _ => {}
+            }
+        }
+        essentials
+    }
+
     /// The value of the first attribute named `key`.
     pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
         find_attribute(std::iter::once(self.raw), 9, key)
@@ -361,4 +384,15 @@ impl<'a> ScopeView<'a> {
             .last()
             .unwrap_or_default()
     }
+}
+
+/// What [`SpanView::essentials`] reads; each field as its own accessor would return it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanEssentials {
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    /// A non-empty, non-zero parent span id.
+    pub has_parent: bool,
+    pub flags: u32,
+    pub status_code: i32,
 }

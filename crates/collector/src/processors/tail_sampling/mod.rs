@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_yaml_ng::Value;
 use threadline_config::{ComponentId, ConfigErrors};
-use threadline_otlp::{TraceData, TraceDataBuilder};
+use threadline_otlp::{SliceWriter, TraceData, TraceSlice};
 use tokio_util::sync::CancellationToken;
 
 pub use config::TailSamplingConfig;
@@ -39,7 +39,7 @@ use crate::component::{
     decode_config, Component, CreateContext, MemoryPressure, Processor, ProcessorFactory,
 };
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
-use crate::telemetry::TailSamplingMetrics;
+use crate::telemetry::{PolicyMetrics, TailSamplingMetrics};
 
 const DEFAULT_DECISION_CACHE: usize = 100_000;
 /// Shards of the trace table; decisions of different shards run in parallel.
@@ -76,7 +76,8 @@ impl ProcessorFactory for TailSamplingFactory {
 }
 
 struct PendingTrace {
-    parts: Vec<TraceData>,
+    /// The trace's spans, pointing into the requests they came in (no copy per trace).
+    parts: Vec<TraceSlice>,
     summary: TraceSummary,
     decide_at: Instant,
 }
@@ -141,6 +142,13 @@ pub struct TailSampler {
     shards: Vec<Mutex<Shard>>,
     next: NextConsumer,
     metrics: TailSamplingMetrics,
+    /// Per top-level policy, in order.
+    policy_metrics: Vec<PolicyMetrics>,
+    /// `global_count_traces_sampled` for not sampled / sampled.
+    final_metrics: [prometheus::IntCounter; 2],
+    traces_on_memory: prometheus::IntGauge,
+    new_traces: prometheus::IntCounter,
+    decided_early: prometheus::IntCounter,
     memory_pressure: Arc<MemoryPressure>,
     stop: CancellationToken,
 }
@@ -159,6 +167,15 @@ impl TailSampler {
         memory_pressure: Arc<MemoryPressure>,
     ) -> anyhow::Result<Arc<Self>> {
         let policies = Policies::compile(&config.policies)?;
+        let decision_labels: Vec<(&str, bool)> = Decision::ALL
+            .iter()
+            .map(|d| (d.label(), d.samples()))
+            .collect();
+        let policy_metrics = policies
+            .top
+            .iter()
+            .map(|p| metrics.policy(&p.name, &decision_labels))
+            .collect();
         let after_root = (!config.decision_wait_after_root_received.0.is_zero())
             .then_some(config.decision_wait_after_root_received.0);
         let cache_size = |configured: usize| {
@@ -197,6 +214,11 @@ impl TailSampler {
             },
             shards,
             next,
+            policy_metrics,
+            final_metrics: metrics.final_decisions(),
+            traces_on_memory: metrics.traces_on_memory(),
+            new_traces: metrics.new_trace(),
+            decided_early: metrics.dropped_too_early(),
             metrics,
             memory_pressure,
             stop: CancellationToken::new(),
@@ -241,7 +263,7 @@ impl TailSampler {
         let Some(Ok(mut shard)) = self.shards.get(index).map(|s| s.lock()) else {
             return TraceData::default();
         };
-        let mut kept = TraceDataBuilder::new();
+        let mut kept = SliceWriter::new();
         // While memory is short, the oldest quarter is decided early as well.
         let mut early = if under_pressure {
             (shard.arrival.len() / PRESSURE_RELEASE_SHARE).max(1)
@@ -257,7 +279,7 @@ impl TailSampler {
                 due.push(*id);
             } else if early > 0 {
                 early -= 1;
-                self.metrics.dropped_too_early().inc();
+                self.decided_early.inc();
                 due.push(*id);
             }
         }
@@ -279,7 +301,7 @@ impl TailSampler {
         id: [u8; 16],
         trace: PendingTrace,
         now: Instant,
-        kept: &mut TraceDataBuilder,
+        kept: &mut SliceWriter,
     ) {
         let started = Instant::now();
         let mut decisions = std::mem::take(&mut shard.decisions);
@@ -291,14 +313,16 @@ impl TailSampler {
         );
         let spans = trace.summary.spans as u64;
         let per_policy = started.elapsed().as_secs_f64() * 1e6 / decisions.len().max(1) as f64;
-        for (policy, decision) in self.settings.policies.top.iter().zip(&decisions) {
-            self.metrics
-                .policy_decision(&policy.name, decision.label(), decision.samples(), spans);
-            self.metrics.policy_latency(&policy.name, per_policy);
+        for (metrics, decision) in self.policy_metrics.iter().zip(&decisions) {
+            if let Some((traces, span_count)) = metrics.by_decision.get(decision.index()) {
+                traces.inc();
+                span_count.inc_by(spans);
+            }
+            metrics.latency.observe(per_policy);
         }
         shard.decisions = decisions;
-        self.metrics.final_decision(sampled);
-        self.metrics.traces_on_memory().dec();
+        self.final_metrics[usize::from(sampled)].inc();
+        self.traces_on_memory.dec();
         if sampled {
             shard.sampled.insert(id, now);
             for part in &trace.parts {
@@ -321,13 +345,7 @@ impl TailSampler {
 
     /// Files one trace's part in its shard; returns spans to forward now (late spans of a kept
     /// trace, or traces decided early to make room).
-    fn add_to_shard(
-        &self,
-        id: [u8; 16],
-        part: TraceData,
-        now: Instant,
-        out: &mut TraceDataBuilder,
-    ) {
+    fn add_to_shard(&self, id: [u8; 16], part: TraceSlice, now: Instant, out: &mut SliceWriter) {
         let Some(Ok(mut shard)) = self.shards.get(shard_of(&id)).map(|s| s.lock()) else {
             return;
         };
@@ -348,13 +366,13 @@ impl TailSampler {
                 // Full: decide the oldest now instead of dropping it.
                 if let Some(oldest) = shard.arrival.pop_front() {
                     if let Some(trace) = shard.pending.remove(&oldest) {
-                        self.metrics.dropped_too_early().inc();
+                        self.decided_early.inc();
                         self.decide(&mut shard, oldest, trace, now, out);
                     }
                 }
             }
-            self.metrics.new_trace().inc();
-            self.metrics.traces_on_memory().inc();
+            self.new_traces.inc();
+            self.traces_on_memory.inc();
             shard.arrival.push_back(id);
             shard.pending.insert(
                 id,
@@ -387,8 +405,11 @@ impl TailSampler {
 impl TracesConsumer for TailSampler {
     async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
         let now = Instant::now();
-        let mut out = TraceDataBuilder::new();
-        for (id, part) in data.split_by_trace() {
+        let mut out = SliceWriter::new();
+        // Held for up to decision_wait: one exact-size copy of the request, which every trace's
+        // slice then shares (rather than a rebuilt copy per trace, or the receive buffer).
+        let data = data.compacted();
+        for (id, part) in data.slices_by_trace() {
             self.add_to_shard(id, part, now, &mut out);
         }
         self.forward(out.finish()).await;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use regex::Regex;
 use threadline_otlp::traces::{AnyValueView, ResourceView, SpanView};
-use threadline_otlp::TraceData;
+use threadline_otlp::TraceSlice;
 
 use super::config::PolicyConfig;
 
@@ -26,6 +26,19 @@ pub enum Decision {
 }
 
 impl Decision {
+    pub const ALL: [Decision; 5] = [
+        Decision::NotSampled,
+        Decision::Sampled,
+        Decision::InvertSampled,
+        Decision::InvertNotSampled,
+        Decision::Dropped,
+    ];
+
+    /// Position in [`Decision::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The label upstream's metrics use.
     pub fn label(self) -> &'static str {
         match self {
@@ -79,20 +92,21 @@ impl TraceSummary {
         }
     }
 
-    pub fn add(&mut self, part: &TraceData, policies: &Policies) {
-        self.bytes += part.encoded_len() as u64;
-        part.for_each_span(|resource, _scope, span| {
+    pub fn add(&mut self, part: &TraceSlice, policies: &Policies) {
+        self.bytes += part.spans_len() as u64;
+        part.for_each_span(|resource, span| {
             self.spans += 1;
-            self.min_start = self.min_start.min(span.start_time_unix_nano());
-            self.max_end = self.max_end.max(span.end_time_unix_nano());
-            if let Some(seen) = self.status_codes_seen.get_mut(span.status_code() as usize) {
+            let e = span.essentials();
+            self.min_start = self.min_start.min(e.start_time_unix_nano);
+            self.max_end = self.max_end.max(e.end_time_unix_nano);
+            if let Some(seen) = self.status_codes_seen.get_mut(e.status_code as usize) {
                 *seen = true;
             }
-            if span.parent_span_id().is_none() {
+            if !e.has_parent {
                 self.root_seen = true;
             }
             // W3C trace-flags bit 0: sampled (OTLP keeps the flags in the low byte).
-            if span.flags() & 0x1 != 0 {
+            if e.flags & 0x1 != 0 {
                 self.sampled_flag_seen = true;
             }
             for (slot, matcher) in policies.matchers.iter().enumerate() {

@@ -248,7 +248,9 @@ fn evaluate(policies: &Policies, spans: Vec<Span>) -> (Vec<Decision>, bool) {
     let trace = data(spans);
     let id: [u8; 16] = trace_id(1);
     let mut summary = TraceSummary::new(policies);
-    summary.add(&trace, policies);
+    for (_, slice) in trace.slices_by_trace() {
+        summary.add(&slice, policies);
+    }
     let mut decisions = Vec::new();
     let kept = policies.evaluate(&id, &summary, false, &mut decisions);
     (decisions, kept)
