@@ -568,3 +568,21 @@ fn k8s_config_is_validated() {
     .unwrap();
     assert_eq!(ok.resolver.k8s.unwrap().ports, [4317]);
 }
+
+#[tokio::test]
+async fn after_a_backend_is_removed_its_traces_go_to_the_remaining_owner() {
+    let backends = [GrpcBackend::start().await, GrpcBackend::start().await];
+    let endpoints: Vec<String> = backends.iter().map(|b| b.endpoint()).collect();
+    let config: LoadBalancingConfig =
+        decode_config(&exporter_config(&endpoints, ""), "exporters::loadbalancing").unwrap();
+    let sender = Balancer::start("loadbalancing", config).unwrap();
+    // The resolver drops the second backend (a scale-down): everything goes to the first.
+    sender.0.set_endpoints(&endpoints[..1]).unwrap();
+    let data = traces("svc", 200);
+    let delivered = sender.send(&data).await.unwrap();
+    assert_eq!(delivered.rejected_spans, 0);
+    let all: Vec<&GrpcBackend> = backends.iter().collect();
+    let spans = received_spans(&all);
+    assert_eq!(spans[0].len(), 200);
+    assert!(spans[1].is_empty());
+}
