@@ -2,6 +2,7 @@
 //! as its config says), `validate`, and the `loadgen`/`sink` pair used by benchmarks and tests.
 
 mod collector;
+mod store;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,8 @@ enum Command {
     Validate(collector::ConfigArgs),
     /// List the component types this build supports.
     Components,
+    /// Run the trace store: OTLP in, blocks on disk or S3, Grafana Tempo's HTTP API out.
+    Store(store::StoreArgs),
     /// Send realistic OTLP trace load to an endpoint (benchmarks and tests).
     Loadgen(threadline_loadgen::LoadgenArgs),
     /// Receive OTLP and count spans (benchmarks and tests).
@@ -80,6 +83,7 @@ fn main() -> std::process::ExitCode {
                 collector::print_components();
                 Ok(())
             }
+            Command::Store(args) => store::run(args).await,
             Command::Loadgen(args) => threadline_loadgen::run_loadgen(args).await.map(|_| ()),
             Command::Sink(args) => threadline_loadgen::run_sink(args).await,
         }

@@ -1,2 +1,15 @@
-//! Threadline's trace store: OTLP in, a write-ahead log, immutable columnar blocks with a
-//! trace-id index, compaction and retention, on local disk or object storage.
+//! Threadline's trace store: OTLP in (through the collector's receivers and the `store`
+//! exporter), a write-ahead log, immutable blocks on local disk or object storage, compaction and
+//! retention, and Grafana Tempo's HTTP API.
+
+pub mod api;
+pub mod block;
+pub mod config;
+pub mod engine;
+pub mod exporter;
+pub mod model;
+pub mod search;
+pub mod wal;
+
+pub use config::StoreConfig;
+pub use engine::{SearchRequest, Store, SINGLE_TENANT};

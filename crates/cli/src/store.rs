@@ -1,0 +1,103 @@
+//! The `store` command: Threadline's trace backend (OTLP in, Tempo's HTTP API out).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde_yaml_ng::Value;
+use threadline_collector::registry::Registry;
+use threadline_collector::service::Service;
+use threadline_config::{ConfigErrors, ConfigSources};
+use threadline_store::exporter::StoreExporterFactory;
+use threadline_store::{Store, StoreConfig};
+
+#[derive(Args)]
+pub struct StoreArgs {
+    /// Store config (Tempo's layout): a file path, `file:PATH`, `env:VAR` or `yaml:INLINE`.
+    /// Repeat to merge several. Without any, the built-in defaults are used.
+    #[arg(long = "config", value_name = "URI")]
+    configs: Vec<String>,
+    /// Override one key, e.g. `--set server::http_listen_port=3201`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// How long a SIGTERM/SIGINT may take to finish requests in flight and write the head.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    threadline_config::settings::duration::parse(text).map_err(|e| e.to_string())
+}
+
+pub fn load(configs: &[String], sets: &[String]) -> anyhow::Result<StoreConfig> {
+    let mut all = vec![format!("yaml:{}", threadline_store::config::DEFAULT_CONFIG)];
+    all.extend(configs.iter().cloned());
+    let root = threadline_config::resolve(&ConfigSources {
+        configs: all,
+        sets: sets.to_vec(),
+    })
+    .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let config: StoreConfig = threadline_config::decode_component(&root, "")
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let errors = config.validate();
+    if !errors.is_empty() {
+        anyhow::bail!("invalid configuration:\n{}", ConfigErrors(errors));
+    }
+    Ok(config)
+}
+
+/// The collector pipeline that feeds the store: the configured receivers into the `store` exporter.
+pub fn ingest_pipeline(config: &StoreConfig, metrics: &str) -> anyhow::Result<threadline_config::CollectorConfig> {
+    let receivers = Value::Mapping(config.distributor.receivers.clone());
+    let tree: Value = serde_yaml_ng::from_str(&format!(
+        "exporters: {{store: {{}}}}\n\
+         service:\n  telemetry: {{metrics: {metrics}}}\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [store]}}\n"
+    ))?;
+    let mut tree = tree;
+    if let Value::Mapping(map) = &mut tree {
+        map.insert(Value::from("receivers"), receivers);
+    }
+    threadline_config::parse_collector_config(&tree)
+        .map_err(|e| anyhow::anyhow!("invalid configuration (distributor::receivers):\n{e}"))
+}
+
+pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
+    let config = load(&args.configs, &args.sets)?;
+    crate::collector::init_default_logging();
+    let store = Store::open(config.clone()).await.context("cannot open the store")?;
+    let mut registry = Registry::builtin();
+    registry.add_exporter(Box::new(StoreExporterFactory {
+        store: store.clone(),
+    }));
+    let pipeline = ingest_pipeline(&config, "{level: none}")?;
+    let service = Service::start(&registry, &pipeline)
+        .await
+        .context("cannot start the OTLP receivers")?;
+    let address = format!(
+        "{}:{}",
+        config.server.http_listen_address, config.server.http_listen_port
+    );
+    let api = serve_api(store.clone(), &address).await?;
+    tracing::info!(api = %address, "threadline store is ready: Tempo's HTTP API on http://{address}");
+    crate::collector::wait_for_signal().await;
+    tracing::info!("shutting down: finishing requests and writing the head");
+    service.shutdown(args.shutdown_timeout).await;
+    api.abort();
+    store.flush_and_close().await.context("writing the head")?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Serves Tempo's HTTP API on `address` until the task is aborted.
+pub async fn serve_api(store: Arc<Store>, address: &str) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("server::http_listen_port: cannot listen on {address}"))?;
+    let router = threadline_store::api::router(store);
+    Ok(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(error = %err, "the HTTP API stopped");
+        }
+    }))
+}

@@ -1,0 +1,444 @@
+//! Grafana Tempo's HTTP API over the store, with Tempo's paths, parameters and bodies, so that
+//! Grafana's Tempo data source works against Threadline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+use threadline_traceql::model::{Span, StatusCode as SpanStatus, Trace, Value};
+
+use crate::engine::{SearchRequest, Store, SINGLE_TENANT};
+use crate::search::{Matcher, SearchError};
+
+pub fn router(store: Arc<Store>) -> Router {
+    Router::new()
+        .route("/ready", get(|| async { "ready" }))
+        .route("/api/echo", get(|| async { "echo" }))
+        .route("/api/status/buildinfo", get(buildinfo))
+        .route("/api/traces/{id}", get(trace_v1))
+        .route("/api/v2/traces/{id}", get(trace_v2))
+        .route("/api/search", get(search))
+        .route("/api/search/tags", get(tags_v1))
+        .route("/api/v2/search/tags", get(tags_v2))
+        .route("/api/search/tag/{name}/values", get(tag_values_v1))
+        .route("/api/v2/search/tag/{name}/values", get(tag_values_v2))
+        .with_state(store)
+}
+
+/// An error answer: Tempo answers errors in plain text.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+fn internal(err: anyhow::Error) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"))
+}
+
+/// The tenant of a request: `X-Scope-OrgID` when multitenancy is on (required), else Tempo's
+/// `single-tenant`.
+fn tenant(store: &Store, headers: &HeaderMap) -> Result<String, Response> {
+    if !store.config().multitenancy_enabled {
+        return Ok(SINGLE_TENANT.to_string());
+    }
+    let id = headers
+        .get("x-scope-orgid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    match id {
+        Some(id) if id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+            Ok(id.to_string())
+        }
+        Some(id) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid X-Scope-OrgID {id:?}: use letters, digits, '-', '_' and '.'"),
+        )),
+        None => Err(error(StatusCode::UNAUTHORIZED, "no org id: set the X-Scope-OrgID header")),
+    }
+}
+
+async fn buildinfo() -> impl IntoResponse {
+    axum::Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": "",
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+        "implementation": "threadline",
+    }))
+}
+
+/// Parses a trace id as Tempo does: up to 32 hex digits, left-padded with zeros.
+pub fn parse_trace_id(text: &str) -> Result<[u8; 16], String> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 32 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "invalid trace id {text:?}: expected 1 to 32 hexadecimal digits"
+        ));
+    }
+    let padded = format!("{text:0>32}");
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(&padded, &mut id).map_err(|e| format!("invalid trace id: {e}"))?;
+    Ok(id)
+}
+
+fn wants_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/protobuf") || v.contains("application/x-protobuf"))
+}
+
+async fn load_trace(store: &Store, headers: &HeaderMap, id: &str) -> Result<threadline_otlp::TraceData, Response> {
+    let tenant = tenant(store, headers)?;
+    let trace_id = parse_trace_id(id).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    match store.trace_by_id(&tenant, &trace_id).await {
+        Ok(Some(data)) => Ok(data),
+        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("trace {} not found", hex::encode(trace_id)))),
+        Err(err) => Err(internal(err)),
+    }
+}
+
+fn resource_spans_json(data: &threadline_otlp::TraceData) -> Result<Json, Response> {
+    let request = data.to_request().map_err(|e| internal(e.into()))?;
+    let encoded = threadline_otlp::json::request_to_json(&request);
+    let mut value: Json = serde_json::from_slice(&encoded).map_err(|e| internal(e.into()))?;
+    Ok(value
+        .get_mut("resourceSpans")
+        .map(Json::take)
+        .unwrap_or_else(|| json!([])))
+}
+
+async fn trace_v1(State(store): State<Arc<Store>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let data = match load_trace(&store, &headers, &id).await {
+        Ok(data) => data,
+        Err(response) => return response,
+    };
+    if wants_protobuf(&headers) {
+        // tempopb.Trace is `repeated ResourceSpans batches = 1`: the stored bytes as they are.
+        return ([(header::CONTENT_TYPE, "application/protobuf")], data.into_bytes()).into_response();
+    }
+    match resource_spans_json(&data) {
+        Ok(spans) => axum::Json(json!({ "batches": spans })).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn trace_v2(State(store): State<Arc<Store>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let data = match load_trace(&store, &headers, &id).await {
+        Ok(data) => data,
+        Err(response) => return response,
+    };
+    if wants_protobuf(&headers) {
+        // TraceByIDResponse { Trace trace = 1; ... }: the trace as field 1.
+        let trace = data.into_bytes();
+        let mut body = Vec::with_capacity(trace.len() + 6);
+        body.push(0x0a);
+        let mut len = trace.len() as u64;
+        while len >= 0x80 {
+            body.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        body.push(len as u8);
+        body.extend_from_slice(&trace);
+        return ([(header::CONTENT_TYPE, "application/protobuf")], body).into_response();
+    }
+    match resource_spans_json(&data) {
+        Ok(spans) => axum::Json(json!({ "trace": { "resourceSpans": spans }, "status": "COMPLETE" })).into_response(),
+        Err(response) => response,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SearchParams {
+    pub q: Option<String>,
+    pub tags: Option<String>,
+    #[serde(rename = "minDuration")]
+    pub min_duration: Option<String>,
+    #[serde(rename = "maxDuration")]
+    pub max_duration: Option<String>,
+    pub limit: Option<String>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub spss: Option<String>,
+}
+
+fn parse_number<T: std::str::FromStr>(name: &str, value: &Option<String>) -> Result<Option<T>, Response> {
+    match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            error(StatusCode::BAD_REQUEST, format!("invalid {name} {v:?}: expected a whole number"))
+        }),
+    }
+}
+
+fn parse_duration(name: &str, value: &Option<String>) -> Result<Option<u64>, Response> {
+    match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => threadline_config::settings::duration::parse(v)
+            .map(|d| Some(d.as_nanos() as u64))
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid {name} {v:?}: {e}"))),
+    }
+}
+
+async fn search(State(store): State<Arc<Store>>, Query(params): Query<SearchParams>, headers: HeaderMap) -> Response {
+    let tenant = match tenant(&store, &headers) {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let parsed = (|| {
+        let limit: Option<usize> = parse_number("limit", &params.limit)?;
+        let start: Option<u64> = parse_number("start", &params.start)?;
+        let end: Option<u64> = parse_number("end", &params.end)?;
+        let spss: Option<usize> = parse_number("spss", &params.spss)?;
+        let min = parse_duration("minDuration", &params.min_duration)?;
+        let max = parse_duration("maxDuration", &params.max_duration)?;
+        if let (Some(min), Some(max)) = (min, max) {
+            if min > max {
+                return Err(error(StatusCode::BAD_REQUEST, "invalid maxDuration: must be greater than minDuration"));
+            }
+        }
+        if let (Some(start), Some(end)) = (start, end) {
+            if start > end {
+                return Err(error(StatusCode::BAD_REQUEST, "invalid start: must be before end"));
+            }
+        }
+        let matcher = Matcher::parse(params.q.as_deref(), params.tags.as_deref()).map_err(|e| match e {
+            SearchError::Query(message) => error(StatusCode::BAD_REQUEST, message),
+        })?;
+        let request = SearchRequest {
+            start_unix_nano: start.map(|s| s.saturating_mul(1_000_000_000)),
+            end_unix_nano: end.map(|e| e.saturating_mul(1_000_000_000).saturating_add(999_999_999)),
+            min_duration_nanos: min,
+            max_duration_nanos: max,
+            limit: limit.unwrap_or(20),
+            service_hint: matcher.service_hint(),
+            error_hint: matcher.error_hint(),
+        };
+        Ok((request, matcher, spss.unwrap_or(3)))
+    })();
+    let (request, matcher, spss) = match parsed {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    let matches = |trace: &Trace| matcher.matches(trace).is_some();
+    let (found, stats) = match store.search(&tenant, &request, &matches).await {
+        Ok(result) => result,
+        Err(err) => return internal(err),
+    };
+    let traces: Vec<Json> = found
+        .iter()
+        .map(|f| {
+            let spans = matcher.matches(&f.trace).unwrap_or_default();
+            let span_set = span_set_json(&f.trace, &spans, spss);
+            json!({
+                "traceID": hex::encode(f.trace_id),
+                "rootServiceName": if f.summary.root_service.is_empty() { "<root span not yet received>" } else { &f.summary.root_service },
+                "rootTraceName": f.summary.root_name,
+                "startTimeUnixNano": f.summary.start_unix_nano.to_string(),
+                "durationMs": f.summary.duration_nanos() / 1_000_000,
+                "spanSet": span_set,
+                "spanSets": [span_set],
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "traces": traces,
+        "metrics": {
+            "inspectedTraces": stats.inspected_traces,
+            "inspectedBytes": stats.inspected_bytes.to_string(),
+            "completedJobs": 1,
+            "totalJobs": 1,
+        }
+    }))
+    .into_response()
+}
+
+fn value_json(value: &Value) -> Json {
+    match value {
+        Value::Str(s) => json!({ "stringValue": s }),
+        Value::Int(i) => json!({ "intValue": i.to_string() }),
+        Value::Float(f) => json!({ "doubleValue": f }),
+        Value::Bool(b) => json!({ "boolValue": b }),
+    }
+}
+
+fn span_set_json(trace: &Trace, matched: &[threadline_traceql::SpanMatch], spss: usize) -> Json {
+    let spans: Vec<Json> = matched
+        .iter()
+        .take(spss)
+        .filter_map(|m| {
+            let span: &Span = trace.spans.get(m.span)?;
+            let attributes: Vec<Json> = m
+                .attributes
+                .iter()
+                .map(|(key, value)| json!({ "key": key, "value": value_json(value) }))
+                .collect();
+            Some(json!({
+                "spanID": hex::encode(span.span_id),
+                "name": span.name,
+                "startTimeUnixNano": span.start_unix_nano.to_string(),
+                "durationNanos": span.duration_nanos().to_string(),
+                "attributes": attributes,
+            }))
+        })
+        .collect();
+    json!({ "spans": spans, "matched": matched.len() })
+}
+
+/// Intrinsics, as Tempo lists them in the `intrinsic` scope.
+const INTRINSICS: &[&str] = &[
+    "duration", "event:name", "kind", "name", "rootName", "rootServiceName", "span:duration",
+    "span:kind", "span:name", "span:status", "span:statusMessage", "status", "statusMessage",
+    "trace:duration", "trace:rootName", "trace:rootService", "traceDuration",
+];
+
+const TAG_SAMPLE_TRACES: usize = 5000;
+
+async fn sample(store: &Store, headers: &HeaderMap) -> Result<Vec<Trace>, Response> {
+    let tenant = tenant(store, headers)?;
+    store.recent_traces(&tenant, TAG_SAMPLE_TRACES).await.map_err(internal)
+}
+
+fn attribute_keys(traces: &[Trace]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut span = BTreeSet::new();
+    let mut resource = BTreeSet::new();
+    for trace in traces {
+        for s in &trace.spans {
+            span.extend(s.attributes.iter().map(|(k, _)| k.clone()));
+            resource.extend(s.resource_attributes.iter().map(|(k, _)| k.clone()));
+        }
+    }
+    (span, resource)
+}
+
+async fn tags_v1(State(store): State<Arc<Store>>, headers: HeaderMap) -> Response {
+    let traces = match sample(&store, &headers).await {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let (span, resource) = attribute_keys(&traces);
+    let names: BTreeSet<String> = span.into_iter().chain(resource).collect();
+    axum::Json(json!({ "tagNames": names })).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ScopeParams {
+    scope: Option<String>,
+}
+
+async fn tags_v2(State(store): State<Arc<Store>>, Query(params): Query<ScopeParams>, headers: HeaderMap) -> Response {
+    let wanted = params.scope.unwrap_or_else(|| "all".into());
+    if !matches!(wanted.as_str(), "all" | "span" | "resource" | "intrinsic" | "none" | "") {
+        return error(StatusCode::BAD_REQUEST, format!("invalid scope {wanted:?}: expected span, resource, intrinsic or none"));
+    }
+    let traces = match sample(&store, &headers).await {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let (span, resource) = attribute_keys(&traces);
+    let mut scopes = Vec::new();
+    let all = matches!(wanted.as_str(), "all" | "none" | "");
+    if all || wanted == "span" {
+        scopes.push(json!({ "name": "span", "tags": span }));
+    }
+    if all || wanted == "resource" {
+        scopes.push(json!({ "name": "resource", "tags": resource }));
+    }
+    if all || wanted == "intrinsic" {
+        scopes.push(json!({ "name": "intrinsic", "tags": INTRINSICS }));
+    }
+    axum::Json(json!({ "scopes": scopes })).into_response()
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Str(_) => "string",
+        Value::Int(_) => "int",
+        Value::Float(_) => "float",
+        Value::Bool(_) => "bool",
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+    }
+}
+
+/// Values of a (scoped or unscoped) tag in the sample, typed.
+fn values_of(traces: &[Trace], name: &str) -> BTreeMap<String, &'static str> {
+    let (scope, key) = match name.split_once('.') {
+        Some((scope @ ("span" | "resource"), key)) => (scope, key),
+        _ => ("", name.strip_prefix('.').unwrap_or(name)),
+    };
+    let mut values = BTreeMap::new();
+    for trace in traces {
+        for span in &trace.spans {
+            match key {
+                "name" | "span:name" if scope.is_empty() => {
+                    values.insert(span.name.clone(), "string");
+                    continue;
+                }
+                "status" | "span:status" if scope.is_empty() => {
+                    let status = match span.status {
+                        SpanStatus::Error => "error",
+                        SpanStatus::Ok => "ok",
+                        SpanStatus::Unset => "unset",
+                    };
+                    values.insert(status.to_string(), "keyword");
+                    continue;
+                }
+                "kind" | "span:kind" if scope.is_empty() => {
+                    values.insert(format!("{:?}", span.kind).to_lowercase(), "keyword");
+                    continue;
+                }
+                _ => {}
+            }
+            let lists: Vec<&Vec<(String, Value)>> = match scope {
+                "span" => vec![&span.attributes],
+                "resource" => vec![&span.resource_attributes],
+                _ => vec![&span.attributes, &span.resource_attributes],
+            };
+            for list in lists {
+                for (k, v) in list {
+                    if k == key {
+                        values.insert(text(v), type_name(v));
+                    }
+                }
+            }
+        }
+    }
+    values
+}
+
+async fn tag_values_v1(State(store): State<Arc<Store>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let traces = match sample(&store, &headers).await {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let values: Vec<String> = values_of(&traces, &name).into_keys().collect();
+    axum::Json(json!({ "tagValues": values })).into_response()
+}
+
+async fn tag_values_v2(State(store): State<Arc<Store>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let traces = match sample(&store, &headers).await {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    let values: Vec<Json> = values_of(&traces, &name)
+        .into_iter()
+        .map(|(value, kind)| json!({ "type": kind, "value": value }))
+        .collect();
+    axum::Json(json!({ "tagValues": values })).into_response()
+}

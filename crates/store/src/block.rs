@@ -1,0 +1,317 @@
+//! Immutable blocks: the traces of one tenant over a time span, sorted by trace id.
+//!
+//! A block is three objects under `<tenant>/<block id>/`:
+//! * `data`: pages of about 1 MiB of traces (`[trace id][len u32][encoded spans]`...), each
+//!   compressed with zstd. Encoded OTLP compresses well (resources, scopes and names repeat), and
+//!   keeping it as it arrived means a trace is returned field for field, with no rebuilding.
+//! * `index`: per trace its id, page, time bounds, root service and name, error flag, span count
+//!   and services (names in a string table), sorted by trace id; loaded in memory, so trace by id
+//!   is a binary search and one page read, and most searches read no page at all.
+//! * `meta.json`: tenant, time range, counts, size, compaction level. Written last: a block
+//!   without it is incomplete and ignored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use threadline_otlp::{TraceData, TraceDataBuilder};
+
+use crate::model::TraceSummary;
+
+const INDEX_MAGIC: &[u8; 6] = b"TLIDX1";
+/// Uncompressed bytes per page.
+const PAGE_BYTES: usize = 1 << 20;
+const ZSTD_LEVEL: i32 = 6;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockMeta {
+    pub block_id: String,
+    pub tenant: String,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub traces: u64,
+    pub spans: u64,
+    /// Bytes of `data` + `index`.
+    pub size_bytes: u64,
+    pub compaction_level: u32,
+    /// When the block was written (seconds since the epoch).
+    pub created_unix_secs: u64,
+}
+
+/// One trace's row in the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRow {
+    pub trace_id: [u8; 16],
+    pub page: u32,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub root_service: u32,
+    pub root_name: u32,
+    pub has_error: bool,
+    pub spans: u32,
+    pub services: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BlockIndex {
+    /// (offset, length) of each compressed page in `data`.
+    pub pages: Vec<(u64, u32)>,
+    pub strings: Vec<String>,
+    /// Sorted by trace id.
+    pub rows: Vec<TraceRow>,
+}
+
+impl BlockIndex {
+    pub fn find(&self, trace_id: &[u8; 16]) -> Option<&TraceRow> {
+        self.rows
+            .binary_search_by(|row| row.trace_id.cmp(trace_id))
+            .ok()
+            .map(|i| &self.rows[i])
+    }
+
+    pub fn string(&self, index: u32) -> &str {
+        self.strings.get(index as usize).map_or("", String::as_str)
+    }
+
+    /// The row's summary with its strings resolved.
+    pub fn summary(&self, row: &TraceRow) -> TraceSummary {
+        TraceSummary {
+            start_unix_nano: row.start_unix_nano,
+            end_unix_nano: row.end_unix_nano,
+            root_service: self.string(row.root_service).to_string(),
+            root_name: self.string(row.root_name).to_string(),
+            has_error: row.has_error,
+            spans: row.spans,
+            services: row.services.iter().map(|s| self.string(*s).to_string()).collect(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(INDEX_MAGIC);
+        put_u32(&mut out, self.pages.len() as u32);
+        for (offset, len) in &self.pages {
+            out.extend_from_slice(&offset.to_le_bytes());
+            put_u32(&mut out, *len);
+        }
+        put_u32(&mut out, self.strings.len() as u32);
+        for s in &self.strings {
+            put_u32(&mut out, s.len() as u32);
+            out.extend_from_slice(s.as_bytes());
+        }
+        put_u32(&mut out, self.rows.len() as u32);
+        for row in &self.rows {
+            out.extend_from_slice(&row.trace_id);
+            put_u32(&mut out, row.page);
+            out.extend_from_slice(&row.start_unix_nano.to_le_bytes());
+            out.extend_from_slice(&row.end_unix_nano.to_le_bytes());
+            put_u32(&mut out, row.root_service);
+            put_u32(&mut out, row.root_name);
+            out.push(u8::from(row.has_error));
+            put_u32(&mut out, row.spans);
+            put_u32(&mut out, row.services.len() as u32);
+            for s in &row.services {
+                put_u32(&mut out, *s);
+            }
+        }
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<BlockIndex, BlockError> {
+        let mut r = Reader { buf, at: 0 };
+        if r.take(INDEX_MAGIC.len())? != INDEX_MAGIC {
+            return Err(BlockError::Corrupt("index: bad magic".into()));
+        }
+        let mut index = BlockIndex::default();
+        for _ in 0..r.u32()? {
+            index.pages.push((r.u64()?, r.u32()?));
+        }
+        for _ in 0..r.u32()? {
+            let len = r.u32()? as usize;
+            let text = std::str::from_utf8(r.take(len)?)
+                .map_err(|_| BlockError::Corrupt("index: string is not UTF-8".into()))?;
+            index.strings.push(text.to_string());
+        }
+        for _ in 0..r.u32()? {
+            let mut trace_id = [0u8; 16];
+            trace_id.copy_from_slice(r.take(16)?);
+            let page = r.u32()?;
+            let start_unix_nano = r.u64()?;
+            let end_unix_nano = r.u64()?;
+            let root_service = r.u32()?;
+            let root_name = r.u32()?;
+            let has_error = r.take(1)?[0] != 0;
+            let spans = r.u32()?;
+            let services = (0..r.u32()?).map(|_| r.u32()).collect::<Result<_, _>>()?;
+            index.rows.push(TraceRow {
+                trace_id,
+                page,
+                start_unix_nano,
+                end_unix_nano,
+                root_service,
+                root_name,
+                has_error,
+                spans,
+                services,
+            });
+        }
+        Ok(index)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("block is damaged: {0}")]
+    Corrupt(String),
+    #[error("cannot decompress a page: {0}")]
+    Decompress(#[from] std::io::Error),
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], BlockError> {
+        let end = self.at.checked_add(n).filter(|end| *end <= self.buf.len());
+        let end = end.ok_or_else(|| BlockError::Corrupt("truncated".into()))?;
+        let slice = &self.buf[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn u32(&mut self) -> Result<u32, BlockError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, BlockError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
+/// A block ready to upload.
+pub struct BuiltBlock {
+    pub meta: BlockMeta,
+    pub index: BlockIndex,
+    pub data: Vec<u8>,
+}
+
+/// Builds a block from whole traces (all parts of each trace given together).
+pub fn build(
+    block_id: String,
+    tenant: &str,
+    traces: BTreeMap<[u8; 16], TraceData>,
+    compaction_level: u32,
+) -> BuiltBlock {
+    let mut index = BlockIndex::default();
+    let mut strings: HashMap<String, u32> = HashMap::new();
+    let mut intern = |text: &str, table: &mut Vec<String>| -> u32 {
+        if let Some(i) = strings.get(text) {
+            return *i;
+        }
+        table.push(text.to_string());
+        let i = (table.len() - 1) as u32;
+        strings.insert(text.to_string(), i);
+        i
+    };
+    let mut data = Vec::new();
+    let mut page = Vec::with_capacity(PAGE_BYTES + PAGE_BYTES / 4);
+    let (mut start, mut end, mut spans) = (u64::MAX, 0u64, 0u64);
+    let trace_count = traces.len() as u64;
+    let flush = |page: &mut Vec<u8>, data: &mut Vec<u8>, pages: &mut Vec<(u64, u32)>| {
+        if page.is_empty() {
+            return;
+        }
+        let compressed = zstd::bulk::compress(page, ZSTD_LEVEL).unwrap_or_else(|_| page.clone());
+        pages.push((data.len() as u64, compressed.len() as u32));
+        data.extend_from_slice(&compressed);
+        page.clear();
+    };
+    for (trace_id, trace) in traces {
+        let summary = TraceSummary::of(&trace);
+        start = start.min(summary.start_unix_nano);
+        end = end.max(summary.end_unix_nano);
+        spans += u64::from(summary.spans);
+        page.extend_from_slice(&trace_id);
+        put_u32(&mut page, trace.encoded_len() as u32);
+        page.extend_from_slice(trace.as_bytes());
+        let row = TraceRow {
+            trace_id,
+            page: index.pages.len() as u32,
+            start_unix_nano: summary.start_unix_nano,
+            end_unix_nano: summary.end_unix_nano,
+            root_service: intern(&summary.root_service, &mut index.strings),
+            root_name: intern(&summary.root_name, &mut index.strings),
+            has_error: summary.has_error,
+            spans: summary.spans,
+            services: summary
+                .services
+                .iter()
+                .map(|s| intern(s, &mut index.strings))
+                .collect(),
+        };
+        index.rows.push(row);
+        if page.len() >= PAGE_BYTES {
+            flush(&mut page, &mut data, &mut index.pages);
+        }
+    }
+    flush(&mut page, &mut data, &mut index.pages);
+    let index_len = index.encode().len() as u64;
+    let meta = BlockMeta {
+        block_id,
+        tenant: tenant.to_string(),
+        start_unix_nano: if start == u64::MAX { 0 } else { start },
+        end_unix_nano: end,
+        traces: trace_count,
+        spans,
+        size_bytes: data.len() as u64 + index_len,
+        compaction_level,
+        created_unix_secs: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    BuiltBlock { meta, index, data }
+}
+
+/// The traces of one decompressed page, in order.
+pub fn page_traces(compressed: &[u8]) -> Result<Vec<([u8; 16], TraceData)>, BlockError> {
+    let mut raw = Vec::with_capacity(PAGE_BYTES + PAGE_BYTES / 4);
+    zstd::stream::read::Decoder::new(compressed)?.read_to_end(&mut raw)?;
+    let raw = Bytes::from(raw);
+    let mut r = Reader { buf: &raw, at: 0 };
+    let mut traces = Vec::new();
+    while r.at < raw.len() {
+        let mut trace_id = [0u8; 16];
+        trace_id.copy_from_slice(r.take(16)?);
+        let len = r.u32()? as usize;
+        let start = r.at;
+        r.take(len)?;
+        let (data, _) = TraceData::from_request_bytes(raw.slice(start..start + len))
+            .map_err(|e| BlockError::Corrupt(format!("trace {}: {e}", hex::encode(trace_id))))?;
+        traces.push((trace_id, data));
+    }
+    Ok(traces)
+}
+
+/// Merges parts of one trace, dropping spans that appear twice (a WAL replayed after its block
+/// was written, or a client's retry).
+pub fn merge_parts(parts: &[TraceData]) -> TraceData {
+    let mut builder = TraceDataBuilder::new();
+    let mut seen = std::collections::HashSet::new();
+    for part in parts {
+        let unique = part.retain_spans(|span| seen.insert(span.span_id()));
+        builder.push(&unique);
+    }
+    builder.finish()
+}

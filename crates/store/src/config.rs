@@ -1,0 +1,292 @@
+//! `threadline store` configuration, shaped like Grafana Tempo's (`server`, `distributor`,
+//! `ingester`, `compactor`, `storage.trace`, `multitenancy_enabled`), so a Tempo user finds the
+//! keys where they expect them. Unknown keys are rejected.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use threadline_config::settings::GoDuration;
+use threadline_config::ConfigError;
+
+/// The built-in configuration: everything on 127.0.0.1, data under `./threadline-data`.
+pub const DEFAULT_CONFIG: &str = include_str!("defaults/store.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub distributor: DistributorConfig,
+    #[serde(default)]
+    pub ingester: IngesterConfig,
+    #[serde(default)]
+    pub compactor: CompactorConfig,
+    pub storage: StorageConfig,
+    /// Separate tenants by the `X-Scope-OrgID` header (queries without it are refused). Off: one
+    /// tenant, `single-tenant`, as Tempo.
+    #[serde(default)]
+    pub multitenancy_enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP API. Default `127.0.0.1` (Tempo listens on every interface; set
+    /// `0.0.0.0` to do the same).
+    #[serde(default = "default_listen_address")]
+    pub http_listen_address: String,
+    /// Port of the HTTP API. Default 3200, as Tempo.
+    #[serde(default = "default_http_port")]
+    pub http_listen_port: u16,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_listen_address: default_listen_address(),
+            http_listen_port: default_http_port(),
+        }
+    }
+}
+
+fn default_listen_address() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_http_port() -> u16 {
+    3200
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributorConfig {
+    /// Receivers, in the collector's syntax. Only `otlp` exists; its `protocols.grpc` and
+    /// `protocols.http` take every setting of the collector's `otlp` receiver.
+    #[serde(default = "default_receivers")]
+    pub receivers: serde_yaml_ng::Mapping,
+}
+
+impl Default for DistributorConfig {
+    fn default() -> Self {
+        DistributorConfig {
+            receivers: default_receivers(),
+        }
+    }
+}
+
+fn default_receivers() -> serde_yaml_ng::Mapping {
+    serde_yaml_ng::from_str(
+        "otlp: {protocols: {grpc: {endpoint: 127.0.0.1:4317}, http: {endpoint: 127.0.0.1:4318}}}",
+    )
+    .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngesterConfig {
+    /// The head block (in memory, and in the WAL) is cut into a block at least this often.
+    /// Default `30s`: short, so that the WAL replayed after a crash stays small. (Tempo: 30m.)
+    #[serde(default = "default_max_block_duration")]
+    pub max_block_duration: GoDuration,
+    /// ... or when it holds this many encoded bytes. Default 256 MiB.
+    #[serde(default = "default_max_block_bytes")]
+    pub max_block_bytes: u64,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        IngesterConfig {
+            max_block_duration: default_max_block_duration(),
+            max_block_bytes: default_max_block_bytes(),
+        }
+    }
+}
+
+fn default_max_block_duration() -> GoDuration {
+    GoDuration::from_secs(30)
+}
+
+fn default_max_block_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactorConfig {
+    #[serde(default)]
+    pub compaction: CompactionConfig,
+}
+
+impl Default for CompactorConfig {
+    fn default() -> Self {
+        CompactorConfig {
+            compaction: CompactionConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactionConfig {
+    /// Blocks older than this are deleted. Default `168h` (7 days).
+    #[serde(default = "default_block_retention")]
+    pub block_retention: GoDuration,
+    /// How often compaction and retention run. Default `30s`.
+    #[serde(default = "default_compaction_cycle")]
+    pub compaction_cycle: GoDuration,
+    /// Blocks of a tenant are merged while the result stays under this size. Default 1 GiB.
+    #[serde(default = "default_max_compaction_bytes")]
+    pub max_block_bytes: u64,
+    /// Merge at most this many blocks at once. Default 8.
+    #[serde(default = "default_max_compaction_objects")]
+    pub max_compaction_objects: usize,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            block_retention: default_block_retention(),
+            compaction_cycle: default_compaction_cycle(),
+            max_block_bytes: default_max_compaction_bytes(),
+            max_compaction_objects: default_max_compaction_objects(),
+        }
+    }
+}
+
+fn default_block_retention() -> GoDuration {
+    GoDuration::from_secs(168 * 3600)
+}
+
+fn default_compaction_cycle() -> GoDuration {
+    GoDuration::from_secs(30)
+}
+
+fn default_max_compaction_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+
+fn default_max_compaction_objects() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub trace: TraceStorageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceStorageConfig {
+    /// Where blocks live: `local` or `s3` (any S3-compatible server).
+    pub backend: String,
+    pub wal: WalConfig,
+    #[serde(default)]
+    pub local: Option<LocalConfig>,
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// Directory of the write-ahead log (always local).
+    pub path: PathBuf,
+    /// `always` (default): a request is acknowledged only after its WAL record is fsynced
+    /// (appends arriving together share one fsync). `never`: left to the OS (faster; a power
+    /// loss may lose the last seconds, a process crash does not).
+    #[serde(default = "default_fsync")]
+    pub fsync: String,
+}
+
+fn default_fsync() -> String {
+    "always".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Directory of the blocks.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// `host:port` of the S3 API, e.g. `s3.dualstack.us-east-2.amazonaws.com` or `minio:9000`.
+    pub endpoint: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub access_key: String,
+    #[serde(default)]
+    pub secret_key: String,
+    /// Plain HTTP instead of HTTPS.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Key prefix of every object.
+    #[serde(default)]
+    pub prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`), as most S3-compatible servers need.
+    #[serde(default = "default_true")]
+    pub forcepathstyle: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl StoreConfig {
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let trace = &self.storage.trace;
+        match trace.backend.as_str() {
+            "local" if trace.local.is_none() => errors.push(ConfigError::new(
+                "storage::trace::local::path",
+                "the local backend needs a directory for its blocks",
+            )),
+            "s3" if trace.s3.is_none() => errors.push(ConfigError::new(
+                "storage::trace::s3",
+                "the s3 backend needs bucket and endpoint",
+            )),
+            "local" | "s3" => {}
+            other => errors.push(ConfigError::new(
+                "storage::trace::backend",
+                format!("{other:?} is not supported (valid values: local, s3)"),
+            )),
+        }
+        if !matches!(trace.wal.fsync.as_str(), "always" | "never") {
+            errors.push(ConfigError::new(
+                "storage::trace::wal::fsync",
+                format!("{:?} is not valid (valid values: always, never)", trace.wal.fsync),
+            ));
+        }
+        if self.ingester.max_block_duration.is_zero() {
+            errors.push(ConfigError::new(
+                "ingester::max_block_duration",
+                "must be a positive duration such as 30s",
+            ));
+        }
+        if self.compactor.compaction.compaction_cycle.is_zero() {
+            errors.push(ConfigError::new(
+                "compactor::compaction::compaction_cycle",
+                "must be a positive duration such as 30s",
+            ));
+        }
+        for key in self.distributor.receivers.keys() {
+            if key.as_str() != Some("otlp") {
+                errors.push(ConfigError::new(
+                    "distributor::receivers",
+                    format!("receiver {key:?} is not supported (valid values: otlp)"),
+                ));
+            }
+        }
+        errors
+    }
+}
