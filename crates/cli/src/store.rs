@@ -48,7 +48,10 @@ pub fn load(configs: &[String], sets: &[String]) -> anyhow::Result<StoreConfig> 
 }
 
 /// The collector pipeline that feeds the store: the configured receivers into the `store` exporter.
-pub fn ingest_pipeline(config: &StoreConfig, metrics: &str) -> anyhow::Result<threadline_config::CollectorConfig> {
+pub fn ingest_pipeline(
+    config: &StoreConfig,
+    metrics: &str,
+) -> anyhow::Result<threadline_config::CollectorConfig> {
     let receivers = Value::Mapping(config.distributor.receivers.clone());
     let tree: Value = serde_yaml_ng::from_str(&format!(
         "exporters: {{store: {{}}}}\n\
@@ -65,7 +68,9 @@ pub fn ingest_pipeline(config: &StoreConfig, metrics: &str) -> anyhow::Result<th
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let config = load(&args.configs, &args.sets)?;
     crate::collector::init_default_logging();
-    let store = Store::open(config.clone()).await.context("cannot open the store")?;
+    let store = Store::open(config.clone())
+        .await
+        .context("cannot open the store")?;
     let mut registry = Registry::builtin();
     registry.add_exporter(Box::new(StoreExporterFactory {
         store: store.clone(),
@@ -90,7 +95,10 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
 }
 
 /// Serves Tempo's HTTP API on `address` until the task is aborted.
-pub async fn serve_api(store: Arc<Store>, address: &str) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve_api(
+    store: Arc<Store>,
+    address: &str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("server::http_listen_port: cannot listen on {address}"))?;

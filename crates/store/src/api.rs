@@ -32,17 +32,31 @@ pub fn router(store: Arc<Store>) -> Router {
 }
 
 /// An error answer: Tempo answers errors in plain text.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, message.into()).into_response()
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
 }
 
-fn internal(err: anyhow::Error) -> Response {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, self.message).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+    }
+}
+
+fn internal(err: anyhow::Error) -> ApiError {
     error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"))
 }
 
 /// The tenant of a request: `X-Scope-OrgID` when multitenancy is on (required), else Tempo's
 /// `single-tenant`.
-fn tenant(store: &Store, headers: &HeaderMap) -> Result<String, Response> {
+fn tenant(store: &Store, headers: &HeaderMap) -> Result<String, ApiError> {
     if !store.config().multitenancy_enabled {
         return Ok(SINGLE_TENANT.to_string());
     }
@@ -52,15 +66,27 @@ fn tenant(store: &Store, headers: &HeaderMap) -> Result<String, Response> {
         .map(str::trim)
         .filter(|v| !v.is_empty());
     match id {
-        Some(id) if id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
-            Ok(id.to_string())
-        }
+        Some(id) if valid_tenant(id) => Ok(id.to_string()),
         Some(id) => Err(error(
             StatusCode::BAD_REQUEST,
             format!("invalid X-Scope-OrgID {id:?}: use letters, digits, '-', '_' and '.'"),
         )),
-        None => Err(error(StatusCode::UNAUTHORIZED, "no org id: set the X-Scope-OrgID header")),
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "no org id: set the X-Scope-OrgID header",
+        )),
     }
+}
+
+/// Tenant ids become object paths: letters, digits, `-`, `_` and `.` only (not `.` or `..`).
+pub fn valid_tenant(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 150
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 async fn buildinfo() -> impl IntoResponse {
@@ -96,17 +122,24 @@ fn wants_protobuf(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/protobuf") || v.contains("application/x-protobuf"))
 }
 
-async fn load_trace(store: &Store, headers: &HeaderMap, id: &str) -> Result<threadline_otlp::TraceData, Response> {
+async fn load_trace(
+    store: &Store,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<threadline_otlp::TraceData, ApiError> {
     let tenant = tenant(store, headers)?;
     let trace_id = parse_trace_id(id).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
     match store.trace_by_id(&tenant, &trace_id).await {
         Ok(Some(data)) => Ok(data),
-        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("trace {} not found", hex::encode(trace_id)))),
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("trace {} not found", hex::encode(trace_id)),
+        )),
         Err(err) => Err(internal(err)),
     }
 }
 
-fn resource_spans_json(data: &threadline_otlp::TraceData) -> Result<Json, Response> {
+fn resource_spans_json(data: &threadline_otlp::TraceData) -> Result<Json, ApiError> {
     let request = data.to_request().map_err(|e| internal(e.into()))?;
     let encoded = threadline_otlp::json::request_to_json(&request);
     let mut value: Json = serde_json::from_slice(&encoded).map_err(|e| internal(e.into()))?;
@@ -116,25 +149,37 @@ fn resource_spans_json(data: &threadline_otlp::TraceData) -> Result<Json, Respon
         .unwrap_or_else(|| json!([])))
 }
 
-async fn trace_v1(State(store): State<Arc<Store>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn trace_v1(
+    State(store): State<Arc<Store>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let data = match load_trace(&store, &headers, &id).await {
         Ok(data) => data,
-        Err(response) => return response,
+        Err(response) => return response.into_response(),
     };
     if wants_protobuf(&headers) {
         // tempopb.Trace is `repeated ResourceSpans batches = 1`: the stored bytes as they are.
-        return ([(header::CONTENT_TYPE, "application/protobuf")], data.into_bytes()).into_response();
+        return (
+            [(header::CONTENT_TYPE, "application/protobuf")],
+            data.into_bytes(),
+        )
+            .into_response();
     }
     match resource_spans_json(&data) {
         Ok(spans) => axum::Json(json!({ "batches": spans })).into_response(),
-        Err(response) => response,
+        Err(response) => response.into_response(),
     }
 }
 
-async fn trace_v2(State(store): State<Arc<Store>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn trace_v2(
+    State(store): State<Arc<Store>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let data = match load_trace(&store, &headers, &id).await {
         Ok(data) => data,
-        Err(response) => return response,
+        Err(response) => return response.into_response(),
     };
     if wants_protobuf(&headers) {
         // TraceByIDResponse { Trace trace = 1; ... }: the trace as field 1.
@@ -151,8 +196,11 @@ async fn trace_v2(State(store): State<Arc<Store>>, Path(id): Path<String>, heade
         return ([(header::CONTENT_TYPE, "application/protobuf")], body).into_response();
     }
     match resource_spans_json(&data) {
-        Ok(spans) => axum::Json(json!({ "trace": { "resourceSpans": spans }, "status": "COMPLETE" })).into_response(),
-        Err(response) => response,
+        Ok(spans) => {
+            axum::Json(json!({ "trace": { "resourceSpans": spans }, "status": "COMPLETE" }))
+                .into_response()
+        }
+        Err(response) => response.into_response(),
     }
 }
 
@@ -170,28 +218,43 @@ pub struct SearchParams {
     pub spss: Option<String>,
 }
 
-fn parse_number<T: std::str::FromStr>(name: &str, value: &Option<String>) -> Result<Option<T>, Response> {
+fn parse_number<T: std::str::FromStr>(
+    name: &str,
+    value: &Option<String>,
+) -> Result<Option<T>, ApiError> {
     match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| {
-            error(StatusCode::BAD_REQUEST, format!("invalid {name} {v:?}: expected a whole number"))
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid {name} {v:?}: expected a whole number"),
+            )
         }),
     }
 }
 
-fn parse_duration(name: &str, value: &Option<String>) -> Result<Option<u64>, Response> {
+fn parse_duration(name: &str, value: &Option<String>) -> Result<Option<u64>, ApiError> {
     match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => threadline_config::settings::duration::parse(v)
             .map(|d| Some(d.as_nanos() as u64))
-            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid {name} {v:?}: {e}"))),
+            .map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid {name} {v:?}: {e}"),
+                )
+            }),
     }
 }
 
-async fn search(State(store): State<Arc<Store>>, Query(params): Query<SearchParams>, headers: HeaderMap) -> Response {
+async fn search(
+    State(store): State<Arc<Store>>,
+    Query(params): Query<SearchParams>,
+    headers: HeaderMap,
+) -> Response {
     let tenant = match tenant(&store, &headers) {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(response) => return response.into_response(),
     };
     let parsed = (|| {
         let limit: Option<usize> = parse_number("limit", &params.limit)?;
@@ -202,17 +265,24 @@ async fn search(State(store): State<Arc<Store>>, Query(params): Query<SearchPara
         let max = parse_duration("maxDuration", &params.max_duration)?;
         if let (Some(min), Some(max)) = (min, max) {
             if min > max {
-                return Err(error(StatusCode::BAD_REQUEST, "invalid maxDuration: must be greater than minDuration"));
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid maxDuration: must be greater than minDuration",
+                ));
             }
         }
         if let (Some(start), Some(end)) = (start, end) {
             if start > end {
-                return Err(error(StatusCode::BAD_REQUEST, "invalid start: must be before end"));
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid start: must be before end",
+                ));
             }
         }
-        let matcher = Matcher::parse(params.q.as_deref(), params.tags.as_deref()).map_err(|e| match e {
-            SearchError::Query(message) => error(StatusCode::BAD_REQUEST, message),
-        })?;
+        let matcher =
+            Matcher::parse(params.q.as_deref(), params.tags.as_deref()).map_err(|e| match e {
+                SearchError::Query(message) => error(StatusCode::BAD_REQUEST, message),
+            })?;
         let request = SearchRequest {
             start_unix_nano: start.map(|s| s.saturating_mul(1_000_000_000)),
             end_unix_nano: end.map(|e| e.saturating_mul(1_000_000_000).saturating_add(999_999_999)),
@@ -226,12 +296,12 @@ async fn search(State(store): State<Arc<Store>>, Query(params): Query<SearchPara
     })();
     let (request, matcher, spss) = match parsed {
         Ok(parsed) => parsed,
-        Err(response) => return response,
+        Err(response) => return response.into_response(),
     };
     let matches = |trace: &Trace| matcher.matches(trace).is_some();
     let (found, stats) = match store.search(&tenant, &request, &matches).await {
         Ok(result) => result,
-        Err(err) => return internal(err),
+        Err(err) => return internal(err).into_response(),
     };
     let traces: Vec<Json> = found
         .iter()
@@ -295,16 +365,33 @@ fn span_set_json(trace: &Trace, matched: &[threadline_traceql::SpanMatch], spss:
 
 /// Intrinsics, as Tempo lists them in the `intrinsic` scope.
 const INTRINSICS: &[&str] = &[
-    "duration", "event:name", "kind", "name", "rootName", "rootServiceName", "span:duration",
-    "span:kind", "span:name", "span:status", "span:statusMessage", "status", "statusMessage",
-    "trace:duration", "trace:rootName", "trace:rootService", "traceDuration",
+    "duration",
+    "event:name",
+    "kind",
+    "name",
+    "rootName",
+    "rootServiceName",
+    "span:duration",
+    "span:kind",
+    "span:name",
+    "span:status",
+    "span:statusMessage",
+    "status",
+    "statusMessage",
+    "trace:duration",
+    "trace:rootName",
+    "trace:rootService",
+    "traceDuration",
 ];
 
 const TAG_SAMPLE_TRACES: usize = 5000;
 
-async fn sample(store: &Store, headers: &HeaderMap) -> Result<Vec<Trace>, Response> {
+async fn sample(store: &Store, headers: &HeaderMap) -> Result<Vec<Trace>, ApiError> {
     let tenant = tenant(store, headers)?;
-    store.recent_traces(&tenant, TAG_SAMPLE_TRACES).await.map_err(internal)
+    store
+        .recent_traces(&tenant, TAG_SAMPLE_TRACES)
+        .await
+        .map_err(internal)
 }
 
 fn attribute_keys(traces: &[Trace]) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -322,7 +409,7 @@ fn attribute_keys(traces: &[Trace]) -> (BTreeSet<String>, BTreeSet<String>) {
 async fn tags_v1(State(store): State<Arc<Store>>, headers: HeaderMap) -> Response {
     let traces = match sample(&store, &headers).await {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(response) => return response.into_response(),
     };
     let (span, resource) = attribute_keys(&traces);
     let names: BTreeSet<String> = span.into_iter().chain(resource).collect();
@@ -334,14 +421,25 @@ struct ScopeParams {
     scope: Option<String>,
 }
 
-async fn tags_v2(State(store): State<Arc<Store>>, Query(params): Query<ScopeParams>, headers: HeaderMap) -> Response {
+async fn tags_v2(
+    State(store): State<Arc<Store>>,
+    Query(params): Query<ScopeParams>,
+    headers: HeaderMap,
+) -> Response {
     let wanted = params.scope.unwrap_or_else(|| "all".into());
-    if !matches!(wanted.as_str(), "all" | "span" | "resource" | "intrinsic" | "none" | "") {
-        return error(StatusCode::BAD_REQUEST, format!("invalid scope {wanted:?}: expected span, resource, intrinsic or none"));
+    if !matches!(
+        wanted.as_str(),
+        "all" | "span" | "resource" | "intrinsic" | "none" | ""
+    ) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid scope {wanted:?}: expected span, resource, intrinsic or none"),
+        )
+        .into_response();
     }
     let traces = match sample(&store, &headers).await {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(response) => return response.into_response(),
     };
     let (span, resource) = attribute_keys(&traces);
     let mut scopes = Vec::new();
@@ -422,19 +520,27 @@ fn values_of(traces: &[Trace], name: &str) -> BTreeMap<String, &'static str> {
     values
 }
 
-async fn tag_values_v1(State(store): State<Arc<Store>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn tag_values_v1(
+    State(store): State<Arc<Store>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let traces = match sample(&store, &headers).await {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(response) => return response.into_response(),
     };
     let values: Vec<String> = values_of(&traces, &name).into_keys().collect();
     axum::Json(json!({ "tagValues": values })).into_response()
 }
 
-async fn tag_values_v2(State(store): State<Arc<Store>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn tag_values_v2(
+    State(store): State<Arc<Store>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let traces = match sample(&store, &headers).await {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(response) => return response.into_response(),
     };
     let values: Vec<Json> = values_of(&traces, &name)
         .into_iter()

@@ -83,7 +83,11 @@ impl BlockIndex {
             root_name: self.string(row.root_name).to_string(),
             has_error: row.has_error,
             spans: row.spans,
-            services: row.services.iter().map(|s| self.string(*s).to_string()).collect(),
+            services: row
+                .services
+                .iter()
+                .map(|s| self.string(*s).to_string())
+                .collect(),
         }
     }
 

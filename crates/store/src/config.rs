@@ -111,19 +111,11 @@ fn default_max_block_bytes() -> u64 {
     256 * 1024 * 1024
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompactorConfig {
     #[serde(default)]
     pub compaction: CompactionConfig,
-}
-
-impl Default for CompactorConfig {
-    fn default() -> Self {
-        CompactorConfig {
-            compaction: CompactionConfig::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,7 +256,10 @@ impl StoreConfig {
         if !matches!(trace.wal.fsync.as_str(), "always" | "never") {
             errors.push(ConfigError::new(
                 "storage::trace::wal::fsync",
-                format!("{:?} is not valid (valid values: always, never)", trace.wal.fsync),
+                format!(
+                    "{:?} is not valid (valid values: always, never)",
+                    trace.wal.fsync
+                ),
             ));
         }
         if self.ingester.max_block_duration.is_zero() {

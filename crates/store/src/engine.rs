@@ -58,9 +58,12 @@ pub struct Store {
     stop: CancellationToken,
 }
 
+/// The traces of one page, in order.
+type PageTraces = Arc<Vec<([u8; 16], TraceData)>>;
+
 #[derive(Default)]
 struct PageCache {
-    pages: HashMap<(String, u32), Arc<Vec<([u8; 16], TraceData)>>>,
+    pages: HashMap<(String, u32), PageTraces>,
     order: std::collections::VecDeque<(String, u32)>,
 }
 
@@ -127,7 +130,9 @@ fn object_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
             std::fs::create_dir_all(&local.path)
                 .with_context(|| format!("creating {}", local.path.display()))?;
             let store = object_store::local::LocalFileSystem::new_with_prefix(&local.path)
-                .with_context(|| format!("storage::trace::local::path {}", local.path.display()))?;
+                .with_context(|| format!("storage::trace::local::path {}", local.path.display()))?
+                // A deleted block leaves no empty directory behind.
+                .with_automatic_cleanup(true);
             Ok(Arc::new(store))
         }
     }
@@ -155,12 +160,13 @@ impl Store {
     pub async fn open(config: StoreConfig) -> anyhow::Result<Arc<Store>> {
         let objects = object_store(&config)?;
         let fsync = config.storage.trace.wal.fsync != "never";
-        let (wal, records) = Wal::open(&config.storage.trace.wal.path, fsync).with_context(|| {
-            format!(
-                "storage::trace::wal::path {}",
-                config.storage.trace.wal.path.display()
-            )
-        })?;
+        let (wal, records) =
+            Wal::open(&config.storage.trace.wal.path, fsync).with_context(|| {
+                format!(
+                    "storage::trace::wal::path {}",
+                    config.storage.trace.wal.path.display()
+                )
+            })?;
         let store = Arc::new(Store {
             config,
             objects,
@@ -346,8 +352,14 @@ impl Store {
             let path = block_path(tenant, block_id, file);
             let objects = self.objects.clone();
             async move {
-                let result = objects.get(&path).await.with_context(|| format!("reading {path}"))?;
-                result.bytes().await.with_context(|| format!("reading {path}"))
+                let result = objects
+                    .get(&path)
+                    .await
+                    .with_context(|| format!("reading {path}"))?;
+                result
+                    .bytes()
+                    .await
+                    .with_context(|| format!("reading {path}"))
             }
         };
         let meta: BlockMeta = serde_json::from_slice(&get("meta.json").await?)?;
@@ -359,16 +371,26 @@ impl Store {
         let mut blocks: Vec<Arc<Block>> = self
             .blocks
             .read()
-            .map(|b| b.iter().filter(|b| b.meta.tenant == tenant).cloned().collect())
+            .map(|b| {
+                b.iter()
+                    .filter(|b| b.meta.tenant == tenant)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         // Newest first: searches stop at `limit`, and recent traces are what users look for.
-        blocks.sort_by(|a, b| b.meta.end_unix_nano.cmp(&a.meta.end_unix_nano));
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.end_unix_nano));
         blocks
     }
 
-    async fn page(&self, block: &Block, page: u32) -> anyhow::Result<Arc<Vec<([u8; 16], TraceData)>>> {
+    async fn page(&self, block: &Block, page: u32) -> anyhow::Result<PageTraces> {
         let key = (block.meta.block_id.clone(), page);
-        if let Some(hit) = self.page_cache.lock().ok().and_then(|c| c.pages.get(&key).cloned()) {
+        if let Some(hit) = self
+            .page_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.pages.get(&key).cloned())
+        {
             return Ok(hit);
         }
         let (offset, len) = *block
@@ -395,7 +417,11 @@ impl Store {
         Ok(traces)
     }
 
-    async fn block_trace(&self, block: &Block, trace_id: &[u8; 16]) -> anyhow::Result<Option<TraceData>> {
+    async fn block_trace(
+        &self,
+        block: &Block,
+        trace_id: &[u8; 16],
+    ) -> anyhow::Result<Option<TraceData>> {
         let Some(row) = block.index.find(trace_id) else {
             return Ok(None);
         };
@@ -424,7 +450,11 @@ impl Store {
     }
 
     /// Every stored span of a trace (from the head and every block), or None.
-    pub async fn trace_by_id(&self, tenant: &str, trace_id: &[u8; 16]) -> anyhow::Result<Option<TraceData>> {
+    pub async fn trace_by_id(
+        &self,
+        tenant: &str,
+        trace_id: &[u8; 16],
+    ) -> anyhow::Result<Option<TraceData>> {
         let mut parts = self.head_parts(tenant, trace_id);
         for block in self.blocks_of(tenant) {
             if let Some(part) = self.block_trace(&block, trace_id).await? {
@@ -445,14 +475,22 @@ impl Store {
         request: &SearchRequest,
         matches: &(dyn Fn(&Trace) -> bool + Sync),
     ) -> anyhow::Result<(Vec<Found>, SearchStats)> {
-        let limit = if request.limit == 0 { 20 } else { request.limit };
+        let limit = if request.limit == 0 {
+            20
+        } else {
+            request.limit
+        };
         let mut found: Vec<Found> = Vec::new();
         let mut stats = SearchStats::default();
         let mut seen = std::collections::HashSet::new();
         let passes = |summary: &TraceSummary| {
             let duration = summary.duration_nanos();
-            request.start_unix_nano.is_none_or(|s| summary.end_unix_nano >= s)
-                && request.end_unix_nano.is_none_or(|e| summary.start_unix_nano <= e)
+            request
+                .start_unix_nano
+                .is_none_or(|s| summary.end_unix_nano >= s)
+                && request
+                    .end_unix_nano
+                    .is_none_or(|e| summary.start_unix_nano <= e)
                 && request.min_duration_nanos.is_none_or(|m| duration >= m)
                 && request.max_duration_nanos.is_none_or(|m| duration <= m)
                 && (!request.error_hint || summary.has_error)
@@ -481,7 +519,7 @@ impl Store {
                 collect(head);
             }
         }
-        head_candidates.sort_by(|a, b| b.1.start_unix_nano.cmp(&a.1.start_unix_nano));
+        head_candidates.sort_by_key(|c| std::cmp::Reverse(c.1.start_unix_nano));
         for (trace_id, _) in head_candidates {
             if found.len() >= limit {
                 break;
@@ -498,8 +536,12 @@ impl Store {
             if found.len() >= limit {
                 break;
             }
-            if request.start_unix_nano.is_some_and(|s| block.meta.end_unix_nano < s)
-                || request.end_unix_nano.is_some_and(|e| block.meta.start_unix_nano > e)
+            if request
+                .start_unix_nano
+                .is_some_and(|s| block.meta.end_unix_nano < s)
+                || request
+                    .end_unix_nano
+                    .is_some_and(|e| block.meta.start_unix_nano > e)
             {
                 continue;
             }
@@ -553,7 +595,11 @@ impl Store {
     }
 
     /// Recent traces of `tenant` (head first, then the newest blocks), for tag listings.
-    pub async fn recent_traces(&self, tenant: &str, max_traces: usize) -> anyhow::Result<Vec<Trace>> {
+    pub async fn recent_traces(
+        &self,
+        tenant: &str,
+        max_traces: usize,
+    ) -> anyhow::Result<Vec<Trace>> {
         let mut traces = Vec::new();
         let ids: Vec<[u8; 16]> = self
             .head
@@ -598,7 +644,12 @@ impl Store {
         let expired: Vec<Arc<Block>> = self
             .blocks
             .read()
-            .map(|b| b.iter().filter(|b| b.meta.end_unix_nano < oldest_kept).cloned().collect())
+            .map(|b| {
+                b.iter()
+                    .filter(|b| b.meta.end_unix_nano < oldest_kept)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         for block in expired {
             tracing::info!(tenant = %block.meta.tenant, block = %block.meta.block_id, "deleting a block past retention");
@@ -643,7 +694,12 @@ impl Store {
                 .into_iter()
                 .map(|(id, parts)| (id, block::merge_parts(&parts)))
                 .collect();
-            let level = group.iter().map(|b| b.meta.compaction_level).max().unwrap_or(0) + 1;
+            let level = group
+                .iter()
+                .map(|b| b.meta.compaction_level)
+                .max()
+                .unwrap_or(0)
+                + 1;
             let meta = self.write_block(&tenant, traces, level).await?;
             tracing::info!(tenant, merged = group.len(), into = %meta.block_id, "compacted blocks");
             for block in &group {
@@ -685,7 +741,11 @@ async fn run_cut_loop(store: Arc<Store>) {
             _ = tick.tick() => {}
             _ = store.stop.cancelled() => return,
         }
-        let age = store.head_started.lock().map(|s| s.elapsed()).unwrap_or_default();
+        let age = store
+            .head_started
+            .lock()
+            .map(|s| s.elapsed())
+            .unwrap_or_default();
         let bytes = store.head.lock().map(|h| h.bytes).unwrap_or(0);
         if age >= every || bytes >= max_bytes {
             if let Err(err) = store.cut().await {
@@ -696,7 +756,12 @@ async fn run_cut_loop(store: Arc<Store>) {
 }
 
 async fn run_compaction_loop(store: Arc<Store>) {
-    let every = store.config.compactor.compaction.compaction_cycle.as_duration();
+    let every = store
+        .config
+        .compactor
+        .compaction
+        .compaction_cycle
+        .as_duration();
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {

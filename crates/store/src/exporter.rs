@@ -21,7 +21,7 @@ use crate::engine::{Store, SINGLE_TENANT};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreExporterConfig {
-    /// Tenant the spans are stored under. Default `single-tenant`.
+    /// Tenant the spans are stored under when multitenancy is off. Default `single-tenant`.
     #[serde(default = "default_tenant")]
     pub tenant: String,
 }
@@ -70,7 +70,25 @@ struct StoreExporter {
 impl TracesConsumer for StoreExporter {
     async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
         let spans = data.span_count() as u64;
-        match self.store.append(&self.tenant, &data).await {
+        let tenant = if self.store.config().multitenancy_enabled {
+            // As Tempo: with multitenancy on, every request names its tenant.
+            match threadline_collector::client::metadata_value("x-scope-orgid") {
+                Some(id) if crate::api::valid_tenant(&id) => id,
+                Some(id) => {
+                    return Err(ConsumeError::Permanent(format!(
+                        "invalid X-Scope-OrgID {id:?}: use letters, digits, '-', '_' and '.'"
+                    )))
+                }
+                None => {
+                    return Err(ConsumeError::Permanent(
+                        "no org id: multitenancy is enabled, set the X-Scope-OrgID header".into(),
+                    ))
+                }
+            }
+        } else {
+            self.tenant.clone()
+        };
+        match self.store.append(&tenant, &data).await {
             Ok(()) => {
                 self.metrics.sent_spans.inc_by(spans);
                 Ok(())
@@ -78,7 +96,9 @@ impl TracesConsumer for StoreExporter {
             Err(err) => {
                 self.metrics.send_failed_spans.inc_by(spans);
                 // Not acknowledged: the client keeps the data and retries.
-                Err(ConsumeError::retryable(format!("the store cannot write: {err:#}")))
+                Err(ConsumeError::retryable(format!(
+                    "the store cannot write: {err:#}"
+                )))
             }
         }
     }

@@ -9,6 +9,8 @@ pub mod engine;
 pub mod exporter;
 pub mod model;
 pub mod search;
+#[cfg(test)]
+mod tests;
 pub mod wal;
 
 pub use config::StoreConfig;

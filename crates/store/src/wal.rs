@@ -27,7 +27,9 @@ enum Command {
         done: oneshot::Sender<io::Result<()>>,
     },
     /// Closes the current segment and starts the next; answers the closed segment's number.
-    Rotate { done: oneshot::Sender<io::Result<u64>> },
+    Rotate {
+        done: oneshot::Sender<io::Result<u64>>,
+    },
 }
 
 pub struct Wal {
@@ -185,13 +187,9 @@ fn flush(file: &mut File, buffer: &mut Vec<u8>, fsync: bool) -> io::Result<()> {
     if buffer.is_empty() {
         return Ok(());
     }
-    let result = file.write_all(buffer).and_then(|()| {
-        if fsync {
-            file.sync_data()
-        } else {
-            Ok(())
-        }
-    });
+    let result = file
+        .write_all(buffer)
+        .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
     buffer.clear();
     result
 }
@@ -234,7 +232,10 @@ fn replay_segment(path: &Path, last: bool, records: &mut Vec<WalRecord>) -> io::
         good_len += 8 + len as u64;
     }
     if last && fs::metadata(path)?.len() > good_len {
-        OpenOptions::new().write(true).open(path)?.set_len(good_len)?;
+        OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(good_len)?;
     }
     Ok(())
 }

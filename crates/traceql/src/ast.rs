@@ -58,7 +58,10 @@ pub enum BinaryOp {
 #[derive(Debug, Clone)]
 pub enum FieldExpr {
     Literal(Literal),
-    Attribute { scope: Scope, name: String },
+    Attribute {
+        scope: Scope,
+        name: String,
+    },
     Intrinsic(Intrinsic),
     Not(Box<FieldExpr>),
     Negate(Box<FieldExpr>),

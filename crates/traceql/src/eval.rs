@@ -68,14 +68,31 @@ pub struct TraceContext<'t> {
 impl<'t> TraceContext<'t> {
     pub fn new(trace: &'t Trace) -> Self {
         let root = trace.spans.iter().find(|s| s.parent_span_id.is_none());
-        let start = trace.spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
-        let end = trace.spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(0);
+        let start = trace
+            .spans
+            .iter()
+            .map(|s| s.start_unix_nano)
+            .min()
+            .unwrap_or(0);
+        let end = trace
+            .spans
+            .iter()
+            .map(|s| s.end_unix_nano)
+            .max()
+            .unwrap_or(0);
         TraceContext {
             trace,
             root_name: root.map(|s| s.name.clone()).unwrap_or_default(),
-            root_service: root.map(|s| s.service_name().to_string()).unwrap_or_default(),
+            root_service: root
+                .map(|s| s.service_name().to_string())
+                .unwrap_or_default(),
             duration: end.saturating_sub(start),
-            by_id: trace.spans.iter().enumerate().map(|(i, s)| (s.span_id, i)).collect(),
+            by_id: trace
+                .spans
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.span_id, i))
+                .collect(),
         }
     }
 
@@ -100,7 +117,11 @@ impl<'t> TraceContext<'t> {
 }
 
 fn attribute(span: &Span, scope: Scope, name: &str) -> Val {
-    let find = |list: &[(String, Value)]| list.iter().find(|(k, _)| k == name).map(|(_, v)| Val::from(v));
+    let find = |list: &[(String, Value)]| {
+        list.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| Val::from(v))
+    };
     let found = match scope {
         Scope::Span => find(&span.attributes),
         Scope::Resource => find(&span.resource_attributes),
@@ -142,10 +163,14 @@ fn field(ctx: &TraceContext<'_>, span: &Span, expr: &FieldExpr) -> Val {
             // && and || short-circuit; a missing side is false.
             match op {
                 BinaryOp::And => {
-                    return Val::Bool(left == Val::Bool(true) && field(ctx, span, rhs) == Val::Bool(true))
+                    return Val::Bool(
+                        left == Val::Bool(true) && field(ctx, span, rhs) == Val::Bool(true),
+                    )
                 }
                 BinaryOp::Or => {
-                    return Val::Bool(left == Val::Bool(true) || field(ctx, span, rhs) == Val::Bool(true))
+                    return Val::Bool(
+                        left == Val::Bool(true) || field(ctx, span, rhs) == Val::Bool(true),
+                    )
                 }
                 _ => {}
             }
@@ -171,7 +196,9 @@ fn binary(op: BinaryOp, left: &Val, right: &Val, regex: Option<&regex::Regex>) -
             };
             match (left, right) {
                 (Val::Int(_), Val::Int(_)) if op != Div => Val::Int(result as i64),
-                (Val::Duration(_), _) | (_, Val::Duration(_)) => Val::Duration(result.max(0.0) as u64),
+                (Val::Duration(_), _) | (_, Val::Duration(_)) => {
+                    Val::Duration(result.max(0.0) as u64)
+                }
                 _ => Val::Float(result),
             }
         }
@@ -185,15 +212,25 @@ fn binary(op: BinaryOp, left: &Val, right: &Val, regex: Option<&regex::Regex>) -
                 let both_nil = *left == Val::Nil && *right == Val::Nil;
                 return Val::Bool(match op {
                     Eq => both_nil,
-                    NotEq => !both_nil && (*left == Val::Nil) != (*right == Val::Nil) && *left != Val::Nil,
+                    NotEq => {
+                        !both_nil
+                            && (*left == Val::Nil) != (*right == Val::Nil)
+                            && *left != Val::Nil
+                    }
                     _ => false,
                 });
             }
             let ordering = match (left, right) {
                 (Val::Str(a), Val::Str(b)) => Some(a.cmp(b)),
                 (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(b)),
-                (Val::Status(a), Val::Status(b)) => (a == b).then_some(std::cmp::Ordering::Equal).or(Some(std::cmp::Ordering::Less)).filter(|_| matches!(op, Eq | NotEq)),
-                (Val::Kind(a), Val::Kind(b)) => (a == b).then_some(std::cmp::Ordering::Equal).or(Some(std::cmp::Ordering::Less)).filter(|_| matches!(op, Eq | NotEq)),
+                (Val::Status(a), Val::Status(b)) => (a == b)
+                    .then_some(std::cmp::Ordering::Equal)
+                    .or(Some(std::cmp::Ordering::Less))
+                    .filter(|_| matches!(op, Eq | NotEq)),
+                (Val::Kind(a), Val::Kind(b)) => (a == b)
+                    .then_some(std::cmp::Ordering::Equal)
+                    .or(Some(std::cmp::Ordering::Less))
+                    .filter(|_| matches!(op, Eq | NotEq)),
                 _ => match (left.number(), right.number()) {
                     (Some(a), Some(b)) => a.partial_cmp(&b),
                     _ => None,
@@ -217,7 +254,11 @@ fn binary(op: BinaryOp, left: &Val, right: &Val, regex: Option<&regex::Regex>) -
     }
 }
 
-fn filter(ctx: &TraceContext<'_>, expr: Option<&FieldExpr>, among: impl Iterator<Item = usize>) -> BTreeSet<usize> {
+fn filter(
+    ctx: &TraceContext<'_>,
+    expr: Option<&FieldExpr>,
+    among: impl Iterator<Item = usize>,
+) -> BTreeSet<usize> {
     among
         .filter(|&i| match expr {
             None => true,
@@ -245,11 +286,13 @@ pub fn spanset(ctx: &TraceContext<'_>, expr: &SpansetExpr) -> BTreeSet<usize> {
                     .filter(|&r| ctx.ancestors(r).any(|a| left.contains(&a)))
                     .collect(),
                 SpansetOp::Parent => {
-                    let parents: BTreeSet<usize> = right.iter().filter_map(|&r| ctx.parent(r)).collect();
+                    let parents: BTreeSet<usize> =
+                        right.iter().filter_map(|&r| ctx.parent(r)).collect();
                     left.intersection(&parents).copied().collect()
                 }
                 SpansetOp::Ancestor => {
-                    let ancestors: BTreeSet<usize> = right.iter().flat_map(|&r| ctx.ancestors(r)).collect();
+                    let ancestors: BTreeSet<usize> =
+                        right.iter().flat_map(|&r| ctx.ancestors(r)).collect();
                     left.intersection(&ancestors).copied().collect()
                 }
                 SpansetOp::Sibling => right
@@ -286,7 +329,10 @@ pub fn pipeline(ctx: &TraceContext<'_>, p: &Pipeline) -> (BTreeSet<usize>, Vec<F
             } => {
                 let values: Vec<Val> = match f {
                     None => Vec::new(),
-                    Some(f) => spans.iter().map(|&i| field(ctx, &ctx.trace.spans[i], f)).collect(),
+                    Some(f) => spans
+                        .iter()
+                        .map(|&i| field(ctx, &ctx.trace.spans[i], f))
+                        .collect(),
                 };
                 let numbers: Vec<f64> = values.iter().filter_map(Val::number).collect();
                 let is_duration = values.iter().any(|v| matches!(v, Val::Duration(_)));
@@ -299,7 +345,11 @@ pub fn pipeline(ctx: &TraceContext<'_>, p: &Pipeline) -> (BTreeSet<usize>, Vec<F
                     Aggregate::Max => numbers.iter().copied().reduce(f64::max),
                 };
                 let keep = result.is_some_and(|r| {
-                    let left = if is_duration { Val::Duration(r.max(0.0) as u64) } else { Val::Float(r) };
+                    let left = if is_duration {
+                        Val::Duration(r.max(0.0) as u64)
+                    } else {
+                        Val::Float(r)
+                    };
                     binary(*op, &left, &Val::from(value), None) == Val::Bool(true)
                 });
                 if !keep {
@@ -342,7 +392,8 @@ pub fn referenced_in_spanset(expr: &SpansetExpr, out: &mut Vec<(Scope, String)>)
 
 /// The value of an attribute on a span, as stored.
 pub fn attribute_value(span: &Span, scope: Scope, name: &str) -> Option<Value> {
-    let find = |list: &[(String, Value)]| list.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let find =
+        |list: &[(String, Value)]| list.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     match scope {
         Scope::Span => find(&span.attributes),
         Scope::Resource => find(&span.resource_attributes),

@@ -135,7 +135,11 @@ pub fn tokenize(query: &str) -> Result<Vec<(Token, usize)>, ParseError> {
                 }
                 _ => {
                     let ch = query[i..].chars().next().unwrap_or('?');
-                    return Err(ParseError::new(query, i, format!("unexpected character {ch:?}")));
+                    return Err(ParseError::new(
+                        query,
+                        i,
+                        format!("unexpected character {ch:?}"),
+                    ));
                 }
             },
         };
@@ -242,9 +246,9 @@ fn number(query: &str, start: usize) -> Result<(Token, usize), ParseError> {
             });
         match unit {
             Some((u, nanos)) => {
-                let value: f64 = digits
-                    .parse()
-                    .map_err(|_| ParseError::new(query, num_start, format!("invalid number {digits:?}")))?;
+                let value: f64 = digits.parse().map_err(|_| {
+                    ParseError::new(query, num_start, format!("invalid number {digits:?}"))
+                })?;
                 total_nanos += value * (*nanos as f64);
                 i += u.len();
                 is_duration = true;
@@ -254,12 +258,24 @@ fn number(query: &str, start: usize) -> Result<(Token, usize), ParseError> {
                 break;
             }
             None if is_duration => {
-                return Err(ParseError::new(query, num_start, "a duration needs a unit (ns, us, ms, s, m, h)"));
+                return Err(ParseError::new(
+                    query,
+                    num_start,
+                    "a duration needs a unit (ns, us, ms, s, m, h)",
+                ));
             }
             None => {
-                if i < bytes.len() && is_ident_char(bytes[i]) && bytes[i] != b'.' && bytes[i] != b'-' {
+                if i < bytes.len()
+                    && is_ident_char(bytes[i])
+                    && bytes[i] != b'.'
+                    && bytes[i] != b'-'
+                {
                     let end = query[i..].chars().next().map_or(i, |c| i + c.len_utf8());
-                    return Err(ParseError::new(query, i, format!("unknown unit in {:?}", &query[start..end])));
+                    return Err(ParseError::new(
+                        query,
+                        i,
+                        format!("unknown unit in {:?}", &query[start..end]),
+                    ));
                 }
                 let token = if digits.contains('.') {
                     Token::Float(digits.parse().map_err(|_| {

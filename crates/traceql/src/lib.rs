@@ -90,7 +90,12 @@ impl Query {
                                 Scope::Resource => "resource.",
                                 Scope::Unscoped => ".",
                             };
-                            Some((format!("{prefix}{name}").trim_start_matches('.').to_string(), value))
+                            Some((
+                                format!("{prefix}{name}")
+                                    .trim_start_matches('.')
+                                    .to_string(),
+                                value,
+                            ))
                         })
                         .collect(),
                 })
@@ -111,16 +116,25 @@ impl Query {
             let mut conjuncts = Vec::new();
             collect_conjuncts(expr, &mut conjuncts);
             for c in conjuncts {
-                if let FieldExpr::Binary { op: ast::BinaryOp::Eq, lhs, rhs, .. } = c {
+                if let FieldExpr::Binary {
+                    op: ast::BinaryOp::Eq,
+                    lhs,
+                    rhs,
+                    ..
+                } = c
+                {
                     match (&**lhs, &**rhs) {
-                        (FieldExpr::Attribute { scope: Scope::Resource, name }, FieldExpr::Literal(Literal::Str(v)))
-                            if name == "service.name" =>
-                        {
-                            service = Some(v.clone())
-                        }
-                        (FieldExpr::Intrinsic(ast::Intrinsic::Status), FieldExpr::Literal(Literal::Status(model::StatusCode::Error))) => {
-                            error = true
-                        }
+                        (
+                            FieldExpr::Attribute {
+                                scope: Scope::Resource,
+                                name,
+                            },
+                            FieldExpr::Literal(Literal::Str(v)),
+                        ) if name == "service.name" => service = Some(v.clone()),
+                        (
+                            FieldExpr::Intrinsic(ast::Intrinsic::Status),
+                            FieldExpr::Literal(Literal::Status(model::StatusCode::Error)),
+                        ) => error = true,
                         _ => {}
                     }
                 }
@@ -132,7 +146,12 @@ impl Query {
 
 fn collect_conjuncts<'e>(expr: &'e FieldExpr, out: &mut Vec<&'e FieldExpr>) {
     match expr {
-        FieldExpr::Binary { op: ast::BinaryOp::And, lhs, rhs, .. } => {
+        FieldExpr::Binary {
+            op: ast::BinaryOp::And,
+            lhs,
+            rhs,
+            ..
+        } => {
             collect_conjuncts(lhs, out);
             collect_conjuncts(rhs, out);
         }

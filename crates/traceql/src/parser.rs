@@ -139,7 +139,8 @@ impl<'q> Parser<'q> {
             return Ok(Stage::Filter(self.filter()?));
         }
         let Token::Ident(name) = self.peek().clone() else {
-            return Err(self.error("count(), avg(), min(), max(), sum(), select() or a { filter } after '|'"));
+            return Err(self
+                .error("count(), avg(), min(), max(), sum(), select() or a { filter } after '|'"));
         };
         let function = match name.as_str() {
             "count" => Aggregate::Count,
@@ -184,12 +185,20 @@ impl<'q> Parser<'q> {
             Token::Lte => BinaryOp::Lte,
             _ => {
                 self.at -= 1;
-                return Err(self.error(&format!("a comparison (=, !=, >, >=, <, <=) after {name}()")));
+                return Err(self.error(&format!(
+                    "a comparison (=, !=, >, >=, <, <=) after {name}()"
+                )));
             }
         };
         let value = match self.primary()? {
             FieldExpr::Literal(value) => value,
-            _ => return Err(ParseError::new(self.query, self.tokens[self.at - 1].1, format!("expected a number or duration to compare {name}() with"))),
+            _ => {
+                return Err(ParseError::new(
+                    self.query,
+                    self.tokens[self.at - 1].1,
+                    format!("expected a number or duration to compare {name}() with"),
+                ))
+            }
         };
         Ok(Stage::Aggregate {
             function,
@@ -228,7 +237,10 @@ impl<'q> Parser<'q> {
             let op_position = self.position();
             self.next();
             if matches!(self.peek(), Token::RBrace | Token::RParen | Token::End) {
-                return Err(self.error(&format!("a value after {}", Token::describe(&self.tokens[self.at - 1].0))));
+                return Err(self.error(&format!(
+                    "a value after {}",
+                    Token::describe(&self.tokens[self.at - 1].0)
+                )));
             }
             let rhs = self.field(precedence + 1)?;
             let regex = if matches!(op, BinaryOp::Regex | BinaryOp::NotRegex) {
@@ -236,11 +248,19 @@ impl<'q> Parser<'q> {
                     FieldExpr::Literal(Literal::Str(pattern)) => Some(
                         // Anchored, as Tempo matches the whole value.
                         regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-                            ParseError::new(self.query, op_position, format!("invalid regular expression {pattern:?}: {e}"))
+                            ParseError::new(
+                                self.query,
+                                op_position,
+                                format!("invalid regular expression {pattern:?}: {e}"),
+                            )
                         })?,
                     ),
                     _ => {
-                        return Err(ParseError::new(self.query, op_position, "a regular expression must be a string"))
+                        return Err(ParseError::new(
+                            self.query,
+                            op_position,
+                            "a regular expression must be a string",
+                        ))
                     }
                 }
             } else {
@@ -312,7 +332,9 @@ impl<'q> Parser<'q> {
             "kind" | "span:kind" => return intrinsic(Intrinsic::Kind),
             "duration" | "span:duration" => return intrinsic(Intrinsic::Duration),
             "rootName" | "trace:rootName" => return intrinsic(Intrinsic::RootName),
-            "rootServiceName" | "trace:rootService" => return intrinsic(Intrinsic::RootServiceName),
+            "rootServiceName" | "trace:rootService" => {
+                return intrinsic(Intrinsic::RootServiceName)
+            }
             "traceDuration" | "trace:duration" => return intrinsic(Intrinsic::TraceDuration),
             _ => {}
         }
@@ -334,7 +356,11 @@ impl<'q> Parser<'q> {
             None => rest.to_string(),
         };
         if attribute.is_empty() {
-            return Err(ParseError::new(self.query, position, "expected an attribute name after the scope"));
+            return Err(ParseError::new(
+                self.query,
+                position,
+                "expected an attribute name after the scope",
+            ));
         }
         Ok(FieldExpr::Attribute {
             scope,

@@ -138,7 +138,10 @@ async fn export_traces(
         }
     };
 
-    match ingest.consume(data, "http").await {
+    match ingest
+        .consume(data, "http", std::sync::Arc::new(headers.clone()))
+        .await
+    {
         Ok(()) => {
             let response = rejected.to_response();
             let body = match encoding {

@@ -49,9 +49,14 @@ impl Ingest {
         }
     }
 
-    async fn consume(&self, data: TraceData, transport: &str) -> Result<(), ConsumeError> {
+    async fn consume(
+        &self,
+        data: TraceData,
+        transport: &str,
+        metadata: Arc<::http::HeaderMap>,
+    ) -> Result<(), ConsumeError> {
         let spans = data.span_count() as u64;
-        let result = self.next.consume(data).await;
+        let result = crate::client::scope(metadata, self.next.consume(data)).await;
         let metrics = self.metrics(transport);
         match &result {
             Ok(()) => metrics.accepted_spans.inc_by(spans),
