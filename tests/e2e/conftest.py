@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Collector, ManagedProcess, OtlpBackend  # noqa: E402
+from harness import Collector, ManagedProcess, OtlpBackend, StoreServer  # noqa: E402
 
 _PROCESSES_ATTR = "_e2e_processes"
 
@@ -83,3 +83,23 @@ def collector_factory(request, tmp_path):
     yield make
     for collector in created:
         collector.stop(timeout=15)
+
+
+@pytest.fixture
+def store_factory(request, tmp_path):
+    """Creates and starts `threadline store` processes (data under tmp_path unless given); stops
+    them all at teardown."""
+    created: list[StoreServer] = []
+
+    def make(*, sets=(), name=None, data_dir=None, start=True) -> StoreServer:
+        name = name or f"store{len(created) + 1}"
+        store = StoreServer(tmp_path / "logs", data_dir or tmp_path / name, sets=sets, name=name)
+        created.append(store)
+        _track(request, store)
+        if start:
+            store.start()
+        return store
+
+    yield make
+    for store in created:
+        store.stop(timeout=15)

@@ -20,6 +20,7 @@ import atexit
 import collections
 import dataclasses
 import enum
+import json
 import os
 import re
 import signal
@@ -701,17 +702,25 @@ class RawGrpcClient:
             response_deserializer=trace_service_pb2.ExportTraceServiceResponse.FromString,
         )
 
-    def export_bytes(self, payload: bytes, timeout: float = 10.0, wait_for_ready: bool = False):
-        return self._export(payload, timeout=timeout, wait_for_ready=wait_for_ready)
+    def export_bytes(
+        self, payload: bytes, timeout: float = 10.0, wait_for_ready: bool = False, metadata=None
+    ):
+        return self._export(
+            payload, timeout=timeout, wait_for_ready=wait_for_ready, metadata=metadata
+        )
 
     def export(
         self,
         request: trace_service_pb2.ExportTraceServiceRequest,
         timeout: float = 10.0,
         wait_for_ready: bool = False,
+        metadata=None,
     ):
         return self.export_bytes(
-            request.SerializeToString(), timeout=timeout, wait_for_ready=wait_for_ready
+            request.SerializeToString(),
+            timeout=timeout,
+            wait_for_ready=wait_for_ready,
+            metadata=metadata,
         )
 
     def close(self) -> None:
@@ -1027,3 +1036,50 @@ def assert_rich_content(expected: trace_service_pb2.ExportTraceServiceRequest) -
     assert len({(s.scope.name, s.scope.version) for s in spans}) >= 2
     assert any(s.scope_schema_url and s.scope.attributes for s in spans)
     assert any(kv.key == "service.name" for s in spans for kv in s.resource.attributes)
+
+
+class StoreServer(ManagedProcess):
+    """`threadline store` on free 127.0.0.1 ports, data under `data_dir`."""
+
+    def __init__(self, log_dir: Path, data_dir: Path, *, sets: Sequence[str] = (), name: str = "store"):
+        self.http_port, self.grpc_port, self.otlp_http_port = free_port(), free_port(), free_port()
+        self.data_dir = Path(data_dir)
+        argv = [str(require_binary()), "store"]
+        for item in [
+            f"server::http_listen_port={self.http_port}",
+            f"distributor::receivers::otlp::protocols::grpc::endpoint={LOOPBACK}:{self.grpc_port}",
+            f"distributor::receivers::otlp::protocols::http::endpoint={LOOPBACK}:{self.otlp_http_port}",
+            f"storage::trace::wal::path={self.data_dir / 'wal'}",
+            f"storage::trace::local::path={self.data_dir / 'blocks'}",
+            *sets,
+        ]:
+            argv += ["--set", item]
+        super().__init__(
+            name,
+            argv,
+            log_dir,
+            ready_url=f"http://{LOOPBACK}:{self.http_port}/ready",
+            cwd=REPO_ROOT,
+        )
+
+    @property
+    def api(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"{LOOPBACK}:{self.grpc_port}"
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """GET on the API: (status, body), 4xx/5xx included."""
+        request = urllib.request.Request(self.api + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def json(self, path: str, headers: dict[str, str] | None = None):
+        status, body = self.get(path, headers)
+        assert status == 200, f"GET {path}: {status} {body[:300]!r}"
+        return json.loads(body)

@@ -75,19 +75,26 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     registry.add_exporter(Box::new(StoreExporterFactory {
         store: store.clone(),
     }));
-    let pipeline = ingest_pipeline(&config, "{level: none}")?;
-    let service = Service::start(&registry, &pipeline)
-        .await
-        .context("cannot start the OTLP receivers")?;
+    let service = if config.ingests() {
+        let pipeline = ingest_pipeline(&config, "{level: none}")?;
+        let service = Service::start(&registry, &pipeline)
+            .await
+            .context("cannot start the OTLP receivers")?;
+        Some(service)
+    } else {
+        None
+    };
     let address = format!(
         "{}:{}",
         config.server.http_listen_address, config.server.http_listen_port
     );
     let api = serve_api(store.clone(), &address).await?;
-    tracing::info!(api = %address, "threadline store is ready: Tempo's HTTP API on http://{address}");
+    tracing::info!(api = %address, target = %config.target, "threadline store is ready: Tempo's HTTP API on http://{address}");
     crate::collector::wait_for_signal().await;
     tracing::info!("shutting down: finishing requests and writing the head");
-    service.shutdown(args.shutdown_timeout).await;
+    if let Some(service) = service {
+        service.shutdown(args.shutdown_timeout).await;
+    }
     api.abort();
     store.flush_and_close().await.context("writing the head")?;
     tracing::info!("shutdown complete");

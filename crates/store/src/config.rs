@@ -14,6 +14,12 @@ pub const DEFAULT_CONFIG: &str = include_str!("defaults/store.yaml");
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// What this process does, as Tempo's `target`: `all` (default: everything),
+    /// `ingester` (receives spans, writes the WAL and blocks), `querier` (serves the API from the
+    /// blocks in storage), `compactor` (compaction and retention). Processes sharing one bucket
+    /// split the work this way; exactly one should compact.
+    #[serde(default = "default_target")]
+    pub target: String,
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
@@ -48,6 +54,10 @@ impl Default for ServerConfig {
             http_listen_port: default_http_port(),
         }
     }
+}
+
+fn default_target() -> String {
+    "all".into()
 }
 
 fn default_listen_address() -> String {
@@ -124,7 +134,8 @@ pub struct CompactionConfig {
     /// Blocks older than this are deleted. Default `168h` (7 days).
     #[serde(default = "default_block_retention")]
     pub block_retention: GoDuration,
-    /// How often compaction and retention run. Default `30s`.
+    /// How often compaction and retention run (and how often a querier looks for new blocks).
+    /// Default `30s`.
     #[serde(default = "default_compaction_cycle")]
     pub compaction_cycle: GoDuration,
     /// Blocks of a tenant are merged while the result stays under this size. Default 1 GiB.
@@ -235,8 +246,25 @@ fn default_true() -> bool {
 }
 
 impl StoreConfig {
+    pub fn ingests(&self) -> bool {
+        matches!(self.target.as_str(), "all" | "ingester")
+    }
+
+    pub fn compacts(&self) -> bool {
+        matches!(self.target.as_str(), "all" | "compactor")
+    }
+
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
+        if !matches!(self.target.as_str(), "all" | "ingester" | "querier" | "compactor") {
+            errors.push(ConfigError::new(
+                "target",
+                format!(
+                    "{:?} is not valid (valid values: all, ingester, querier, compactor)",
+                    self.target
+                ),
+            ));
+        }
         let trace = &self.storage.trace;
         match trace.backend.as_str() {
             "local" if trace.local.is_none() => errors.push(ConfigError::new(

@@ -190,7 +190,9 @@ impl Store {
             tracing::info!(requests = replayed, "replayed the write-ahead log");
         }
         store.refresh_blocks().await?;
-        tokio::spawn(run_cut_loop(store.clone()));
+        if store.config.ingests() {
+            tokio::spawn(run_cut_loop(store.clone()));
+        }
         tokio::spawn(run_compaction_loop(store.clone()));
         Ok(store)
     }
@@ -769,8 +771,14 @@ async fn run_compaction_loop(store: Arc<Store>) {
             _ = tick.tick() => {}
             _ = store.stop.cancelled() => return,
         }
-        if let Err(err) = store.compact_and_expire().await {
-            tracing::error!(error = %format!("{err:#}"), "compaction or retention failed");
+        let result = if store.config.compacts() {
+            store.compact_and_expire().await
+        } else {
+            // Other processes write and compact: pick up their blocks, forget deleted ones.
+            store.refresh_blocks().await
+        };
+        if let Err(err) = result {
+            tracing::error!(error = %format!("{err:#}"), "compaction, retention or block refresh failed");
         }
     }
 }
