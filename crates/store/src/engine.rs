@@ -48,6 +48,9 @@ pub struct Store {
     wal: Wal,
     /// Appends hold it shared (WAL then head); a cut holds it alone (WAL rotation + head swap).
     cut_lock: tokio::sync::RwLock<()>,
+    /// One cut at a time, held until its blocks are written: a shutdown waits for a cut in
+    /// progress instead of exiting under it.
+    cutting: tokio::sync::Mutex<()>,
     head: Mutex<Head>,
     head_started: Mutex<Instant>,
     /// Heads being written as blocks: still queryable.
@@ -172,6 +175,7 @@ impl Store {
             objects,
             wal,
             cut_lock: tokio::sync::RwLock::new(()),
+            cutting: tokio::sync::Mutex::new(()),
             head: Mutex::new(Head::default()),
             head_started: Mutex::new(Instant::now()),
             flushing: RwLock::new(Vec::new()),
@@ -227,6 +231,7 @@ impl Store {
 
     /// Cuts the head into a block now (also done by the cut loop). Returns the blocks written.
     pub async fn cut(&self) -> anyhow::Result<Vec<BlockMeta>> {
+        let _one_at_a_time = self.cutting.lock().await;
         let (head, sealed) = {
             let _alone = self.cut_lock.write().await;
             let head = match self.head.lock() {
@@ -275,7 +280,13 @@ impl Store {
         traces: BTreeMap<[u8; 16], TraceData>,
         level: u32,
     ) -> anyhow::Result<BlockMeta> {
-        let built = block::build(new_block_id(), tenant, traces, level);
+        // Compression is seconds of CPU for a large head: off the async workers.
+        let owned_tenant = tenant.to_string();
+        let built = tokio::task::spawn_blocking(move || {
+            block::build(new_block_id(), &owned_tenant, traces, level)
+        })
+        .await
+        .context("building a block")?;
         let id = built.meta.block_id.clone();
         let put = |file: &str, bytes: Vec<u8>| {
             let path = block_path(tenant, &id, file);
