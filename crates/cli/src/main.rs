@@ -1,7 +1,9 @@
 //! `threadline`: one binary for the roles of a tracing estate. Today: `collector` (agent or gateway,
 //! as its config says), `validate`, and the `loadgen`/`sink` pair used by benchmarks and tests.
 
+mod all_in_one;
 mod collector;
+mod query;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +38,13 @@ enum Command {
     Validate(collector::ConfigArgs),
     /// List the component types this build supports.
     Components,
+    /// Collector (gateway pipeline with tail sampling) and store in one process, on built-in
+    /// defaults: the quickest way to see the whole path.
+    AllInOne(all_in_one::AllInOneArgs),
+    /// Search a running store with TraceQL and list the matching traces.
+    Search(query::SearchArgs),
+    /// Print one trace from a running store as a waterfall.
+    Trace(query::TraceArgs),
     /// Run the trace store: OTLP in, blocks on disk or S3, Grafana Tempo's HTTP API out.
     Store(store::StoreArgs),
     /// Send realistic OTLP trace load to an endpoint (benchmarks and tests).
@@ -84,6 +93,15 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Store(args) => store::run(args).await,
+            Command::AllInOne(args) => all_in_one::run(args).await,
+            Command::Search(args) => tokio::task::spawn_blocking(move || query::search(args))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r),
+            Command::Trace(args) => tokio::task::spawn_blocking(move || query::trace(args))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r),
             Command::Loadgen(args) => threadline_loadgen::run_loadgen(args).await.map(|_| ()),
             Command::Sink(args) => threadline_loadgen::run_sink(args).await,
         }

@@ -108,8 +108,15 @@ async fn time_search(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // RUST_LOG=info shows every block written.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let temp = tempfile::tempdir()?;
-    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     let traces_per_request = (args.spans_per_request / SPANS_PER_TRACE).max(1);
     let total_traces = args.spans.div_ceil(SPANS_PER_TRACE as u64);
     let pool = RequestPool::generate(&PoolOptions {

@@ -182,13 +182,46 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TraceStorageConfig {
-    /// Where blocks live: `local` or `s3` (any S3-compatible server).
+    /// Where blocks live: `local`, `s3` (any S3-compatible server), `gcs` or `azure`.
     pub backend: String,
     pub wal: WalConfig,
     #[serde(default)]
     pub local: Option<LocalConfig>,
     #[serde(default)]
     pub s3: Option<S3Config>,
+    #[serde(default)]
+    pub gcs: Option<GcsConfig>,
+    #[serde(default)]
+    pub azure: Option<AzureConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsConfig {
+    pub bucket_name: String,
+    /// Path of a service account JSON key; empty uses the environment's credentials
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`, workload identity).
+    #[serde(default)]
+    pub service_account_path: String,
+    /// Key prefix of every object.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    pub container_name: String,
+    pub storage_account_name: String,
+    /// Account key; empty uses the environment's credentials (managed identity, `AZURE_*`).
+    #[serde(default)]
+    pub storage_account_key: String,
+    /// Blob endpoint, for Azurite or sovereign clouds; empty uses the public cloud's.
+    #[serde(default)]
+    pub endpoint: String,
+    /// Key prefix of every object.
+    #[serde(default)]
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,7 +289,10 @@ impl StoreConfig {
 
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        if !matches!(self.target.as_str(), "all" | "ingester" | "querier" | "compactor") {
+        if !matches!(
+            self.target.as_str(),
+            "all" | "ingester" | "querier" | "compactor"
+        ) {
             errors.push(ConfigError::new(
                 "target",
                 format!(
@@ -275,10 +311,18 @@ impl StoreConfig {
                 "storage::trace::s3",
                 "the s3 backend needs bucket and endpoint",
             )),
-            "local" | "s3" => {}
+            "gcs" if trace.gcs.is_none() => errors.push(ConfigError::new(
+                "storage::trace::gcs",
+                "the gcs backend needs bucket_name",
+            )),
+            "azure" if trace.azure.is_none() => errors.push(ConfigError::new(
+                "storage::trace::azure",
+                "the azure backend needs container_name and storage_account_name",
+            )),
+            "local" | "s3" | "gcs" | "azure" => {}
             other => errors.push(ConfigError::new(
                 "storage::trace::backend",
-                format!("{other:?} is not supported (valid values: local, s3)"),
+                format!("{other:?} is not supported (valid values: local, s3, gcs, azure)"),
             )),
         }
         if !matches!(trace.wal.fsync.as_str(), "always" | "never") {

@@ -100,9 +100,53 @@ pub struct SearchStats {
     pub inspected_bytes: u64,
 }
 
+fn with_prefix<S: ObjectStore>(store: S, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+    }
+}
+
 fn object_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let trace = &config.storage.trace;
     match trace.backend.as_str() {
+        "gcs" => {
+            let gcs = trace
+                .gcs
+                .as_ref()
+                .context("storage::trace::gcs is missing")?;
+            let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&gcs.bucket_name);
+            if !gcs.service_account_path.is_empty() {
+                builder = builder.with_service_account_path(&gcs.service_account_path);
+            }
+            Ok(with_prefix(
+                builder.build().context("storage::trace::gcs")?,
+                &gcs.prefix,
+            ))
+        }
+        "azure" => {
+            let azure = trace
+                .azure
+                .as_ref()
+                .context("storage::trace::azure is missing")?;
+            let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(&azure.container_name)
+                .with_account(&azure.storage_account_name);
+            if !azure.storage_account_key.is_empty() {
+                builder = builder.with_access_key(&azure.storage_account_key);
+            }
+            if !azure.endpoint.is_empty() {
+                builder = builder
+                    .with_endpoint(azure.endpoint.clone())
+                    .with_allow_http(azure.endpoint.starts_with("http://"));
+            }
+            Ok(with_prefix(
+                builder.build().context("storage::trace::azure")?,
+                &azure.prefix,
+            ))
+        }
         "s3" => {
             let s3 = trace.s3.as_ref().context("storage::trace::s3 is missing")?;
             let scheme = if s3.insecure { "http" } else { "https" };
@@ -116,14 +160,7 @@ fn object_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
                 .with_virtual_hosted_style_request(!s3.forcepathstyle)
                 .build()
                 .context("storage::trace::s3")?;
-            if s3.prefix.is_empty() {
-                Ok(Arc::new(store))
-            } else {
-                Ok(Arc::new(object_store::prefix::PrefixStore::new(
-                    store,
-                    s3.prefix.as_str(),
-                )))
-            }
+            Ok(with_prefix(store, &s3.prefix))
         }
         _ => {
             let local = trace

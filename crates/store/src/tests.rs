@@ -443,3 +443,33 @@ async fn search_applies_bounds_and_the_matcher_across_head_and_blocks() {
         .0
         .is_empty());
 }
+
+#[test]
+fn backends_are_validated_naming_the_key_and_the_allowed_values() {
+    let errors = |yaml: &str| -> String {
+        let config: StoreConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        threadline_config::ConfigErrors(config.validate()).to_string()
+    };
+    let wal = "wal: {path: /tmp/wal}";
+    let text = errors(&format!("storage: {{trace: {{backend: ftp, {wal}}}}}"));
+    assert!(
+        text.contains("storage::trace::backend") && text.contains("local, s3, gcs, azure"),
+        "{text}"
+    );
+    let text = errors(&format!("storage: {{trace: {{backend: gcs, {wal}}}}}"));
+    assert!(text.contains("storage::trace::gcs"), "{text}");
+    let text = errors(&format!("storage: {{trace: {{backend: azure, {wal}}}}}"));
+    assert!(text.contains("storage::trace::azure"), "{text}");
+    let text = errors(&format!(
+        "target: reader\nstorage: {{trace: {{backend: local, local: {{path: /tmp/b}}, {wal}, }}}}"
+    ));
+    assert!(
+        text.contains("target") && text.contains("ingester, querier, compactor"),
+        "{text}"
+    );
+    let text = errors(&format!("storage: {{trace: {{backend: local, local: {{path: /tmp/b}}, wal: {{path: /tmp/w, fsync: sometimes}}}}}}"));
+    assert!(text.contains("storage::trace::wal::fsync"), "{text}");
+    let unknown: Result<StoreConfig, _> =
+        serde_yaml_ng::from_str("storage: {trace: {backend: local, wal: {path: /w}, bogus: 1}}");
+    assert!(unknown.unwrap_err().to_string().contains("bogus"));
+}
