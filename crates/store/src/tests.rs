@@ -467,7 +467,7 @@ fn backends_are_validated_naming_the_key_and_the_allowed_values() {
         text.contains("target") && text.contains("ingester, querier, compactor"),
         "{text}"
     );
-    let text = errors(&format!("storage: {{trace: {{backend: local, local: {{path: /tmp/b}}, wal: {{path: /tmp/w, fsync: sometimes}}}}}}"));
+    let text = errors("storage: {trace: {backend: local, local: {path: /tmp/b}, wal: {path: /tmp/w, fsync: sometimes}}}");
     assert!(text.contains("storage::trace::wal::fsync"), "{text}");
     let unknown: Result<StoreConfig, _> =
         serde_yaml_ng::from_str("storage: {trace: {backend: local, wal: {path: /w}, bogus: 1}}");
