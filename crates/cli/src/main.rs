@@ -3,6 +3,7 @@
 
 mod all_in_one;
 mod collector;
+mod demo;
 mod query;
 mod store;
 
@@ -41,6 +42,9 @@ enum Command {
     /// Collector (gateway pipeline with tail sampling) and store in one process, on built-in
     /// defaults: the quickest way to see the whole path.
     AllInOne(all_in_one::AllInOneArgs),
+    /// Run the demo estate (frontend -> orders -> payments, inventory over a queue), instrumented
+    /// with OpenTelemetry and sending to 127.0.0.1:4317.
+    Demo(demo::DemoArgs),
     /// Search a running store with TraceQL and list the matching traces.
     Search(query::SearchArgs),
     /// Print one trace from a running store as a waterfall.
@@ -94,6 +98,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Store(args) => store::run(args).await,
             Command::AllInOne(args) => all_in_one::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::Search(args) => tokio::task::spawn_blocking(move || query::search(args))
                 .await
                 .map_err(anyhow::Error::from)

@@ -91,6 +91,25 @@ impl BlockIndex {
         }
     }
 
+    /// Length of [`BlockIndex::encode`]'s output, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        let strings: usize = self.strings.iter().map(|s| 4 + s.len()).sum();
+        let rows: usize = self
+            .rows
+            .iter()
+            .map(|row| 16 + 4 + 8 + 8 + 4 + 4 + 1 + 4 + 4 + 4 * row.services.len())
+            .sum();
+        INDEX_MAGIC.len() + 4 + 12 * self.pages.len() + 4 + strings + 4 + rows
+    }
+
+    /// The id of `text` in the string table, if the block has it.
+    pub fn string_id(&self, text: &str) -> Option<u32> {
+        self.strings
+            .iter()
+            .position(|s| s == text)
+            .map(|i| i as u32)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(INDEX_MAGIC);
@@ -170,6 +189,8 @@ pub enum BlockError {
     Corrupt(String),
     #[error("cannot decompress a page: {0}")]
     Decompress(#[from] std::io::Error),
+    #[error("cannot compress a page: {0}")]
+    Compress(std::io::Error),
 }
 
 fn put_u32(out: &mut Vec<u8>, value: u32) {
@@ -210,82 +231,211 @@ pub struct BuiltBlock {
     pub data: Vec<u8>,
 }
 
-/// Builds a block from whole traces (all parts of each trace given together).
+/// Builds a block from whole traces (all parts of each trace given together). Pages are
+/// compressed on every core, a few at a time.
 pub fn build(
     block_id: String,
     tenant: &str,
     traces: BTreeMap<[u8; 16], TraceData>,
     compaction_level: u32,
-) -> BuiltBlock {
-    let mut index = BlockIndex::default();
-    let mut strings: HashMap<String, u32> = HashMap::new();
-    let mut intern = |text: &str, table: &mut Vec<String>| -> u32 {
-        if let Some(i) = strings.get(text) {
-            return *i;
-        }
-        table.push(text.to_string());
-        let i = (table.len() - 1) as u32;
-        strings.insert(text.to_string(), i);
-        i
-    };
+) -> Result<BuiltBlock, BlockError> {
+    let batch = 4 * compression_threads();
+    let mut builder = BlockBuilder::new();
     let mut data = Vec::new();
-    let mut page = Vec::with_capacity(PAGE_BYTES + PAGE_BYTES / 4);
-    let (mut start, mut end, mut spans) = (u64::MAX, 0u64, 0u64);
-    let trace_count = traces.len() as u64;
-    let flush = |page: &mut Vec<u8>, data: &mut Vec<u8>, pages: &mut Vec<(u64, u32)>| {
-        if page.is_empty() {
-            return;
+    let mut pages = Vec::with_capacity(batch);
+    let mut write = |builder: &mut BlockBuilder, pages: &mut Vec<Vec<u8>>| {
+        for compressed in compress_pages(pages)? {
+            builder.page_written(compressed.len());
+            data.extend_from_slice(&compressed);
         }
-        let compressed = zstd::bulk::compress(page, ZSTD_LEVEL).unwrap_or_else(|_| page.clone());
-        pages.push((data.len() as u64, compressed.len() as u32));
-        data.extend_from_slice(&compressed);
-        page.clear();
+        pages.clear();
+        Ok::<(), BlockError>(())
     };
     for (trace_id, trace) in traces {
-        let summary = TraceSummary::of(&trace);
-        start = start.min(summary.start_unix_nano);
-        end = end.max(summary.end_unix_nano);
-        spans += u64::from(summary.spans);
-        page.extend_from_slice(&trace_id);
-        put_u32(&mut page, trace.encoded_len() as u32);
-        page.extend_from_slice(trace.as_bytes());
-        let row = TraceRow {
-            trace_id,
-            page: index.pages.len() as u32,
-            start_unix_nano: summary.start_unix_nano,
-            end_unix_nano: summary.end_unix_nano,
-            root_service: intern(&summary.root_service, &mut index.strings),
-            root_name: intern(&summary.root_name, &mut index.strings),
-            has_error: summary.has_error,
-            spans: summary.spans,
-            services: summary
-                .services
-                .iter()
-                .map(|s| intern(s, &mut index.strings))
-                .collect(),
-        };
-        index.rows.push(row);
-        if page.len() >= PAGE_BYTES {
-            flush(&mut page, &mut data, &mut index.pages);
+        if let Some(page) = builder.push(trace_id, &trace) {
+            pages.push(page);
+            if pages.len() >= batch {
+                write(&mut builder, &mut pages)?;
+            }
         }
     }
-    flush(&mut page, &mut data, &mut index.pages);
-    let index_len = index.encode().len() as u64;
-    let meta = BlockMeta {
-        block_id,
-        tenant: tenant.to_string(),
-        start_unix_nano: if start == u64::MAX { 0 } else { start },
-        end_unix_nano: end,
-        traces: trace_count,
-        spans,
-        size_bytes: data.len() as u64 + index_len,
-        compaction_level,
-        created_unix_secs: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    };
-    BuiltBlock { meta, index, data }
+    pages.extend(builder.last_page());
+    write(&mut builder, &mut pages)?;
+    let (meta, index) = builder.finish(block_id, tenant, compaction_level);
+    Ok(BuiltBlock { meta, index, data })
+}
+
+fn compression_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Compresses one page of `data`.
+pub fn compress_page(page: &[u8]) -> Result<Vec<u8>, BlockError> {
+    zstd::bulk::compress(page, ZSTD_LEVEL).map_err(BlockError::Compress)
+}
+
+/// Compresses `pages` in parallel (one thread per core), in order. Compression is most of the
+/// cost of writing a block.
+pub fn compress_pages(pages: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, BlockError> {
+    let threads = compression_threads().min(pages.len());
+    if threads <= 1 {
+        return pages.iter().map(|page| compress_page(page)).collect();
+    }
+    let per_thread = pages.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = pages
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let mut compressor =
+                        zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(BlockError::Compress)?;
+                    chunk
+                        .iter()
+                        .map(|page| compressor.compress(page).map_err(BlockError::Compress))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut compressed = Vec::with_capacity(pages.len());
+        for worker in workers {
+            let pages = worker.join().map_err(|_| {
+                BlockError::Compress(std::io::Error::other("a compression thread panicked"))
+            })??;
+            compressed.extend(pages);
+        }
+        Ok(compressed)
+    })
+}
+
+/// Builds a block one trace at a time, in ascending trace id order, so that a block of any size
+/// (compaction output) needs one page in memory, not the whole block.
+///
+/// [`BlockBuilder::push`] hands back each full page (uncompressed); the caller compresses it
+/// with [`compress_page`], appends it to `data` and reports its compressed length with
+/// [`BlockBuilder::page_written`], in page order.
+pub struct BlockBuilder {
+    index: BlockIndex,
+    interned: HashMap<String, u32>,
+    page: Vec<u8>,
+    /// Pages handed out so far: the page number of the next trace.
+    pages_cut: u32,
+    data_len: u64,
+    start_unix_nano: u64,
+    end_unix_nano: u64,
+    spans: u64,
+}
+
+impl Default for BlockBuilder {
+    fn default() -> Self {
+        BlockBuilder::new()
+    }
+}
+
+impl BlockBuilder {
+    pub fn new() -> BlockBuilder {
+        BlockBuilder {
+            index: BlockIndex::default(),
+            interned: HashMap::new(),
+            page: Vec::with_capacity(PAGE_BYTES + PAGE_BYTES / 4),
+            pages_cut: 0,
+            data_len: 0,
+            start_unix_nano: u64::MAX,
+            end_unix_nano: 0,
+            spans: 0,
+        }
+    }
+
+    fn intern(&mut self, text: &str) -> u32 {
+        if let Some(i) = self.interned.get(text) {
+            return *i;
+        }
+        let i = self.index.strings.len() as u32;
+        self.index.strings.push(text.to_string());
+        self.interned.insert(text.to_string(), i);
+        i
+    }
+
+    /// Adds a whole trace; its id must be above every id pushed before. Returns the page it
+    /// completed, if any.
+    pub fn push(&mut self, trace_id: [u8; 16], trace: &TraceData) -> Option<Vec<u8>> {
+        let summary = TraceSummary::of(trace);
+        self.start_unix_nano = self.start_unix_nano.min(summary.start_unix_nano);
+        self.end_unix_nano = self.end_unix_nano.max(summary.end_unix_nano);
+        self.spans += u64::from(summary.spans);
+        self.page.extend_from_slice(&trace_id);
+        put_u32(&mut self.page, trace.encoded_len() as u32);
+        self.page.extend_from_slice(trace.as_bytes());
+        let row = TraceRow {
+            trace_id,
+            page: self.pages_cut,
+            start_unix_nano: summary.start_unix_nano,
+            end_unix_nano: summary.end_unix_nano,
+            root_service: self.intern(&summary.root_service),
+            root_name: self.intern(&summary.root_name),
+            has_error: summary.has_error,
+            spans: summary.spans,
+            services: summary.services.iter().map(|s| self.intern(s)).collect(),
+        };
+        self.index.rows.push(row);
+        if self.page.len() >= PAGE_BYTES {
+            return self.last_page();
+        }
+        None
+    }
+
+    /// The page in progress, if it holds anything (call once all traces are pushed).
+    pub fn last_page(&mut self) -> Option<Vec<u8>> {
+        if self.page.is_empty() {
+            return None;
+        }
+        self.pages_cut += 1;
+        let capacity = self.page.capacity();
+        Some(std::mem::replace(
+            &mut self.page,
+            Vec::with_capacity(capacity),
+        ))
+    }
+
+    /// Records that the next page was appended to `data`, `compressed_len` bytes long.
+    pub fn page_written(&mut self, compressed_len: usize) {
+        self.index
+            .pages
+            .push((self.data_len, compressed_len as u32));
+        self.data_len += compressed_len as u64;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.rows.is_empty()
+    }
+
+    /// The block's meta and index, once every page is written.
+    pub fn finish(
+        self,
+        block_id: String,
+        tenant: &str,
+        compaction_level: u32,
+    ) -> (BlockMeta, BlockIndex) {
+        let index_len = self.index.encoded_len() as u64;
+        let meta = BlockMeta {
+            block_id,
+            tenant: tenant.to_string(),
+            start_unix_nano: if self.start_unix_nano == u64::MAX {
+                0
+            } else {
+                self.start_unix_nano
+            },
+            end_unix_nano: self.end_unix_nano,
+            traces: self.index.rows.len() as u64,
+            spans: self.spans,
+            size_bytes: self.data_len + index_len,
+            compaction_level,
+            created_unix_secs: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        (meta, self.index)
+    }
 }
 
 /// The traces of one decompressed page, in order.

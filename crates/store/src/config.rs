@@ -229,15 +229,38 @@ pub struct AzureConfig {
 pub struct WalConfig {
     /// Directory of the write-ahead log (always local).
     pub path: PathBuf,
-    /// `always` (default): a request is acknowledged only after its WAL record is fsynced
-    /// (appends arriving together share one fsync). `never`: left to the OS (faster; a power
-    /// loss may lose the last seconds, a process crash does not).
+    /// When the WAL is fsynced, and so what an acknowledged request survives:
+    /// * `always` (default): a request is acknowledged only after its WAL record is fsynced
+    ///   (requests arriving together share one fsync). It survives a crash and a power loss.
+    /// * `interval`: acknowledged once written, fsynced within `fsync_interval`. A process
+    ///   crash loses nothing; a power loss at most the last `fsync_interval`.
+    /// * `never`: left to the OS. A process crash loses nothing; a power loss the last seconds.
     #[serde(default = "default_fsync")]
     pub fsync: String,
+    /// With `fsync: interval`, the longest an acknowledged request waits for its fsync.
+    /// Default `1s`.
+    #[serde(default = "default_fsync_interval")]
+    pub fsync_interval: GoDuration,
+}
+
+impl WalConfig {
+    /// The policy `fsync` and `fsync_interval` describe (valid after `StoreConfig::validate`;
+    /// anything else reads as `always`, the safe choice).
+    pub fn fsync_policy(&self) -> crate::wal::Fsync {
+        match self.fsync.as_str() {
+            "interval" => crate::wal::Fsync::Interval(self.fsync_interval.as_duration()),
+            "never" => crate::wal::Fsync::Never,
+            _ => crate::wal::Fsync::Always,
+        }
+    }
 }
 
 fn default_fsync() -> String {
     "always".into()
+}
+
+fn default_fsync_interval() -> GoDuration {
+    GoDuration::from_secs(1)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -325,13 +348,19 @@ impl StoreConfig {
                 format!("{other:?} is not supported (valid values: local, s3, gcs, azure)"),
             )),
         }
-        if !matches!(trace.wal.fsync.as_str(), "always" | "never") {
+        if !matches!(trace.wal.fsync.as_str(), "always" | "interval" | "never") {
             errors.push(ConfigError::new(
                 "storage::trace::wal::fsync",
                 format!(
-                    "{:?} is not valid (valid values: always, never)",
+                    "{:?} is not valid (valid values: always, interval, never)",
                     trace.wal.fsync
                 ),
+            ));
+        }
+        if trace.wal.fsync == "interval" && trace.wal.fsync_interval.is_zero() {
+            errors.push(ConfigError::new(
+                "storage::trace::wal::fsync_interval",
+                "must be a positive duration such as 1s",
             ));
         }
         if self.ingester.max_block_duration.is_zero() {

@@ -2,7 +2,8 @@
 //! cut into a block every `max_block_duration`; blocks are merged by compaction and deleted by
 //! retention. Queries read the head, heads being written out, and blocks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -10,12 +11,12 @@ use anyhow::Context;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use threadline_otlp::TraceData;
 use threadline_traceql::model::Trace;
 use tokio_util::sync::CancellationToken;
 
-use crate::block::{self, BlockIndex, BlockMeta};
+use crate::block::{self, BlockBuilder, BlockIndex, BlockMeta};
 use crate::config::StoreConfig;
 use crate::model::{to_model, TraceSummary};
 use crate::wal::Wal;
@@ -84,6 +85,19 @@ pub struct SearchRequest {
     pub service_hint: Option<String>,
     /// Only traces with an error span (a hint; the matcher decides).
     pub error_hint: bool,
+}
+
+impl SearchRequest {
+    /// Whether a trace spanning `start..end` may match the request's time range, duration
+    /// bounds and error hint.
+    fn admits(&self, start_unix_nano: u64, end_unix_nano: u64, has_error: bool) -> bool {
+        let duration = end_unix_nano.saturating_sub(start_unix_nano);
+        self.start_unix_nano.is_none_or(|s| end_unix_nano >= s)
+            && self.end_unix_nano.is_none_or(|e| start_unix_nano <= e)
+            && self.min_duration_nanos.is_none_or(|m| duration >= m)
+            && self.max_duration_nanos.is_none_or(|m| duration <= m)
+            && (!self.error_hint || has_error)
+    }
 }
 
 /// A trace that matched.
@@ -199,7 +213,16 @@ impl Store {
     /// cut, compaction and retention loops.
     pub async fn open(config: StoreConfig) -> anyhow::Result<Arc<Store>> {
         let objects = object_store(&config)?;
-        let fsync = config.storage.trace.wal.fsync != "never";
+        Store::open_with_object_store(config, objects).await
+    }
+
+    /// [`Store::open`] with blocks in `objects` instead of the configured backend (an
+    /// `object_store::memory::InMemory` in tests, or a store built by the caller).
+    pub async fn open_with_object_store(
+        config: StoreConfig,
+        objects: Arc<dyn ObjectStore>,
+    ) -> anyhow::Result<Arc<Store>> {
+        let fsync = config.storage.trace.wal.fsync_policy();
         let (wal, records) =
             Wal::open(&config.storage.trace.wal.path, fsync).with_context(|| {
                 format!(
@@ -243,7 +266,15 @@ impl Store {
     }
 
     /// Stores `data` for `tenant`; durable (per the fsync policy) and queryable on return.
+    ///
+    /// An append that finds the head full (`max_block_bytes`) first cuts it, after any cut in
+    /// progress: memory stays bounded (the head plus one head being written) when spans arrive
+    /// faster than blocks are written, and the slowdown reaches clients as backpressure.
     pub async fn append(&self, tenant: &str, data: &TraceData) -> anyhow::Result<()> {
+        if self.head_bytes() >= self.config.ingester.max_block_bytes {
+            // Before taking `cut_lock`, which a cut needs alone.
+            self.cut_full_head().await?;
+        }
         let _shared = self.cut_lock.read().await;
         self.wal
             .append(tenant, data.as_bytes().clone())
@@ -251,6 +282,20 @@ impl Store {
             .context("writing the WAL")?;
         self.add_to_head(tenant, data);
         Ok(())
+    }
+
+    /// Cuts the head if it is (still) full once any cut in progress is done.
+    async fn cut_full_head(&self) -> anyhow::Result<()> {
+        let one_at_a_time = self.cutting.lock().await;
+        if self.head_bytes() >= self.config.ingester.max_block_bytes {
+            self.cut_holding(one_at_a_time).await?;
+        }
+        Ok(())
+    }
+
+    /// Encoded bytes received since the last cut (what `max_block_bytes` limits).
+    pub fn head_bytes(&self) -> u64 {
+        self.head.lock().map(|h| h.bytes).unwrap_or(0)
     }
 
     fn add_to_head(&self, tenant: &str, data: &TraceData) {
@@ -268,7 +313,15 @@ impl Store {
 
     /// Cuts the head into a block now (also done by the cut loop). Returns the blocks written.
     pub async fn cut(&self) -> anyhow::Result<Vec<BlockMeta>> {
-        let _one_at_a_time = self.cutting.lock().await;
+        let one_at_a_time = self.cutting.lock().await;
+        self.cut_holding(one_at_a_time).await
+    }
+
+    /// The cut, by a caller holding `cutting`.
+    async fn cut_holding(
+        &self,
+        _one_at_a_time: tokio::sync::MutexGuard<'_, ()>,
+    ) -> anyhow::Result<Vec<BlockMeta>> {
         let (head, sealed) = {
             let _alone = self.cut_lock.write().await;
             let head = match self.head.lock() {
@@ -281,34 +334,73 @@ impl Store {
             if head.tenants.is_empty() {
                 return Ok(Vec::new());
             }
-            let sealed = self.wal.rotate().await.context("rotating the WAL")?;
+            let sealed = match self.wal.rotate().await {
+                Ok(sealed) => sealed,
+                Err(err) => {
+                    self.restore_to_head(&head, |_| true);
+                    return Err(err).context("rotating the WAL");
+                }
+            };
             (Arc::new(head), sealed)
         };
         if let Ok(mut flushing) = self.flushing.write() {
             flushing.push(head.clone());
         }
-        let mut written = Vec::new();
-        let result = async {
-            for (tenant, traces) in &head.tenants {
-                let traces: BTreeMap<[u8; 16], TraceData> = traces
-                    .iter()
-                    .map(|(id, t)| (*id, block::merge_parts(&t.parts)))
-                    .collect();
-                let meta = self.write_block(tenant, traces, 0).await?;
-                written.push(meta);
+        let mut written: Vec<BlockMeta> = Vec::new();
+        let mut failure = None;
+        for (tenant, traces) in &head.tenants {
+            let traces: BTreeMap<[u8; 16], TraceData> = traces
+                .iter()
+                .map(|(id, t)| (*id, block::merge_parts(&t.parts)))
+                .collect();
+            match self.write_block(tenant, traces, 0).await {
+                Ok(meta) => written.push(meta),
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
             }
-            anyhow::Ok(())
         }
-        .await;
+        if failure.is_some() {
+            // The tenants not written go back into the head (before leaving `flushing`, so that
+            // queries never miss them): still queryable, and in the next cut. Their WAL segments
+            // stay until that cut succeeds.
+            self.restore_to_head(&head, |tenant| {
+                !written.iter().any(|meta| meta.tenant == tenant)
+            });
+        }
         if let Ok(mut flushing) = self.flushing.write() {
             flushing.retain(|h| !Arc::ptr_eq(h, &head));
         }
-        result?;
+        if let Some(err) = failure {
+            return Err(err);
+        }
         // Only now is the WAL's copy redundant.
         self.wal
             .remove_through(sealed)
             .context("removing flushed WAL segments")?;
         Ok(written)
+    }
+
+    /// Adds the traces of `cut` (a head whose cut failed) for the tenants `restore` picks back into
+    /// the current head.
+    fn restore_to_head(&self, cut: &Head, restore: impl Fn(&str) -> bool) {
+        let Ok(mut head) = self.head.lock() else {
+            return;
+        };
+        let mut bytes = 0;
+        for (tenant, traces) in cut.tenants.iter().filter(|(t, _)| restore(t)) {
+            let into = head.tenants.entry(tenant.clone()).or_default();
+            for (trace_id, trace) in traces {
+                let into = into.entry(*trace_id).or_default();
+                for part in &trace.parts {
+                    into.summary.add(part);
+                    into.parts.push(part.clone());
+                    bytes += part.encoded_len() as u64;
+                }
+            }
+        }
+        head.bytes += bytes;
     }
 
     async fn write_block(
@@ -323,6 +415,7 @@ impl Store {
             block::build(new_block_id(), &owned_tenant, traces, level)
         })
         .await
+        .context("building a block")?
         .context("building a block")?;
         let id = built.meta.block_id.clone();
         let put = |file: &str, bytes: Vec<u8>| {
@@ -443,6 +536,25 @@ impl Store {
         {
             return Ok(hit);
         }
+        let traces = Arc::new(self.read_page(block, page).await?);
+        if let Ok(mut cache) = self.page_cache.lock() {
+            cache.pages.insert(key.clone(), traces.clone());
+            cache.order.push_back(key);
+            while cache.order.len() > PAGE_CACHE_PAGES {
+                if let Some(old) = cache.order.pop_front() {
+                    cache.pages.remove(&old);
+                }
+            }
+        }
+        Ok(traces)
+    }
+
+    /// Reads and decodes one page, bypassing the cache.
+    async fn read_page(
+        &self,
+        block: &Block,
+        page: u32,
+    ) -> anyhow::Result<Vec<([u8; 16], TraceData)>> {
         let (offset, len) = *block
             .index
             .pages
@@ -454,16 +566,11 @@ impl Store {
             .get_range(&path, offset..offset + u64::from(len))
             .await
             .with_context(|| format!("reading {path}"))?;
-        let traces = Arc::new(block::page_traces(&bytes)?);
-        if let Ok(mut cache) = self.page_cache.lock() {
-            cache.pages.insert(key.clone(), traces.clone());
-            cache.order.push_back(key);
-            while cache.order.len() > PAGE_CACHE_PAGES {
-                if let Some(old) = cache.order.pop_front() {
-                    cache.pages.remove(&old);
-                }
-            }
-        }
+        // Decompressing and checking a page is about a millisecond of CPU.
+        let traces = tokio::task::spawn_blocking(move || block::page_traces(&bytes))
+            .await
+            .context("decoding a page")?
+            .with_context(|| format!("decoding page {page} of {path}"))?;
         Ok(traces)
     }
 
@@ -479,7 +586,8 @@ impl Store {
         Ok(page
             .iter()
             .find(|(id, _)| id == trace_id)
-            .map(|(_, data)| data.clone()))
+            // A copy of its own: a slice would keep the whole decompressed page alive.
+            .map(|(_, data)| data.compacted()))
     }
 
     fn head_parts(&self, tenant: &str, trace_id: &[u8; 16]) -> Vec<TraceData> {
@@ -534,20 +642,14 @@ impl Store {
         let mut stats = SearchStats::default();
         let mut seen = std::collections::HashSet::new();
         let passes = |summary: &TraceSummary| {
-            let duration = summary.duration_nanos();
-            request
-                .start_unix_nano
-                .is_none_or(|s| summary.end_unix_nano >= s)
-                && request
-                    .end_unix_nano
-                    .is_none_or(|e| summary.start_unix_nano <= e)
-                && request.min_duration_nanos.is_none_or(|m| duration >= m)
-                && request.max_duration_nanos.is_none_or(|m| duration <= m)
-                && (!request.error_hint || summary.has_error)
-                && request
-                    .service_hint
-                    .as_ref()
-                    .is_none_or(|s| summary.services.contains(s))
+            request.admits(
+                summary.start_unix_nano,
+                summary.end_unix_nano,
+                summary.has_error,
+            ) && request
+                .service_hint
+                .as_ref()
+                .is_none_or(|s| summary.services.contains(s))
         };
 
         // The head and heads being flushed: candidates are collected under the lock, checked after.
@@ -582,7 +684,8 @@ impl Store {
             }
         }
 
-        for block in self.blocks_of(tenant) {
+        let blocks = self.blocks_of(tenant);
+        for (block_number, block) in blocks.iter().enumerate() {
             if found.len() >= limit {
                 break;
             }
@@ -595,33 +698,82 @@ impl Store {
             {
                 continue;
             }
-            // Candidates by page, so each page is read once.
-            let mut by_page: BTreeMap<u32, Vec<[u8; 16]>> = BTreeMap::new();
-            for row in &block.index.rows {
-                if passes(&block.index.summary(row)) && !seen.contains(&row.trace_id) {
-                    by_page.entry(row.page).or_default().push(row.trace_id);
-                }
-            }
-            for (page, ids) in by_page {
+            // The service hint as an id of this block's string table; a block without the name
+            // holds no candidate.
+            let service = match &request.service_hint {
+                Some(name) => match block.index.string_id(name) {
+                    Some(id) => Some(id),
+                    None => continue,
+                },
+                None => None,
+            };
+            // Rows are in trace id order, as pages: each run of rows of one page is checked
+            // against the index, then the page is read if any row may match. The rows are
+            // compared as they are: this loop runs over every trace of the block.
+            for rows in block.index.rows.chunk_by(|a, b| a.page == b.page) {
                 if found.len() >= limit {
                     break;
                 }
-                let traces = self.page(&block, page).await?;
-                for (trace_id, _) in traces.iter().filter(|(id, _)| ids.contains(id)) {
+                let candidates: std::collections::HashSet<[u8; 16]> = rows
+                    .iter()
+                    .filter(|row| {
+                        request.admits(row.start_unix_nano, row.end_unix_nano, row.has_error)
+                            && service.is_none_or(|id| row.services.contains(&id))
+                            && !seen.contains(&row.trace_id)
+                    })
+                    .map(|row| row.trace_id)
+                    .collect();
+                if candidates.is_empty() {
+                    continue;
+                }
+                let traces = self.page(block, rows[0].page).await?;
+                for (trace_id, data) in traces.iter().filter(|(id, _)| candidates.contains(id)) {
                     if found.len() >= limit {
                         break;
                     }
                     if !seen.insert(*trace_id) {
                         continue;
                     }
-                    // The whole trace: it may have parts in other blocks or the head.
-                    if let Some(data) = self.trace_by_id(tenant, trace_id).await? {
-                        self.consider(*trace_id, data, matches, &mut found, &mut stats);
-                    }
+                    // The whole trace: parts in other blocks or the head (rare) are merged in.
+                    let data = if self.has_parts_elsewhere(tenant, trace_id, &blocks, block_number)
+                    {
+                        match self.trace_by_id(tenant, trace_id).await? {
+                            Some(data) => data,
+                            None => continue,
+                        }
+                    } else {
+                        data.clone()
+                    };
+                    self.consider(*trace_id, data, matches, &mut found, &mut stats);
                 }
             }
         }
         Ok((found, stats))
+    }
+
+    /// Whether a trace has spans outside `blocks[except]`: in another block or in a head.
+    fn has_parts_elsewhere(
+        &self,
+        tenant: &str,
+        trace_id: &[u8; 16],
+        blocks: &[Arc<Block>],
+        except: usize,
+    ) -> bool {
+        let in_head = |head: &Head| {
+            head.tenants
+                .get(tenant)
+                .is_some_and(|t| t.contains_key(trace_id))
+        };
+        self.head.lock().map(|h| in_head(&h)).unwrap_or(false)
+            || self
+                .flushing
+                .read()
+                .map(|f| f.iter().any(|h| in_head(h)))
+                .unwrap_or(false)
+            || blocks
+                .iter()
+                .enumerate()
+                .any(|(i, b)| i != except && b.index.find(trace_id).is_some())
     }
 
     fn consider(
@@ -678,6 +830,23 @@ impl Store {
         Ok(traces)
     }
 
+    /// Tenants with data: in the head, being written, or in blocks. Sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut tenants = std::collections::BTreeSet::new();
+        if let Ok(head) = self.head.lock() {
+            tenants.extend(head.tenants.keys().cloned());
+        }
+        if let Ok(flushing) = self.flushing.read() {
+            for head in flushing.iter() {
+                tenants.extend(head.tenants.keys().cloned());
+            }
+        }
+        if let Ok(blocks) = self.blocks.read() {
+            tenants.extend(blocks.iter().map(|b| b.meta.tenant.clone()));
+        }
+        tenants.into_iter().collect()
+    }
+
     pub fn block_metas(&self) -> Vec<BlockMeta> {
         self.blocks
             .read()
@@ -732,31 +901,100 @@ impl Store {
             if group.len() < 2 {
                 continue;
             }
-            let mut merged: BTreeMap<[u8; 16], Vec<TraceData>> = BTreeMap::new();
-            for block in &group {
-                for page in 0..block.index.pages.len() as u32 {
-                    for (id, data) in self.page(block, page).await?.iter() {
-                        merged.entry(*id).or_default().push(data.clone());
-                    }
-                }
-            }
-            let traces = merged
-                .into_iter()
-                .map(|(id, parts)| (id, block::merge_parts(&parts)))
-                .collect();
-            let level = group
-                .iter()
-                .map(|b| b.meta.compaction_level)
-                .max()
-                .unwrap_or(0)
-                + 1;
-            let meta = self.write_block(&tenant, traces, level).await?;
+            let meta = self.merge_blocks(&tenant, &group).await?;
             tracing::info!(tenant, merged = group.len(), into = %meta.block_id, "compacted blocks");
             for block in &group {
                 self.delete_block(block).await?;
             }
         }
         Ok(())
+    }
+
+    /// Writes the traces of `group` (blocks of `tenant`) as one block. Streaming: the inputs
+    /// are merged page by page in trace id order and the output is uploaded in parts, so memory
+    /// holds one page per input and a few output parts, whatever the blocks' sizes.
+    async fn merge_blocks(&self, tenant: &str, group: &[Arc<Block>]) -> anyhow::Result<BlockMeta> {
+        let level = group
+            .iter()
+            .map(|b| b.meta.compaction_level)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let block_id = new_block_id();
+        let data_path = block_path(tenant, &block_id, "data");
+        let mut data = WriteMultipart::new(
+            self.objects
+                .put_multipart(&data_path)
+                .await
+                .with_context(|| format!("writing {data_path}"))?,
+        );
+        let mut builder = BlockBuilder::new();
+        // Pages are compressed a few at a time, on every core.
+        let mut pages = Vec::new();
+        let merged = async {
+            let mut inputs: Vec<PageCursor> = group.iter().cloned().map(PageCursor::new).collect();
+            // The input whose next trace id is the lowest comes first.
+            let mut next: BinaryHeap<Reverse<([u8; 16], usize)>> = BinaryHeap::new();
+            for (i, input) in inputs.iter_mut().enumerate() {
+                if let Some(id) = input.peek(self).await? {
+                    next.push(Reverse((id, i)));
+                }
+            }
+            while let Some(&Reverse((trace_id, _))) = next.peek() {
+                // Every part of this trace, one per input holding it.
+                let mut parts = Vec::new();
+                while let Some(&Reverse((id, i))) = next.peek() {
+                    if id != trace_id {
+                        break;
+                    }
+                    next.pop();
+                    parts.extend(inputs[i].take());
+                    if let Some(id) = inputs[i].peek(self).await? {
+                        next.push(Reverse((id, i)));
+                    }
+                }
+                if let Some(page) = builder.push(trace_id, &block::merge_parts(&parts)) {
+                    pages.push(page);
+                    if pages.len() >= PAGES_PER_BATCH {
+                        write_pages(&mut data, &mut builder, std::mem::take(&mut pages)).await?;
+                    }
+                }
+            }
+            pages.extend(builder.last_page());
+            write_pages(&mut data, &mut builder, pages).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(err) = merged {
+            // Leaves no partial upload behind.
+            let _ = data.abort().await;
+            return Err(err);
+        }
+        data.finish()
+            .await
+            .with_context(|| format!("writing {data_path}"))?;
+        let (meta, index) = builder.finish(block_id.clone(), tenant, level);
+        let put = |file: &str, bytes: Vec<u8>| {
+            let path = block_path(tenant, &block_id, file);
+            let objects = self.objects.clone();
+            async move {
+                objects
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .with_context(|| format!("writing {path}"))
+            }
+        };
+        put("index", index.encode()).await?;
+        // meta.json last: its presence marks the block complete.
+        put("meta.json", serde_json::to_vec(&meta)?).await?;
+        if let Ok(mut blocks) = self.blocks.write() {
+            blocks.push(Arc::new(Block {
+                meta: meta.clone(),
+                index,
+            }));
+        }
+        tracing::info!(tenant, block = %meta.block_id, traces = meta.traces, spans = meta.spans, bytes = meta.size_bytes, level, "wrote block");
+        Ok(meta)
     }
 
     async fn delete_block(&self, block: &Block) -> anyhow::Result<()> {
@@ -782,6 +1020,75 @@ impl Store {
     }
 }
 
+/// Pages compressed together by compaction.
+const PAGES_PER_BATCH: usize = 8;
+
+/// Compresses `pages` (off the async workers) and appends them to the block's `data` upload.
+async fn write_pages(
+    data: &mut WriteMultipart,
+    builder: &mut BlockBuilder,
+    pages: Vec<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let compressed = tokio::task::spawn_blocking(move || block::compress_pages(&pages))
+        .await
+        .context("compressing pages")??;
+    for page in compressed {
+        builder.page_written(page.len());
+        data.put(Bytes::from(page));
+    }
+    // A few parts in flight at most: memory stays bounded when storage is slow.
+    data.wait_for_capacity(4)
+        .await
+        .context("uploading a block")?;
+    Ok(())
+}
+
+/// Reads a block's traces in order, one page at a time (for compaction).
+struct PageCursor {
+    block: Arc<Block>,
+    next_page: u32,
+    page: std::vec::IntoIter<([u8; 16], TraceData)>,
+    current: Option<([u8; 16], TraceData)>,
+}
+
+impl PageCursor {
+    fn new(block: Arc<Block>) -> PageCursor {
+        PageCursor {
+            block,
+            next_page: 0,
+            page: Vec::new().into_iter(),
+            current: None,
+        }
+    }
+
+    /// The id of the next trace, reading the next page when needed; None at the end.
+    async fn peek(&mut self, store: &Store) -> anyhow::Result<Option<[u8; 16]>> {
+        loop {
+            if let Some((id, _)) = &self.current {
+                return Ok(Some(*id));
+            }
+            if let Some(trace) = self.page.next() {
+                self.current = Some(trace);
+                continue;
+            }
+            if self.next_page as usize >= self.block.index.pages.len() {
+                return Ok(None);
+            }
+            // Uncached: compaction reads each page once and must not evict the readers' pages.
+            self.page = store
+                .read_page(&self.block, self.next_page)
+                .await?
+                .into_iter();
+            self.next_page += 1;
+        }
+    }
+
+    /// The trace last peeked.
+    fn take(&mut self) -> Option<TraceData> {
+        self.current.take().map(|(_, data)| data)
+    }
+}
+
 async fn run_cut_loop(store: Arc<Store>) {
     let every = store.config.ingester.max_block_duration.as_duration();
     let max_bytes = store.config.ingester.max_block_bytes;
@@ -796,8 +1103,7 @@ async fn run_cut_loop(store: Arc<Store>) {
             .lock()
             .map(|s| s.elapsed())
             .unwrap_or_default();
-        let bytes = store.head.lock().map(|h| h.bytes).unwrap_or(0);
-        if age >= every || bytes >= max_bytes {
+        if age >= every || store.head_bytes() >= max_bytes {
             if let Err(err) = store.cut().await {
                 tracing::error!(error = %format!("{err:#}"), "cutting the head into a block failed; it stays in the WAL");
             }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use threadline_otlp::wire::{FieldIter, WireValue};
 use threadline_otlp::{AnyValueView, TraceData};
 use threadline_traceql::model::{Span, SpanKind, StatusCode, Trace, Value};
 
@@ -76,33 +77,99 @@ fn kind(number: i32) -> SpanKind {
     }
 }
 
+/// Attributes in the model's shape.
+type Attributes = Vec<(String, Value)>;
+
 /// The spans of `data` in TraceQL's model.
+///
+/// Searches call this for every candidate trace, so each span's fields are read in one pass and
+/// each resource's attributes are decoded once (the views' accessors would walk a span's fields
+/// once per field).
 pub fn to_model(trace_id: [u8; 16], data: &TraceData) -> Trace {
     let mut spans = Vec::with_capacity(data.span_count());
+    // A trace has a few distinct resources, repeated in many `ResourceSpans` (one per part the
+    // trace arrived in): each is decoded once, found again by its encoded bytes.
+    let mut resources: Vec<(&[u8], Attributes)> = Vec::new();
     data.for_each_span(|resource, _scope, span| {
-        spans.push(Span {
-            trace_id,
-            span_id: span.span_id(),
-            parent_span_id: span.parent_span_id(),
-            name: span.name().to_string(),
-            kind: kind(span.kind()),
-            status: match span.status_code() {
-                1 => StatusCode::Ok,
-                2 => StatusCode::Error,
-                _ => StatusCode::Unset,
-            },
-            status_message: span.status_message().to_string(),
-            start_unix_nano: span.start_time_unix_nano(),
-            end_unix_nano: span.end_time_unix_nano(),
-            attributes: span
+        let encoded = resource.raw();
+        let known = resources.iter().position(|(raw, _)| *raw == encoded);
+        let index = known.unwrap_or_else(|| {
+            let attributes = resource
                 .attributes()
                 .filter_map(|(k, v)| Some((k.to_string(), value(v)?)))
-                .collect(),
-            resource_attributes: resource
-                .attributes()
-                .filter_map(|(k, v)| Some((k.to_string(), value(v)?)))
-                .collect(),
+                .collect();
+            resources.push((encoded, attributes));
+            resources.len() - 1
         });
+        spans.push(span_model(trace_id, span.raw(), &resources[index].1));
     });
     Trace { trace_id, spans }
+}
+
+/// One span, its fields read in a single pass ("last one wins" for repeated singular fields, as
+/// protobuf and the views).
+fn span_model(trace_id: [u8; 16], raw: &[u8], resource_attributes: &[(String, Value)]) -> Span {
+    let mut span = Span {
+        trace_id,
+        span_id: [0; 8],
+        parent_span_id: None,
+        name: String::new(),
+        kind: SpanKind::Unspecified,
+        status: StatusCode::Unset,
+        status_message: String::new(),
+        start_unix_nano: 0,
+        end_unix_nano: 0,
+        attributes: Vec::new(),
+        resource_attributes: resource_attributes.to_vec(),
+    };
+    let text = |bytes: &[u8]| std::str::from_utf8(bytes).unwrap_or_default().to_string();
+    for (number, field) in FieldIter::new(raw).map_while(Result::ok) {
+        match (number, field) {
+            (2, WireValue::Bytes(id)) => span.span_id = <[u8; 8]>::try_from(id).unwrap_or([0; 8]),
+            (4, WireValue::Bytes(id)) => {
+                span.parent_span_id = <[u8; 8]>::try_from(id).ok().filter(|id| *id != [0; 8]);
+            }
+            (5, WireValue::Bytes(name)) => span.name = text(name),
+            (6, WireValue::Varint(number)) => span.kind = kind(number as i32),
+            (7, WireValue::Fixed64(start)) => span.start_unix_nano = start,
+            (8, WireValue::Fixed64(end)) => span.end_unix_nano = end,
+            (9, WireValue::Bytes(key_value)) => {
+                if let Some(attribute) = attribute(key_value) {
+                    span.attributes.push(attribute);
+                }
+            }
+            (15, WireValue::Bytes(status)) => {
+                for (number, field) in FieldIter::new(status).map_while(Result::ok) {
+                    match (number, field) {
+                        (2, WireValue::Bytes(message)) => span.status_message = text(message),
+                        (3, WireValue::Varint(code)) => {
+                            span.status = match code as i32 {
+                                1 => StatusCode::Ok,
+                                2 => StatusCode::Error,
+                                _ => StatusCode::Unset,
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    span
+}
+
+/// A `KeyValue` message as a model attribute (None for values the model has no kind for).
+fn attribute(key_value: &[u8]) -> Option<(String, Value)> {
+    let mut key: &[u8] = &[];
+    let mut any_value = AnyValueView::Empty;
+    for (number, field) in FieldIter::new(key_value).map_while(Result::ok) {
+        match (number, field) {
+            (1, WireValue::Bytes(k)) => key = k,
+            (2, WireValue::Bytes(v)) => any_value = AnyValueView::from_encoded(v),
+            _ => {}
+        }
+    }
+    let key = std::str::from_utf8(key).unwrap_or_default();
+    Some((key.to_string(), value(any_value)?))
 }

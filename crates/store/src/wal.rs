@@ -5,14 +5,29 @@
 //! thread appends; appends that arrive while it writes are grouped and share one fsync, so the
 //! cost of `fsync: always` is one fsync per group, not per request. On open, every segment is
 //! replayed; a torn record at the end of the last segment (a crash mid-write) is cut off.
+//! Segments are deleted by the store once the spans in them are in blocks.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+
+/// When appends reach the disk, and so what an acknowledged append survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Every append is fsynced before it is acknowledged (appends arriving together share one
+    /// fsync): it survives a process crash and a power loss.
+    Always,
+    /// Appends are acknowledged once written, and fsynced at most this long after: a process
+    /// crash loses nothing, a power loss at most this much.
+    Interval(Duration),
+    /// The store never fsyncs; the OS writes back when it likes (Linux: within about 30 s).
+    Never,
+}
 
 /// One replayed record.
 pub struct WalRecord {
@@ -57,7 +72,7 @@ fn segments(dir: &Path) -> io::Result<Vec<u64>> {
 impl Wal {
     /// Opens the log in `dir` (created if missing), returning it and the records of the previous
     /// run, oldest first. New appends go to a fresh segment.
-    pub fn open(dir: &Path, fsync: bool) -> io::Result<(Wal, Vec<WalRecord>)> {
+    pub fn open(dir: &Path, fsync: Fsync) -> io::Result<(Wal, Vec<WalRecord>)> {
         fs::create_dir_all(dir)?;
         let existing = segments(dir)?;
         let mut records = Vec::new();
@@ -146,11 +161,30 @@ fn run_writer(
     dir: PathBuf,
     mut file: File,
     mut seq: u64,
-    fsync: bool,
+    fsync: Fsync,
     commands: mpsc::Receiver<Command>,
 ) {
     let mut buffer = Vec::new();
-    while let Ok(first) = commands.recv() {
+    // With `Fsync::Interval`: since when written records wait for an fsync.
+    let mut unsynced_since: Option<Instant> = None;
+    loop {
+        let next = match (fsync, unsynced_since) {
+            (Fsync::Interval(every), Some(since)) => {
+                commands.recv_timeout(every.saturating_sub(since.elapsed()))
+            }
+            _ => commands.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let first = match next {
+            Ok(command) => command,
+            Err(RecvTimeoutError::Timeout) => {
+                sync_pending(&file, &mut unsynced_since);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                sync_pending(&file, &mut unsynced_since);
+                return;
+            }
+        };
         // Take whatever else is waiting: one write and one fsync for the whole group.
         let mut batch = vec![first];
         while let Ok(next) = commands.try_recv() {
@@ -164,8 +198,10 @@ fn run_writer(
                     waiting.push(done);
                 }
                 Command::Rotate { done } => {
-                    let result = flush(&mut file, &mut buffer, fsync);
+                    let result = flush(&mut file, &mut buffer, fsync, &mut unsynced_since);
                     answer_all(&mut waiting, &result);
+                    // A closed segment is durable whatever the policy's timing.
+                    sync_pending(&file, &mut unsynced_since);
                     let rotated = result.and_then(|()| {
                         let next = open_segment(&dir, seq + 1)?;
                         file = next;
@@ -177,21 +213,47 @@ fn run_writer(
             }
         }
         if !waiting.is_empty() {
-            let result = flush(&mut file, &mut buffer, fsync);
+            let result = flush(&mut file, &mut buffer, fsync, &mut unsynced_since);
             answer_all(&mut waiting, &result);
         }
     }
 }
 
-fn flush(file: &mut File, buffer: &mut Vec<u8>, fsync: bool) -> io::Result<()> {
+/// Writes the buffered records, then fsyncs as the policy says.
+fn flush(
+    file: &mut File,
+    buffer: &mut Vec<u8>,
+    fsync: Fsync,
+    unsynced_since: &mut Option<Instant>,
+) -> io::Result<()> {
     if buffer.is_empty() {
         return Ok(());
     }
-    let result = file
-        .write_all(buffer)
-        .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
+    let written = file.write_all(buffer);
     buffer.clear();
-    result
+    written?;
+    match fsync {
+        Fsync::Always => file.sync_data(),
+        Fsync::Interval(every) => {
+            let since = *unsynced_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= every {
+                *unsynced_since = None;
+                file.sync_data()
+            } else {
+                Ok(())
+            }
+        }
+        Fsync::Never => Ok(()),
+    }
+}
+
+/// Fsyncs records written under `Fsync::Interval` and not synced yet.
+fn sync_pending(file: &File, unsynced_since: &mut Option<Instant>) {
+    if unsynced_since.take().is_some() {
+        if let Err(err) = file.sync_data() {
+            tracing::error!(error = %err, "fsync of the WAL failed");
+        }
+    }
 }
 
 fn answer_all(waiting: &mut Vec<oneshot::Sender<io::Result<()>>>, result: &io::Result<()>) {
