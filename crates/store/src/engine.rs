@@ -1,6 +1,8 @@
 //! The store: appends go to the WAL and the head (in memory, queryable at once); the head is
-//! cut into a block every `max_block_duration`; blocks are merged by compaction and deleted by
-//! retention. Queries read the head, heads being written out, and blocks.
+//! cut into a block every `max_block_duration`, or by the append that finds it holding
+//! `max_block_bytes` (so memory stays bounded when blocks are written slower than spans arrive);
+//! blocks are merged by compaction (streaming, page by page) and deleted by retention. Queries
+//! read the head, heads being written out, and blocks.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
