@@ -1,11 +1,13 @@
 """`threadline demo` into `threadline all-in-one`: within a minute the store holds complete
-traces across all four services (one root, no orphan span), every error and slow trace among
-them; and the frontend's W3C trace-context test endpoint forwards context as the spec says."""
+traces across all four services (HTTP, gRPC and queue hops; one root, no orphan span), every
+error and slow trace among them; and the frontend's W3C trace-context test endpoint forwards
+context as the spec says."""
 
 from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -78,7 +80,14 @@ def test_demo_traces_arrive_whole_across_all_services(process_factory, tmp_path)
         assert len(roots) == 1 and roots[0]["name"] == "GET /api/v2/orders/{orderId}", trace_id
         assert not orphans, f"{trace_id}: orphans {orphans}"
         assert services == SERVICES, f"{trace_id}: {services}"
-        assert all("{" in s["name"] or not any(c.isdigit() for c in s["name"]) for s in spans), "raw ids in span names"
+        # The gRPC hop: orders' client span is the parent of payments' server span.
+        grpc = {(s["kind"], s["name"]): s for s in spans if s["name"] == "shop.payments.v1.Payments/Charge"}
+        assert grpc[(2, "shop.payments.v1.Payments/Charge")]["parentSpanId"] == grpc[(3, "shop.payments.v1.Payments/Charge")]["spanId"]
+        # The queue hop: the consumer's parent is the producer span.
+        by_name = {s["name"]: s for s in spans}
+        assert by_name["orders process"]["parentSpanId"] == by_name["orders publish"]["spanId"]
+        # Route templates, never raw ids (order ids are 5 digits).
+        assert not any(re.search(r"\d{3,}", s["name"]) for s in spans), [s["name"] for s in spans]
 
 
 class _Capture(http.server.BaseHTTPRequestHandler):

@@ -42,7 +42,8 @@ enum Command {
     /// Collector (gateway pipeline with tail sampling) and store in one process, on built-in
     /// defaults: the quickest way to see the whole path.
     AllInOne(all_in_one::AllInOneArgs),
-    /// Run the demo estate (frontend -> orders -> payments, inventory over a queue), instrumented
+    /// Run the demo estate (frontend -> orders over HTTP -> payments over gRPC, inventory over a
+    /// queue), instrumented
     /// with OpenTelemetry and sending to 127.0.0.1:4317.
     Demo(demo::DemoArgs),
     /// Search a running store with TraceQL and list the matching traces.

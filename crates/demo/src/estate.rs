@@ -1,4 +1,4 @@
-//! The demo estate: `frontend` → `orders` (HTTP) → `payments` (HTTP) and → `inventory` (through a
+//! The demo estate: `frontend` → `orders` (HTTP) → `payments` (gRPC) and → `inventory` (through a
 //! message queue whose messages carry the trace context in their headers). Each service has its
 //! own tracer provider and resource (service.*, k8s.*), exports OTLP/gRPC, and logs JSON lines
 //! with trace_id and span_id. Span names are route templates, never raw ids. A traffic loop
@@ -25,6 +25,9 @@ use opentelemetry_sdk::Resource;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::payments_grpc::{
+    charge, context_metadata, ChargeFn, ChargeReply, ChargeRequest, PaymentsServer,
+};
 use crate::propagation::{Headers, HeadersRef, W3cPropagator};
 
 /// What to run.
@@ -149,11 +152,12 @@ struct Message {
 struct Estate {
     frontend: Service,
     orders: Service,
-    payments: Service,
+    payments_service: Service,
     inventory: Service,
     http: reqwest::Client,
     orders_url: String,
-    payments_url: String,
+    /// gRPC channel to payments (connects lazily, reconnects by itself).
+    payments: tonic::transport::Channel,
     queue: mpsc::Sender<Message>,
 }
 
@@ -239,45 +243,78 @@ async fn orders_get(
         .await;
     end(&publish, None);
 
-    let call = client_span(&estate.orders, "POST /payments", SpanKind::Client, &cx);
-    let url = format!(
-        "{}/payments?fail={}&slow={}",
-        estate.payments_url, behaviour.fail, behaviour.slow
+    let call = client_span(
+        &estate.orders,
+        "shop.payments.v1.Payments/Charge",
+        SpanKind::Client,
+        &cx,
     );
-    let status = match estate.http.post(url).headers(inject(&call)).send().await {
-        Ok(response) => response.status().as_u16(),
-        Err(_) => 502,
+    call.span()
+        .set_attribute(KeyValue::new("rpc.system", "grpc"));
+    call.span()
+        .set_attribute(KeyValue::new("rpc.service", "shop.payments.v1.Payments"));
+    call.span()
+        .set_attribute(KeyValue::new("rpc.method", "Charge"));
+    let request = ChargeRequest {
+        order_id: order_id.clone(),
+        fail: behaviour.fail == 1,
+        slow: behaviour.slow == 1,
+    };
+    let metadata = context_metadata(&call, &propagator());
+    let status = match charge(estate.payments.clone(), metadata, request).await {
+        Ok(reply) if reply.approved => 200,
+        Ok(_) => 402,
+        Err(status) => {
+            call.span()
+                .set_attribute(KeyValue::new("rpc.grpc.status_code", status.code() as i64));
+            500
+        }
     };
     end(&call, (status >= 500).then_some("payment failed"));
     end(&cx, (status >= 500).then_some("payment failed"));
     StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
-async fn payments_post(
-    State(estate): State<Arc<Estate>>,
-    Query(behaviour): Query<Behaviour>,
+async fn payments_charge(
+    estate: Arc<Estate>,
     headers: HeaderMap,
-) -> StatusCode {
-    let cx = server_span(&estate.payments, "POST /payments", &headers);
-    if behaviour.slow == 1 {
+    request: ChargeRequest,
+) -> Result<ChargeReply, tonic::Status> {
+    let cx = server_span(
+        &estate.payments_service,
+        "shop.payments.v1.Payments/Charge",
+        &headers,
+    );
+    cx.span().set_attribute(KeyValue::new("rpc.system", "grpc"));
+    if request.slow {
         // A slow card network: the trace crosses the 2 s latency policy.
-        log(estate.payments.name, &cx, "warn", "slow card network");
+        log(
+            estate.payments_service.name,
+            &cx,
+            "warn",
+            "slow card network",
+        );
         tokio::time::sleep(Duration::from_millis(2200)).await;
     }
-    let charge = client_span(&estate.payments, "charge card", SpanKind::Client, &cx);
+    let charge = client_span(
+        &estate.payments_service,
+        "charge card",
+        SpanKind::Client,
+        &cx,
+    );
     tokio::time::sleep(Duration::from_millis(5)).await;
-    if behaviour.fail == 1 {
+    if request.fail {
         charge
             .span()
             .set_attribute(KeyValue::new("error.type", "card_declined"));
         end(&charge, Some("card declined"));
-        log(estate.payments.name, &cx, "error", "card declined");
+        log(estate.payments_service.name, &cx, "error", "card declined");
         end(&cx, Some("card declined"));
-        return StatusCode::INTERNAL_SERVER_ERROR;
+        return Err(tonic::Status::failed_precondition("card declined"));
     }
     end(&charge, None);
     end(&cx, None);
-    StatusCode::OK
+    Ok(ChargeReply { approved: true })
 }
 
 async fn run_inventory(estate: Arc<Estate>, mut queue: mpsc::Receiver<Message>) {
@@ -435,11 +472,15 @@ pub async fn start(options: EstateOptions) -> anyhow::Result<RunningEstate> {
     let estate = Arc::new(Estate {
         frontend: service(0),
         orders: service(1),
-        payments: service(2),
+        payments_service: service(2),
         inventory: service(3),
         http,
         orders_url: format!("http://{}", orders_listener.local_addr()?),
-        payments_url: format!("http://{}", payments_listener.local_addr()?),
+        payments: tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            payments_listener.local_addr()?
+        ))?
+        .connect_lazy(),
         queue,
     });
     let mut tasks = Vec::new();
@@ -449,11 +490,15 @@ pub async fn start(options: EstateOptions) -> anyhow::Result<RunningEstate> {
     tasks.push(tokio::spawn(async move {
         let _ = axum::serve(orders_listener, orders_app).await;
     }));
-    let payments_app = Router::new()
-        .route("/payments", post(payments_post))
-        .with_state(estate.clone());
+    let for_payments = estate.clone();
+    let charge_fn: ChargeFn = Arc::new(move |headers, request| {
+        Box::pin(payments_charge(for_payments.clone(), headers, request))
+    });
     tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(payments_listener, payments_app).await;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(payments_listener);
+        let _ = tonic::transport::Server::builder()
+            .serve_with_incoming(PaymentsServer(charge_fn), incoming)
+            .await;
     }));
     tasks.push(tokio::spawn(run_inventory(estate.clone(), inbox)));
     let frontend_app = Router::new()

@@ -2,6 +2,7 @@
 //! Context implementation (levels 1 and 2) that every hop uses.
 
 pub mod estate;
+pub mod payments_grpc;
 pub mod propagation;
 pub mod w3c;
 #[cfg(test)]
