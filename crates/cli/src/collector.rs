@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use threadline_collector::registry::{list, Registry};
 use threadline_collector::service::{self, Service};
-use threadline_config::{CollectorConfig, ConfigErrors, ConfigSources};
+use threadline_config::{CollectorConfig, ConfigSources};
 
 /// The config used when no `--config` is given.
 const DEFAULT_CONFIG: &str = include_str!("defaults/collector.yaml");
@@ -41,18 +41,8 @@ fn load(args: &ConfigArgs) -> anyhow::Result<(CollectorConfig, Vec<service::Conf
     };
     let root = threadline_config::resolve(&sources)
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    let registry = Registry::builtin();
-    let config = match threadline_config::parse_collector_config(&root) {
-        Ok(config) => config,
-        Err(ConfigErrors(mut errors)) => {
-            // Report the components' own errors too, not only what broke the whole.
-            errors.extend(service::validate_components_in_tree(&registry, &root));
-            anyhow::bail!("invalid configuration:\n{}", ConfigErrors(errors));
-        }
-    };
-    let warnings = service::validate(&registry, &config)
-        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    Ok((config, warnings))
+    service::load(&Registry::builtin(), &root)
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
 
 pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {

@@ -1,9 +1,11 @@
-//! `threadline`: one binary for the roles of a tracing estate. Today: `collector` (agent or gateway,
-//! as its config says), `validate`, and the `loadgen`/`sink` pair used by benchmarks and tests.
+//! `threadline`: one binary for the roles of a tracing estate: `collector` (agent or gateway, as
+//! its config says), `validate`, `store`, `all-in-one`, `operator` and `install`, `demo`,
+//! `search`/`trace`, and the `loadgen`/`sink` pair used by benchmarks and tests.
 
 mod all_in_one;
 mod collector;
 mod demo;
+mod operator;
 mod query;
 mod store;
 
@@ -52,6 +54,11 @@ enum Command {
     Trace(query::TraceArgs),
     /// Run the trace store: OTLP in, blocks on disk or S3, Grafana Tempo's HTTP API out.
     Store(store::StoreArgs),
+    /// The Kubernetes operator: reconcile OpenTelemetryCollector resources, inject
+    /// auto-instrumentation (`operator run`), or render offline (`operator render -f`).
+    Operator(operator::OperatorArgs),
+    /// Print every object that installs the operator: `threadline install | kubectl apply -f -`.
+    Install(operator::InstallArgs),
     /// Send realistic OTLP trace load to an endpoint (benchmarks and tests).
     Loadgen(threadline_loadgen::LoadgenArgs),
     /// Receive OTLP and count spans (benchmarks and tests).
@@ -108,6 +115,8 @@ fn main() -> std::process::ExitCode {
                 .await
                 .map_err(anyhow::Error::from)
                 .and_then(|r| r),
+            Command::Operator(args) => operator::run(args).await,
+            Command::Install(args) => operator::install(args),
             Command::Loadgen(args) => threadline_loadgen::run_loadgen(args).await.map(|_| ()),
             Command::Sink(args) => threadline_loadgen::run_sink(args).await,
         }

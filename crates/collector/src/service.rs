@@ -26,6 +26,25 @@ pub struct ConfigWarning {
     pub message: String,
 }
 
+/// Parses and validates a resolved config tree (the `validate` command, the operator's check of
+/// an `OpenTelemetryCollector`'s embedded config): every error, each with its YAML path, or the
+/// config and its warnings.
+pub fn load(
+    registry: &Registry,
+    root: &Value,
+) -> Result<(CollectorConfig, Vec<ConfigWarning>), ConfigErrors> {
+    let config = match threadline_config::parse_collector_config(root) {
+        Ok(config) => config,
+        Err(ConfigErrors(mut errors)) => {
+            // Report the components' own errors too, not only what broke the whole.
+            errors.extend(validate_components_in_tree(registry, root));
+            return Err(ConfigErrors(errors));
+        }
+    };
+    let warnings = validate(registry, &config)?;
+    Ok((config, warnings))
+}
+
 /// Checks everything that can be checked without binding ports or opening files: every component's
 /// type is known and its section decodes, every pipeline is of a supported signal.
 /// Returns every error found, each with its YAML path.
