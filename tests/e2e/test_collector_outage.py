@@ -27,6 +27,14 @@ def test_backend_down_for_30s_then_back_loses_nothing(collector_factory, backend
         pass
     assert sender.provider.force_flush(10_000)
     backend.wait_for_count(1, timeout=20)
+    # Stop only once the backend's answer reached the collector: a call cut off between the
+    # backend storing the span and answering is retried, and at-least-once delivery would then
+    # (correctly) deliver that span twice.
+    wait_until(
+        lambda: collector.metrics().value("otelcol_exporter_sent_spans", exporter="otlp") == 1,
+        timeout=10,
+        message="the collector never saw the backend acknowledge the first span",
+    )
 
     backend.stop()
     started = time.monotonic()

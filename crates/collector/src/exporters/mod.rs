@@ -2,6 +2,7 @@
 //! backends through the shared queue-and-retry machinery in [`helper`]; `debug` writes to the log;
 //! `loadbalancing` routes spans by trace id (or service) over a set of OTLP backends.
 
+pub mod compress;
 pub mod debug;
 pub mod helper;
 pub mod loadbalancing;

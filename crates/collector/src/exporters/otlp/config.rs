@@ -12,14 +12,15 @@ use threadline_config::ConfigError;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
 use crate::component::ComponentConfig;
-use crate::exporters::helper;
+use crate::exporters::{compress, helper};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpExporterConfig {
     /// Where and how to connect: `endpoint` (`host:port`; `https://` forces TLS, `http://`
-    /// plaintext), `tls`, `headers`, `compression` (`gzip` by default, `zstd`, `none`),
-    /// `keepalive`, `balancer_name`, `wait_for_ready`, `authority`.
+    /// plaintext), `tls`, `headers`, `compression` (`gzip` by default, `zstd`, `none`) and
+    /// `compression_params.level` (gzip 1–9, default 6; zstd 1–22, default 3), `keepalive`,
+    /// `balancer_name`, `wait_for_ready`, `authority`.
     #[serde(flatten)]
     pub client: GrpcClientSettings,
     /// Time allowed for one export attempt, also sent to the server as the gRPC deadline;
@@ -78,6 +79,16 @@ impl OtlpExporterConfig {
         })
     }
 
+    /// The level to compress requests with (`compression_params.level`, 0 for the default).
+    pub fn compression_level(&self) -> Result<i32, String> {
+        let level = self
+            .client
+            .compression_params
+            .as_ref()
+            .map_or(0, |params| params.level);
+        compress::effective_level(self.client.compression, level)
+    }
+
     /// `headers` as gRPC metadata.
     pub fn metadata(&self) -> Result<Vec<(AsciiMetadataKey, AsciiMetadataValue)>, String> {
         self.client
@@ -118,6 +129,9 @@ impl ComponentConfig for OtlpExporterConfig {
                     auth.authenticator
                 ),
             ));
+        }
+        if let Err(message) = self.compression_level() {
+            errors.push(ConfigError::new("compression_params::level", message));
         }
         errors.extend(helper::validate_settings(
             &self.sending_queue,

@@ -1,7 +1,8 @@
 //! The `otlp` exporter: OTLP over gRPC, as upstream's `otlpexporter`.
 //!
 //! The pipeline's bytes already are an encoded `ExportTraceServiceRequest`, so they go on the wire
-//! as they are (see [`transport::RawRequestCodec`]); only the small response is decoded.
+//! as they are, compressed in one shot into the gRPC frame (see [`sender`]); only the small
+//! response is decoded.
 
 mod config;
 mod sender;
@@ -13,9 +14,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde_yaml_ng::Value;
-use threadline_config::settings::{Compression, GoDuration};
+use threadline_config::settings::GoDuration;
 use threadline_config::ConfigErrors;
-use tonic::codec::CompressionEncoding;
 use tonic::transport::Endpoint;
 
 pub use config::{OtlpExporterConfig, Target};
@@ -109,14 +109,21 @@ pub fn grpc_sender(exporter: &str, config: &OtlpExporterConfig) -> anyhow::Resul
     Ok(GrpcSender {
         exporter: exporter.to_string(),
         channel,
-        compression: match config.client.compression {
-            Compression::Gzip => Some(CompressionEncoding::Gzip),
-            Compression::Zstd => Some(CompressionEncoding::Zstd),
-            Compression::None => None,
-        },
+        compression: config.client.compression,
+        compression_level: config
+            .compression_level()
+            .map_err(|e| anyhow::anyhow!("compression_params::level: {e}"))?,
         headers: config
             .metadata()
-            .map_err(|e| anyhow::anyhow!("headers: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("headers: {e}"))?
+            .into_iter()
+            .map(|(key, value)| {
+                let name = http::HeaderName::from_bytes(key.as_str().as_bytes())?;
+                let value = http::HeaderValue::from_bytes(value.as_encoded_bytes())?;
+                Ok((name, value))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("headers")?,
         timeout: non_zero(config.timeout),
     })
 }

@@ -1,6 +1,6 @@
-//! The gRPC plumbing of the `otlp` exporter: a tonic codec that sends the pipeline's encoded request
-//! bytes as they are, and a connector that dials TCP and, when configured, TLS with our rustls
-//! settings (custom CA, client certificate, `insecure_skip_verify`, `server_name_override`).
+//! The gRPC plumbing of the `otlp` exporter: the Export method's path, and a connector that dials
+//! TCP and, when configured, TLS with our rustls settings (custom CA, client certificate,
+//! `insecure_skip_verify`, `server_name_override`).
 
 use std::future::Future;
 use std::io;
@@ -8,67 +8,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::BufMut;
 use hyper_util::rt::TokioIo;
-use prost::Message;
 use rustls::pki_types::ServerName;
-use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-use threadline_otlp::TraceData;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::Status;
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-/// Encodes [`TraceData`] by copying its bytes (already an `ExportTraceServiceRequest`) and decodes
-/// the `ExportTraceServiceResponse` with prost.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RawRequestCodec;
-
-#[derive(Debug)]
-pub struct RawRequestEncoder;
-
-#[derive(Debug)]
-pub struct ResponseDecoder;
-
-impl Codec for RawRequestCodec {
-    type Encode = TraceData;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = RawRequestEncoder;
-    type Decoder = ResponseDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawRequestEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ResponseDecoder
-    }
-}
-
-impl Encoder for RawRequestEncoder {
-    type Item = TraceData;
-    type Error = Status;
-
-    fn encode(&mut self, item: TraceData, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(item.as_bytes());
-        Ok(())
-    }
-}
-
-impl Decoder for ResponseDecoder {
-    type Item = ExportTraceServiceResponse;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        ExportTraceServiceResponse::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("cannot decode the export response: {e}")))
-    }
-}
 
 /// TLS for the connection: our rustls config and the name to verify the server certificate against.
 #[derive(Clone)]

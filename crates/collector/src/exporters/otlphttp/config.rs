@@ -106,6 +106,16 @@ impl OtlpHttpExporterConfig {
 impl ComponentConfig for OtlpHttpExporterConfig {
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
+        let level = self
+            .client
+            .compression_params
+            .as_ref()
+            .map_or(0, |params| params.level);
+        if let Err(message) =
+            crate::exporters::compress::effective_level(self.client.compression, level)
+        {
+            errors.push(ConfigError::new("compression_params::level", message));
+        }
         if let Err(message) = self.traces_url() {
             errors.push(ConfigError::new(self.endpoint_key(), message));
         }

@@ -6,7 +6,6 @@ mod config;
 #[cfg(test)]
 mod tests;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +23,7 @@ use threadline_otlp::TraceData;
 pub use config::{Encoding, OtlpHttpExporterConfig};
 
 use crate::component::{decode_config, CreateContext, Exporter, ExporterFactory};
+use crate::exporters::compress;
 use crate::exporters::helper::{
     queue_policy, retry_policy, Delivered, HelperSettings, QueuedRetrySender, SendError, Sender,
 };
@@ -199,22 +199,10 @@ impl HttpSender {
     }
 
     fn compress(&self, body: Bytes) -> Result<Bytes, SendError> {
-        let failed = |e: std::io::Error| SendError::Permanent(format!("cannot compress: {e}"));
-        match self.compression {
-            Compression::None => Ok(body),
-            Compression::Gzip => {
-                let level = match self.compression_level {
-                    level @ 1..=9 => flate2::Compression::new(level as u32),
-                    _ => flate2::Compression::default(),
-                };
-                let mut encoder =
-                    flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), level);
-                encoder.write_all(&body).map_err(failed)?;
-                Ok(Bytes::from(encoder.finish().map_err(failed)?))
-            }
-            Compression::Zstd => zstd::bulk::compress(&body, self.compression_level)
-                .map(Bytes::from)
-                .map_err(failed),
+        match compress::compress_with_prefix(self.compression, self.compression_level, &body, 0) {
+            Ok(Some(compressed)) => Ok(Bytes::from(compressed)),
+            Ok(None) => Ok(body),
+            Err(e) => Err(SendError::Permanent(format!("cannot compress: {e}"))),
         }
     }
 }
