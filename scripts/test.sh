@@ -44,11 +44,14 @@ cargo fmt --all -- --check || fail "formatting differs: run 'cargo fmt --all'"
 step "cargo clippy (release, all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --release -- -D warnings || fail "clippy found problems"
 
+# The binary is built together with the tests, so both resolve dependency features the same way
+# (dev-dependencies included) and share every compiled crate; `cargo build -p threadline` alone
+# would resolve them differently and compile much of the tree a second time.
+step "cargo build (release): the threadline binary and every test"
+cargo build --release --workspace --bins --tests || fail "the workspace does not build"
+
 step "cargo test (release, workspace)"
 cargo test --release --workspace || fail "Rust tests failed"
-
-step "cargo build --release -p threadline"
-cargo build --release -p threadline || fail "the threadline binary does not build"
 
 target_dir=${CARGO_TARGET_DIR:-target}
 export THREADLINE_BIN=${THREADLINE_BIN:-$target_dir/release/threadline}

@@ -1,7 +1,8 @@
-//! The reconcile loop against a SIMULATED Kubernetes API server (kube's tower-test mock: no
-//! cluster can run here). The simulated server answers like the real one (server-side apply
-//! echoes the object, a missing object is a 404 Status) and records every request, so the test
-//! checks what the controller asked for, in order, and what it wrote into the status.
+//! The reconcile loop against a SIMULATED Kubernetes API server: a tower service standing in for
+//! it behind a real `kube::Client` (no cluster can run here). It answers as the real one does
+//! (server-side apply echoes the object, a missing object is a 404 Status) and records every
+//! request, so the test checks what the controller asked for, in order, and what it wrote into
+//! the status.
 
 use std::sync::{Arc, Mutex};
 
@@ -47,14 +48,14 @@ fn status_404(path: &str) -> Value {
 }
 
 /// Starts the simulated API server; returns a client talking to it and the request log.
-fn simulated_api_server(
-    world: World,
-) -> (Client, Arc<Mutex<Vec<Seen>>>, tokio::task::JoinHandle<()>) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+fn simulated_api_server(world: World) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let seen = log.clone();
-    let task = tokio::spawn(async move {
-        while let Some((request, respond)) = handle.next_request().await {
+    let world = Arc::new(world);
+    let service = tower::service_fn(move |request: Request<Body>| {
+        let seen = seen.clone();
+        let world = world.clone();
+        async move {
             let method = request.method().to_string();
             let path = request.uri().path().to_string();
             let query = request.uri().query().unwrap_or_default().to_string();
@@ -70,44 +71,47 @@ fn simulated_api_server(
                 query,
                 body: body.clone(),
             });
-            let (code, answer) = match method.as_str() {
-                // A status merge patch answers with the whole resource, its status merged.
-                "PATCH" if path.ends_with("/status") => {
-                    let resource = path.trim_end_matches("/status");
-                    match world.objects.iter().find(|(p, _)| p == resource) {
-                        Some((_, object)) => {
-                            let mut object = object.clone();
-                            object["status"] = body["status"].clone();
-                            (StatusCode::OK, object)
-                        }
-                        None => (StatusCode::NOT_FOUND, status_404(&path)),
-                    }
-                }
-                // Server-side apply and event creation answer with the object.
-                "PATCH" | "POST" => (StatusCode::OK, with_metadata(body)),
-                "DELETE" => (
-                    StatusCode::OK,
-                    json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}),
-                ),
-                "GET" if path.ends_with("/configmaps") => (
-                    StatusCode::OK,
-                    json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "1"}, "items": world.config_maps}),
-                ),
-                "GET" => match world.objects.iter().find(|(p, _)| *p == path) {
-                    Some((_, object)) => (StatusCode::OK, object.clone()),
-                    None => (StatusCode::NOT_FOUND, status_404(&path)),
-                },
-                _ => (StatusCode::METHOD_NOT_ALLOWED, status_404(&path)),
-            };
-            let response = Response::builder()
+            let (code, answer) = answer(&world, &method, &path, body);
+            Response::builder()
                 .status(code)
                 .header("content-type", "application/json")
                 .body(Body::from(serde_json::to_vec(&answer).unwrap_or_default()))
-                .expect("response");
-            respond.send_response(response);
         }
     });
-    (Client::new(service, "default"), log, task)
+    (Client::new(service, "default"), log)
+}
+
+/// What the API server answers to one request.
+fn answer(world: &World, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    match method {
+        // A status merge patch answers with the whole resource, its status merged.
+        "PATCH" if path.ends_with("/status") => {
+            let resource = path.trim_end_matches("/status");
+            match world.objects.iter().find(|(p, _)| p == resource) {
+                Some((_, object)) => {
+                    let mut object = object.clone();
+                    object["status"] = body["status"].clone();
+                    (StatusCode::OK, object)
+                }
+                None => (StatusCode::NOT_FOUND, status_404(path)),
+            }
+        }
+        // Server-side apply and event creation answer with the object.
+        "PATCH" | "POST" => (StatusCode::OK, with_metadata(body)),
+        "DELETE" => (
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}),
+        ),
+        "GET" if path.ends_with("/configmaps") => (
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "1"}, "items": world.config_maps}),
+        ),
+        "GET" => match world.objects.iter().find(|(p, _)| p == path) {
+            Some((_, object)) => (StatusCode::OK, object.clone()),
+            None => (StatusCode::NOT_FOUND, status_404(path)),
+        },
+        _ => (StatusCode::METHOD_NOT_ALLOWED, status_404(path)),
+    }
 }
 
 fn with_metadata(mut object: Value) -> Value {
@@ -195,7 +199,7 @@ async fn reconcile_with_simulated_api_server_applies_the_seed_gateway_and_report
             owned_config_map("otel-gateway-collector-f0re1gn0", "uid-other"),
         ],
     };
-    let (client, log, server) = simulated_api_server(world);
+    let (client, log) = simulated_api_server(world);
     let action = reconcile(Arc::new(gateway), context(client, Vec::new()))
         .await
         .expect("reconciles");
@@ -206,7 +210,6 @@ async fn reconcile_with_simulated_api_server_applies_the_seed_gateway_and_report
             kube::runtime::controller::Action::requeue(threadline_operator::controller::RESYNC)
         )
     );
-    server.abort();
 
     let seen = log.lock().expect("log").clone();
     let lines: Vec<String> = seen.iter().map(Seen::line).collect();
@@ -295,14 +298,13 @@ async fn reconcile_with_simulated_api_server_applies_the_seed_gateway_and_report
 async fn reconcile_with_simulated_api_server_wires_the_seed_agent_to_route_by_trace_id() {
     let agent = collector(AGENT, "uid-agent");
     let gateway = collector(GATEWAY, "uid-gw");
-    let (client, log, server) = simulated_api_server(World {
+    let (client, log) = simulated_api_server(World {
         objects: vec![stored(&agent)],
         config_maps: Vec::new(),
     });
     reconcile(Arc::new(agent), context(client, vec![gateway]))
         .await
         .expect("reconciles");
-    server.abort();
     let seen = log.lock().expect("log").clone();
     let config_map = &seen[0].body;
     let text = config_map["data"]["collector.yaml"]
@@ -338,7 +340,7 @@ async fn reconcile_with_simulated_api_server_wires_the_seed_agent_to_route_by_tr
 async fn invalid_config_with_simulated_api_server_is_reported_and_nothing_rolled_out() {
     let broken = GATEWAY.replace("limit_mib: 1536", "limit_mib: lots");
     let gateway = collector(&broken, "uid-gw");
-    let (client, log, server) = simulated_api_server(World {
+    let (client, log) = simulated_api_server(World {
         objects: vec![stored(&gateway)],
         config_maps: Vec::new(),
     });
@@ -349,7 +351,6 @@ async fn invalid_config_with_simulated_api_server_is_reported_and_nothing_rolled
         format!("{action:?}"),
         format!("{:?}", kube::runtime::controller::Action::await_change())
     );
-    server.abort();
     let seen = log.lock().expect("log").clone();
     let lines: Vec<String> = seen.iter().map(Seen::line).collect();
     assert_eq!(
