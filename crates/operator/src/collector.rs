@@ -539,8 +539,7 @@ fn render_services(
     let selector = selector_labels(collector);
     let mut services = Vec::new();
     if !service_ports.is_empty() {
-        let mut base_meta = metadata(collector, base, image);
-        base_meta["labels"]["operator.opentelemetry.io/collector-service-type"] = json!("base");
+        let base_meta = service_metadata(collector, base, image, "base", None);
         let mut base_spec = json!({"selector": selector, "ports": service_ports});
         if collector.spec.mode == CollectorMode::Daemonset {
             // Each node's agent serves that node's pods: no hop to another node.
@@ -549,11 +548,13 @@ fn render_services(
         services.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": base_meta, "spec": base_spec}));
 
         let headless = format!("{base}-headless");
-        let mut headless_meta = metadata(collector, &headless, image);
-        headless_meta["labels"]["operator.opentelemetry.io/collector-service-type"] =
-            json!("headless");
-        headless_meta["labels"]["operator.opentelemetry.io/collector-headless-service"] =
-            json!("Exists");
+        let headless_meta = service_metadata(
+            collector,
+            &headless,
+            image,
+            "headless",
+            Some("collector-headless-service"),
+        );
         services.push(json!({
             "apiVersion": "v1",
             "kind": "Service",
@@ -562,11 +563,13 @@ fn render_services(
         }));
     }
     let monitoring = format!("{base}-monitoring");
-    let mut monitoring_meta = metadata(collector, &monitoring, image);
-    monitoring_meta["labels"]["operator.opentelemetry.io/collector-service-type"] =
-        json!("monitoring");
-    monitoring_meta["labels"]["operator.opentelemetry.io/collector-monitoring-service"] =
-        json!("Exists");
+    let monitoring_meta = service_metadata(
+        collector,
+        &monitoring,
+        image,
+        "monitoring",
+        Some("collector-monitoring-service"),
+    );
     services.push(json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -577,4 +580,21 @@ fn render_services(
         },
     }));
     services
+}
+
+/// A Service's metadata with upstream's `collector-service-type` label and, for headless and
+/// monitoring Services, their `...-service: Exists` marker label.
+fn service_metadata(
+    collector: &OpenTelemetryCollector,
+    name: &str,
+    image: &str,
+    service_type: &str,
+    marker: Option<&str>,
+) -> Value {
+    let mut meta = metadata(collector, name, image);
+    meta["labels"]["operator.opentelemetry.io/collector-service-type"] = json!(service_type);
+    if let Some(marker) = marker {
+        meta["labels"][format!("operator.opentelemetry.io/{marker}")] = json!("Exists");
+    }
+    meta
 }

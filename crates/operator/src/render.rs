@@ -261,15 +261,7 @@ fn inject_workload(catalog: &Catalog, workload: &Value) -> Option<(Value, Vec<St
         .unwrap_or_default()
         .to_string();
     let mut owners = Owners::new();
-    let key = match kind {
-        "Deployment" => Some("k8s.deployment.name"),
-        "StatefulSet" => Some("k8s.statefulset.name"),
-        "DaemonSet" => Some("k8s.daemonset.name"),
-        "ReplicaSet" => Some("k8s.replicaset.name"),
-        "Job" => Some("k8s.job.name"),
-        "CronJob" => Some("k8s.cronjob.name"),
-        _ => None,
-    };
+    let key = inject::owner_attribute(kind);
     if let Some(key) = key {
         owners.insert(key, name);
     }

@@ -124,6 +124,19 @@ pub fn resolve_owners(
     owners
 }
 
+/// The resource attribute naming a workload of `kind` (`Deployment` → `k8s.deployment.name`).
+pub fn owner_attribute(kind: &str) -> Option<&'static str> {
+    Some(match kind.to_ascii_lowercase().as_str() {
+        "replicaset" => "k8s.replicaset.name",
+        "deployment" => "k8s.deployment.name",
+        "statefulset" => "k8s.statefulset.name",
+        "daemonset" => "k8s.daemonset.name",
+        "job" => "k8s.job.name",
+        "cronjob" => "k8s.cronjob.name",
+        _ => return None,
+    })
+}
+
 fn resolve_into(
     references: &[OwnerReference],
     parent_of: &dyn Fn(&str, &str) -> Vec<OwnerReference>,
@@ -134,14 +147,8 @@ fn resolve_into(
         return;
     }
     for owner in references {
-        let key = match owner.kind.to_ascii_lowercase().as_str() {
-            "replicaset" => "k8s.replicaset.name",
-            "deployment" => "k8s.deployment.name",
-            "statefulset" => "k8s.statefulset.name",
-            "daemonset" => "k8s.daemonset.name",
-            "job" => "k8s.job.name",
-            "cronjob" => "k8s.cronjob.name",
-            _ => continue,
+        let Some(key) = owner_attribute(&owner.kind) else {
+            continue;
         };
         owners.insert(key, owner.name.clone());
         if matches!(key, "k8s.replicaset.name" | "k8s.job.name") {

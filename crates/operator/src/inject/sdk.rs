@@ -287,44 +287,49 @@ fn configure_exporter(instrumentation: &Instrumentation, pod: &mut Pod, containe
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
     if !secret.is_empty() {
-        if !volumes.iter().any(|v| v.name == secret_volume) {
-            volumes.push(Volume {
-                name: secret_volume.clone(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret.clone()),
-                    ..Default::default()
-                }),
+        let source = Volume {
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
                 ..Default::default()
-            });
-        }
-        if !mounts.iter().any(|m| m.name == secret_volume) {
-            mounts.push(VolumeMount {
-                name: secret_volume,
-                mount_path: secret_path,
-                read_only: Some(true),
-                ..Default::default()
-            });
-        }
+            }),
+            ..Default::default()
+        };
+        mount_once(volumes, mounts, secret_volume, source, secret_path);
     }
     if !config_map.is_empty() {
-        if !volumes.iter().any(|v| v.name == config_map_volume) {
-            volumes.push(Volume {
-                name: config_map_volume.clone(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: config_map.clone(),
-                    ..Default::default()
-                }),
+        let source = Volume {
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.clone(),
                 ..Default::default()
-            });
-        }
-        if !mounts.iter().any(|m| m.name == config_map_volume) {
-            mounts.push(VolumeMount {
-                name: config_map_volume,
-                mount_path: config_map_path,
-                read_only: Some(true),
-                ..Default::default()
-            });
-        }
+            }),
+            ..Default::default()
+        };
+        mount_once(volumes, mounts, config_map_volume, source, config_map_path);
+    }
+}
+
+/// Adds the volume `name` (from `source`) to the pod and mounts it read-only at `path` in the
+/// container, each unless already there.
+fn mount_once(
+    volumes: &mut Vec<Volume>,
+    mounts: &mut Vec<VolumeMount>,
+    name: String,
+    source: Volume,
+    path: String,
+) {
+    if !volumes.iter().any(|v| v.name == name) {
+        volumes.push(Volume {
+            name: name.clone(),
+            ..source
+        });
+    }
+    if !mounts.iter().any(|m| m.name == name) {
+        mounts.push(VolumeMount {
+            name,
+            mount_path: path,
+            read_only: Some(true),
+            ..Default::default()
+        });
     }
 }
 

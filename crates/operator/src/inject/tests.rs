@@ -116,7 +116,7 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn spec(pod: &Pod) -> &k8s_openapi::api::core::v1::PodSpec {
+fn pod_spec(pod: &Pod) -> &k8s_openapi::api::core::v1::PodSpec {
     pod.spec.as_ref().expect("pod has a spec")
 }
 
@@ -130,7 +130,7 @@ fn seed_java_pod_is_injected_as_upstream_does() {
     );
     assert!(mutation.warnings.is_empty(), "{:?}", mutation.warnings);
     assert_eq!(mutation.injected, vec![Language::Java]);
-    let spec = spec(&mutation.pod);
+    let spec = pod_spec(&mutation.pod);
 
     // The init container copies the agent into the shared emptyDir.
     let inits = spec.init_containers.as_ref().expect("init containers");
@@ -244,7 +244,7 @@ fn existing_env_and_volumes_are_kept_and_java_tool_options_extended() {
         &pod,
         &Owners::new(),
     );
-    let spec = spec_of(&mutation.pod);
+    let spec = pod_spec(&mutation.pod);
     let names: Vec<_> = spec
         .volumes
         .iter()
@@ -283,10 +283,6 @@ fn existing_env_and_volumes_are_kept_and_java_tool_options_extended() {
     );
 }
 
-fn spec_of(pod: &Pod) -> &k8s_openapi::api::core::v1::PodSpec {
-    spec(pod)
-}
-
 #[test]
 fn java_tool_options_from_value_from_is_skipped_with_a_warning() {
     let mut pod = seed_pod();
@@ -311,7 +307,10 @@ fn java_tool_options_from_value_from_is_skipped_with_a_warning() {
         "{:?}",
         mutation.warnings
     );
-    assert_eq!(spec(&mutation.pod).containers[0], spec(&pod).containers[0]);
+    assert_eq!(
+        pod_spec(&mutation.pod).containers[0],
+        pod_spec(&pod).containers[0]
+    );
 }
 
 #[test]
@@ -336,7 +335,7 @@ fn nodejs_pod_gets_node_options_and_the_nodejs_agent() {
     )]));
     let mutation = mutate(&catalog(vec![inst]), "shop", &pod, &Owners::new());
     assert!(mutation.warnings.is_empty(), "{:?}", mutation.warnings);
-    let spec = spec(&mutation.pod);
+    let spec = pod_spec(&mutation.pod);
     let init = &spec.init_containers.as_ref().expect("inits")[0];
     assert_eq!(init.name, "opentelemetry-auto-instrumentation-nodejs");
     assert_eq!(
@@ -428,9 +427,9 @@ fn python_pod_gets_pythonpath_and_otlp_http_defaults() {
     );
     let mutation = mutate(&catalog(vec![inst]), "ml", &pod, &owners);
     assert!(mutation.warnings.is_empty(), "{:?}", mutation.warnings);
-    let spec = spec(&mutation.pod);
+    let spec = pod_spec(&mutation.pod);
     // Only the named container is touched.
-    assert_eq!(spec.containers[0], spec_of(&pod).containers[0]);
+    assert_eq!(spec.containers[0], pod_spec(&pod).containers[0]);
     let init = &spec.init_containers.as_ref().expect("inits")[0];
     assert_eq!(init.name, "opentelemetry-auto-instrumentation-python");
     assert_eq!(init.image.as_deref(), Some("example.com/python-agent:1"));
@@ -496,7 +495,7 @@ fn service_name_follows_upstream_precedence() {
                 .insert(k.clone(), v.as_str().expect("string").to_string());
         }
         let mutation = mutate(&catalog(vec![inst.clone()]), "default", &pod, owners);
-        env_of(&spec(&mutation.pod).containers[0])
+        env_of(&pod_spec(&mutation.pod).containers[0])
             .into_iter()
             .find(|(k, _)| k == "OTEL_SERVICE_NAME")
             .map(|(_, v)| v)
@@ -631,7 +630,7 @@ fn container_names_select_containers_and_duplicates_are_refused() {
     let mutation = mutate(&insts, "default", &two_languages, &Owners::new());
     assert!(mutation.warnings.is_empty(), "{:?}", mutation.warnings);
     assert_eq!(mutation.injected, vec![Language::Java, Language::NodeJs]);
-    let spec = spec(&mutation.pod);
+    let spec = pod_spec(&mutation.pod);
     let inits: Vec<_> = spec
         .init_containers
         .iter()
@@ -759,7 +758,7 @@ fn init_container_goes_before_an_instrumented_init_container() {
     .expect("init")]);
     let mutation = mutate(&inst, "default", &p, &Owners::new());
     assert!(mutation.warnings.is_empty(), "{:?}", mutation.warnings);
-    let inits: Vec<_> = spec(&mutation.pod)
+    let inits: Vec<_> = pod_spec(&mutation.pod)
         .init_containers
         .iter()
         .flatten()
@@ -769,9 +768,12 @@ fn init_container_goes_before_an_instrumented_init_container() {
         inits,
         ["opentelemetry-auto-instrumentation-python", "migrate"]
     );
-    assert!(
-        env_of(&spec(&mutation.pod).init_containers.as_ref().expect("inits")[1])
-            .iter()
-            .any(|(k, _)| k == "PYTHONPATH")
-    );
+    assert!(env_of(
+        &pod_spec(&mutation.pod)
+            .init_containers
+            .as_ref()
+            .expect("inits")[1]
+    )
+    .iter()
+    .any(|(k, _)| k == "PYTHONPATH"));
 }
