@@ -31,6 +31,12 @@ use threadline_otlp::TraceData;
 struct CountingSender(Arc<AtomicU64>);
 
 impl Sender for CountingSender {
+    type Payload = TraceData;
+
+    fn prepare(&self, data: TraceData) -> Result<TraceData, SendError> {
+        Ok(data)
+    }
+
     async fn send(&self, _data: &TraceData) -> Result<Delivered, SendError> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(Delivered::default())

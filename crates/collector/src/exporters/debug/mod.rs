@@ -138,6 +138,12 @@ impl DebugWriter {
 }
 
 impl Sender for DebugWriter {
+    type Payload = TraceData;
+
+    fn prepare(&self, data: TraceData) -> Result<TraceData, SendError> {
+        Ok(data)
+    }
+
     async fn send(&self, data: &TraceData) -> Result<Delivered, SendError> {
         if let Some(rendered) = self.render(data)? {
             self.write(&rendered);

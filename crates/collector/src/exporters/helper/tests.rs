@@ -642,3 +642,194 @@ async fn persistent_queue_loses_nothing_acknowledged_on_sigkill() {
     // At most one write per writer task can have been cut short, and none was acknowledged.
     assert!(damaged <= 4, "{damaged} damaged files");
 }
+
+/// A sender whose `prepare` waits for the test to allow it (one permit per request) and turns a
+/// request into the text "prepared <tags>"; `send` fails its first `fail_first` attempts.
+struct GatedSender {
+    permits: Arc<(std::sync::Mutex<u32>, std::sync::Condvar)>,
+    prepared: Arc<std::sync::atomic::AtomicU64>,
+    attempts: Arc<std::sync::atomic::AtomicU64>,
+    fail_first: u64,
+    sent: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl GatedSender {
+    fn new(fail_first: u64) -> Self {
+        GatedSender {
+            permits: Arc::default(),
+            prepared: Arc::default(),
+            attempts: Arc::default(),
+            fail_first,
+            sent: Arc::default(),
+        }
+    }
+
+    fn handle(&self) -> Self {
+        GatedSender {
+            permits: self.permits.clone(),
+            prepared: self.prepared.clone(),
+            attempts: self.attempts.clone(),
+            fail_first: self.fail_first,
+            sent: self.sent.clone(),
+        }
+    }
+
+    fn allow(&self, preparations: u32) {
+        let (count, wake) = &*self.permits;
+        *count.lock().unwrap() += preparations;
+        wake.notify_all();
+    }
+
+    fn sent(&self) -> Vec<String> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+impl Sender for GatedSender {
+    type Payload = String;
+
+    fn prepare(&self, data: TraceData) -> Result<String, SendError> {
+        let (count, wake) = &*self.permits;
+        let guard = count.lock().unwrap();
+        // Bounded, so that a broken test fails instead of hanging.
+        let (mut guard, _) = wake
+            .wait_timeout_while(guard, WAIT, |permits| *permits == 0)
+            .unwrap();
+        if *guard == 0 {
+            return Err(SendError::Permanent("the test never allowed it".into()));
+        }
+        *guard -= 1;
+        self.prepared.fetch_add(1, Ordering::SeqCst);
+        let request = data.to_request().unwrap();
+        if tags(&request).iter().any(|tag| tag == "unpreparable") {
+            return Err(SendError::Permanent("cannot encode it".into()));
+        }
+        Ok(format!("prepared {}", tags(&request).join(",")))
+    }
+
+    async fn send(&self, payload: &String) -> Result<Delivered, SendError> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        if attempt <= self.fail_first {
+            return Err(SendError::retryable("backend unavailable"));
+        }
+        self.sent.lock().unwrap().push(payload.clone());
+        Ok(Delivered::default())
+    }
+}
+
+fn gated_exporter(tc: &TestContext, sender: &GatedSender) -> QueuedRetrySender<GatedSender> {
+    let settings = HelperSettings {
+        exporter: "otlp".into(),
+        metrics: tc.metrics(),
+        retry: RetryPolicy {
+            initial_interval: Duration::from_millis(20),
+            max_interval: Duration::from_millis(50),
+            randomization_factor: 0.0,
+            ..RetryPolicy::default()
+        },
+        queue: QueuePolicy::default(),
+        attempt_timeout: Some(WAIT),
+    };
+    QueuedRetrySender::start(sender.handle(), settings).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_queue_holds_the_prepared_request_and_retries_reuse_it() {
+    let tc = TestContext::new("otlp");
+    let sender = GatedSender::new(2);
+    sender.allow(10);
+    let exporter = gated_exporter(&tc, &sender);
+
+    exporter.consume(traces("a", 3)).await.unwrap();
+    assert!(wait_until(WAIT, || !sender.sent().is_empty()).await);
+    assert_eq!(sender.sent(), vec!["prepared a"]);
+    assert_eq!(sender.prepared.load(Ordering::SeqCst), 1, "prepared once");
+    assert_eq!(
+        sender.attempts.load(Ordering::SeqCst),
+        3,
+        "two failures, one success"
+    );
+    let metrics = tc.metrics();
+    assert_eq!(metrics.sent_spans.get(), 3);
+    assert_eq!(metrics.queue_size.get(), 0);
+    exporter.shutdown(Instant::now() + WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_waits_while_every_preparer_is_busy() {
+    let tc = TestContext::new("otlp");
+    let sender = GatedSender::new(0);
+    let exporter = Arc::new(gated_exporter(&tc, &sender));
+    let preparers = preparer_count() as usize;
+
+    // One request per preparer is taken at once, and counts as queued while it is prepared.
+    for i in 0..preparers {
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            exporter.consume(traces(&format!("r{i}"), 1)),
+        )
+        .await
+        .expect("a free preparer takes the request at once")
+        .unwrap();
+    }
+    assert_eq!(tc.metrics().queue_size.get(), preparers as i64);
+    let blocked = {
+        let exporter = exporter.clone();
+        tokio::spawn(async move { exporter.consume(traces("last", 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !blocked.is_finished(),
+        "with every preparer busy, consume waits (back-pressure) instead of buffering"
+    );
+
+    sender.allow(preparers as u32 + 1);
+    blocked.await.unwrap().unwrap();
+    assert!(wait_until(WAIT, || sender.sent().len() == preparers + 1).await);
+    let mut sent = sender.sent();
+    sent.sort();
+    let mut expected: Vec<String> = (0..preparers).map(|i| format!("prepared r{i}")).collect();
+    expected.push("prepared last".into());
+    expected.sort();
+    assert_eq!(sent, expected);
+    exporter.shutdown(Instant::now() + WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_be_prepared_is_dropped_and_counted() {
+    let tc = TestContext::new("otlp");
+    let sender = GatedSender::new(0);
+    sender.allow(10);
+    let exporter = gated_exporter(&tc, &sender);
+    let metrics = tc.metrics();
+
+    exporter.consume(traces("unpreparable", 4)).await.unwrap();
+    exporter.consume(traces("fine", 2)).await.unwrap();
+    assert!(wait_until(WAIT, || metrics.send_failed_spans.get() == 4).await);
+    assert!(wait_until(WAIT, || sender.sent() == vec!["prepared fine"]).await);
+    assert!(wait_until(WAIT, || metrics.queue_size.get() == 0).await);
+    assert_eq!(metrics.sent_spans.get(), 2);
+    exporter.shutdown(Instant::now() + WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_the_requests_still_being_prepared() {
+    let tc = TestContext::new("otlp");
+    let sender = GatedSender::new(0);
+    let exporter = Arc::new(gated_exporter(&tc, &sender));
+
+    exporter.consume(traces("in-preparation", 5)).await.unwrap();
+    let shutdown = {
+        let exporter = exporter.clone();
+        tokio::spawn(async move { exporter.shutdown(Instant::now() + WAIT).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the preparation"
+    );
+    sender.allow(1);
+    shutdown.await.unwrap();
+    assert_eq!(sender.sent(), vec!["prepared in-preparation"]);
+    assert_eq!(tc.metrics().sent_spans.get(), 5);
+}

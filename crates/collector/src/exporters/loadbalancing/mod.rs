@@ -265,7 +265,8 @@ impl Balancer {
     }
 
     async fn attempt(&self, backend: &Backend, data: &TraceData) -> Result<Delivered, SendError> {
-        let send = backend.sender.send(data);
+        let frame = backend.sender.prepare(data.clone())?;
+        let send = backend.sender.send(&frame);
         match self.attempt_timeout {
             None => send.await,
             Some(limit) => tokio::time::timeout(limit, send).await.unwrap_or_else(|_| {
@@ -390,6 +391,13 @@ async fn watch_endpoints(balancer: Arc<Balancer>, mut endpoints: watch::Receiver
 }
 
 impl Sender for BalancerSender {
+    /// Routed (and compressed per backend) at each attempt: the backends may change in between.
+    type Payload = TraceData;
+
+    fn prepare(&self, data: TraceData) -> Result<TraceData, SendError> {
+        Ok(data)
+    }
+
     async fn send(&self, data: &TraceData) -> Result<Delivered, SendError> {
         Ok(self.0.deliver(data).await)
     }

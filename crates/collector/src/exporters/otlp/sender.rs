@@ -93,8 +93,15 @@ impl GrpcSender {
 }
 
 impl Sender for GrpcSender {
-    async fn send(&self, data: &TraceData) -> Result<Delivered, SendError> {
-        let request = self.request(self.frame(data)?)?;
+    /// The gRPC frame (compressed, header in front).
+    type Payload = Bytes;
+
+    fn prepare(&self, data: TraceData) -> Result<Bytes, SendError> {
+        self.frame(&data)
+    }
+
+    async fn send(&self, frame: &Bytes) -> Result<Delivered, SendError> {
+        let request = self.request(frame.clone())?;
         let mut channel = self.channel.clone();
         channel
             .ready()

@@ -207,15 +207,29 @@ impl HttpSender {
     }
 }
 
+/// An encoded and compressed OTLP/HTTP request body.
+pub struct HttpBody {
+    body: Bytes,
+    content_type: &'static str,
+}
+
 impl Sender for HttpSender {
-    async fn send(&self, data: &TraceData) -> Result<Delivered, SendError> {
-        let (body, content_type) = self.body(data)?;
-        let body = self.compress(body)?;
+    type Payload = HttpBody;
+
+    fn prepare(&self, data: TraceData) -> Result<HttpBody, SendError> {
+        let (body, content_type) = self.body(&data)?;
+        Ok(HttpBody {
+            body: self.compress(body)?,
+            content_type,
+        })
+    }
+
+    async fn send(&self, payload: &HttpBody) -> Result<Delivered, SendError> {
         let mut request = self
             .client
             .post(self.url.clone())
-            .header(CONTENT_TYPE, content_type)
-            .body(body);
+            .header(CONTENT_TYPE, payload.content_type)
+            .body(payload.body.clone());
         if self.compression.is_compressed() {
             request = request.header(CONTENT_ENCODING, self.compression.as_str());
         }
