@@ -6,8 +6,8 @@
 //! level and ratio (BENCHMARKS.md). The output leaves `prefix` bytes free at the front, so the
 //! gRPC exporter writes its 5-byte frame header there without copying the compressed body again.
 
-use std::cell::RefCell;
 use std::io;
+use std::sync::{Mutex, OnceLock};
 
 use threadline_config::settings::Compression;
 
@@ -16,16 +16,46 @@ pub const DEFAULT_GZIP_LEVEL: i32 = 6;
 /// zstd level when `compression_params.level` is 0 (the zstd library's default).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
-thread_local! {
-    /// libdeflate compressors keep their (sizeable) match-finder state between calls; one per
-    /// thread and level avoids allocating it for every request.
-    static GZIP: RefCell<Vec<(i32, libdeflater::Compressor)>> = const { RefCell::new(Vec::new()) };
-    /// Output buffer of [`with_scratch`].
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+/// What one compression needs besides its input: a libdeflate compressor (its match-finder state
+/// is sizeable, so it is reused) and a worst-case output buffer (allocating one per batch cost
+/// page faults).
+#[derive(Default)]
+struct Workspace {
+    gzip: Option<(i32, libdeflater::Compressor)>,
+    scratch: Vec<u8>,
 }
+
+/// Workspaces not in use. A shared, bounded pool rather than per-thread state: compression runs
+/// on tokio's blocking pool, whose threads come and go, and per-thread buffers would add up over
+/// every thread ever used.
+static IDLE: Mutex<Vec<Workspace>> = Mutex::new(Vec::new());
 
 /// Largest output buffer kept between calls: room for a batch of about 16,000 typical spans.
 const SCRATCH_KEPT: usize = 8 << 20;
+
+/// Workspaces kept idle: one per CPU, as many as compress at once.
+fn idle_kept() -> usize {
+    static KEPT: OnceLock<usize> = OnceLock::new();
+    *KEPT.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+fn with_workspace<R>(use_it: impl FnOnce(&mut Workspace) -> R) -> R {
+    let mut workspace = IDLE
+        .lock()
+        .ok()
+        .and_then(|mut idle| idle.pop())
+        .unwrap_or_default();
+    let result = use_it(&mut workspace);
+    if workspace.scratch.len() > SCRATCH_KEPT {
+        workspace.scratch = Vec::new();
+    }
+    if let Ok(mut idle) = IDLE.lock() {
+        if idle.len() < idle_kept() {
+            idle.push(workspace);
+        }
+    }
+    result
+}
 
 /// The level to compress with, from `compression_params.level` (0 or -1: the default), or why it
 /// is not allowed. Checked with the config, so a bad level never drops data later.
@@ -69,20 +99,15 @@ fn gzip(level: i32, input: &[u8], prefix: usize) -> io::Result<Vec<u8>> {
             format!("{level} is not a gzip level"),
         )
     })?;
-    GZIP.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        let index = match cache.iter().position(|(l, _)| *l == level) {
-            Some(index) => index,
-            None => {
-                cache.push((level, libdeflater::Compressor::new(lvl)));
-                cache.len() - 1
-            }
+    with_workspace(|workspace| {
+        let compressor = match &mut workspace.gzip {
+            Some((kept, compressor)) if *kept == level => compressor,
+            other => &mut other.insert((level, libdeflater::Compressor::new(lvl))).1,
         };
-        let compressor = &mut cache[index].1;
         let bound = compressor.gzip_compress_bound(input.len());
-        with_scratch(bound, prefix, |scratch| {
+        compress_into(&mut workspace.scratch, bound, prefix, |out| {
             compressor
-                .gzip_compress(input, scratch)
+                .gzip_compress(input, out)
                 .map_err(|e| io::Error::other(format!("gzip: {e:?}")))
         })
     })
@@ -90,34 +115,29 @@ fn gzip(level: i32, input: &[u8], prefix: usize) -> io::Result<Vec<u8>> {
 
 fn zstd_compress(level: i32, input: &[u8], prefix: usize) -> io::Result<Vec<u8>> {
     let bound = zstd::zstd_safe::compress_bound(input.len());
-    with_scratch(bound, prefix, |scratch| {
-        zstd::bulk::compress_to_buffer(input, scratch, level)
+    with_workspace(|workspace| {
+        compress_into(&mut workspace.scratch, bound, prefix, |out| {
+            zstd::bulk::compress_to_buffer(input, out, level)
+        })
     })
 }
 
-/// Runs `compress` on a buffer of `bound` bytes and returns what it wrote, after `prefix` zero
-/// bytes, in a vector of exactly that size. The worst-case buffer is kept per thread (up to
-/// [`SCRATCH_KEPT`]): allocating it for every batch cost page faults, and the exact-size result
-/// is what an in-memory queue holds.
-fn with_scratch(
+/// Runs `compress` on `scratch` (grown to `bound` bytes) and returns what it wrote, after `prefix`
+/// zero bytes, in a vector of exactly that size: that is what an in-memory queue holds.
+fn compress_into(
+    scratch: &mut Vec<u8>,
     bound: usize,
     prefix: usize,
     compress: impl FnOnce(&mut [u8]) -> io::Result<usize>,
 ) -> io::Result<Vec<u8>> {
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        if scratch.len() < bound {
-            scratch.resize(bound, 0);
-        }
-        let written = compress(&mut scratch[..bound])?;
-        let mut out = Vec::with_capacity(prefix + written);
-        out.resize(prefix, 0);
-        out.extend_from_slice(&scratch[..written]);
-        if scratch.len() > SCRATCH_KEPT {
-            *scratch = Vec::new();
-        }
-        Ok(out)
-    })
+    if scratch.len() < bound {
+        scratch.resize(bound, 0);
+    }
+    let written = compress(&mut scratch[..bound])?;
+    let mut out = Vec::with_capacity(prefix + written);
+    out.resize(prefix, 0);
+    out.extend_from_slice(&scratch[..written]);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -147,6 +167,33 @@ mod tests {
             assert_eq!(decoded, input, "level {level}");
             assert!(out.len() < input.len() / 4, "level {level}: {}", out.len());
         }
+    }
+
+    #[test]
+    fn many_threads_compressing_leave_at_most_one_idle_workspace_per_cpu() {
+        let input = sample();
+        let outputs: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..(idle_kept() * 2 + 3))
+                .map(|_| {
+                    scope.spawn(|| {
+                        compress_with_prefix(Compression::Gzip, 0, &input, 5)
+                            .expect("compresses")
+                            .expect("compressed")
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("no panic"))
+                .collect()
+        });
+        assert!(
+            outputs.iter().all(|out| out == &outputs[0]),
+            "same input, same output"
+        );
+        assert_eq!(outputs[0].capacity(), outputs[0].len(), "exact-size output");
+        let idle = IDLE.lock().expect("not poisoned").len();
+        assert!(idle <= idle_kept(), "{idle} idle workspaces");
     }
 
     #[test]
