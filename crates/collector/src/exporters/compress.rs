@@ -33,10 +33,10 @@ static IDLE: Mutex<Vec<Workspace>> = Mutex::new(Vec::new());
 /// Largest output buffer kept between calls: room for a batch of about 16,000 typical spans.
 const SCRATCH_KEPT: usize = 8 << 20;
 
-/// Workspaces kept idle: one per CPU, as many as compress at once.
+/// Workspaces kept idle: as many as the exporters prepare (compress) batches at once.
 fn idle_kept() -> usize {
     static KEPT: OnceLock<usize> = OnceLock::new();
-    *KEPT.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+    *KEPT.get_or_init(|| crate::exporters::helper::preparer_count() as usize)
 }
 
 fn with_workspace<R>(use_it: impl FnOnce(&mut Workspace) -> R) -> R {

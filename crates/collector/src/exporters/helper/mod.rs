@@ -495,7 +495,7 @@ impl<S: Sender> QueuedRetrySender<S> {
 
 /// Requests prepared at once: one per CPU (compression is CPU-bound; more would only queue for
 /// the cores).
-fn preparer_count() -> u32 {
+pub(crate) fn preparer_count() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(1024) as u32)
 }
 

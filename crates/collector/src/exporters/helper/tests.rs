@@ -644,7 +644,9 @@ async fn persistent_queue_loses_nothing_acknowledged_on_sigkill() {
 }
 
 /// A sender whose `prepare` waits for the test to allow it (one permit per request) and turns a
-/// request into the text "prepared <tags>"; `send` fails its first `fail_first` attempts.
+/// request into the text "prepared <tags>"; `send` fails its first `fail_first` attempts. Clones
+/// share their state, so the test keeps one to watch and steer the exporter's.
+#[derive(Clone)]
 struct GatedSender {
     permits: Arc<(std::sync::Mutex<u32>, std::sync::Condvar)>,
     prepared: Arc<std::sync::atomic::AtomicU64>,
@@ -661,16 +663,6 @@ impl GatedSender {
             attempts: Arc::default(),
             fail_first,
             sent: Arc::default(),
-        }
-    }
-
-    fn handle(&self) -> Self {
-        GatedSender {
-            permits: self.permits.clone(),
-            prepared: self.prepared.clone(),
-            attempts: self.attempts.clone(),
-            fail_first: self.fail_first,
-            sent: self.sent.clone(),
         }
     }
 
@@ -730,7 +722,7 @@ fn gated_exporter(tc: &TestContext, sender: &GatedSender) -> QueuedRetrySender<G
         queue: QueuePolicy::default(),
         attempt_timeout: Some(WAIT),
     };
-    QueuedRetrySender::start(sender.handle(), settings).unwrap()
+    QueuedRetrySender::start(sender.clone(), settings).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
