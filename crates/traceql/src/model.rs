@@ -12,8 +12,9 @@ pub enum Value {
 }
 
 /// Span kinds with OTLP's numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SpanKind {
+    #[default]
     Unspecified = 0,
     Internal = 1,
     Server = 2,
@@ -23,15 +24,17 @@ pub enum SpanKind {
 }
 
 /// Span status codes with OTLP's numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StatusCode {
+    #[default]
     Unset = 0,
     Ok = 1,
     Error = 2,
 }
 
-/// One span with what TraceQL can ask about it.
-#[derive(Debug, Clone, PartialEq)]
+/// One span with what TraceQL can ask about it. Build one in tests as
+/// `Span { name: ..., ..Default::default() }`: fields are added as TraceQL grows.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Span {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
