@@ -137,7 +137,13 @@ def test_the_w3c_test_endpoint_forwards_trace_context_as_the_spec_says(process_f
             assert out["traceparent"].split("-")[1] != trace.upper().lower(), bad
             assert "foo=1" not in out["tracestate"], "tracestate dropped with an invalid traceparent"
 
+        # A repeated key keeps its first member; the list is not dropped (current spec text).
         out = call({"traceparent": f"00-{trace}-{parent}-01", "tracestate": "foo=1,foo=2"})
-        assert out["tracestate"].startswith("threadline=") and "foo" not in out["tracestate"]
+        span_id = out["traceparent"].split("-")[2]
+        assert out["tracestate"] == f"threadline={span_id},foo=1"
+
+        # A member with an empty value is malformed: the whole list is dropped, never forwarded.
+        out = call({"traceparent": f"00-{trace}-{parent}-01", "tracestate": "foo=,bar=3"})
+        assert out["tracestate"] == f"threadline={out['traceparent'].split('-')[2]}"
     finally:
         server.shutdown()

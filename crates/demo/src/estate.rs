@@ -361,21 +361,7 @@ async fn w3c_test(
     let Ok(cases) = serde_json::from_str::<Vec<Case>>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
-    let parents: Vec<&str> = headers
-        .get_all("traceparent")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let states: Vec<&str> = headers
-        .get_all("tracestate")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let incoming = if parents.len() == 1 {
-        crate::w3c::extract(Some(parents[0]), states)
-    } else {
-        None
-    };
+    let incoming = crate::w3c::from_headers(&headers);
     for case in cases {
         let span_id: [u8; 8] = loop {
             let id: [u8; 8] = rand::random();
@@ -383,19 +369,8 @@ async fn w3c_test(
                 break id;
             }
         };
-        let (parent, mut state) = match &incoming {
-            Some((parent, state)) => (parent.child(span_id), state.clone()),
-            // Invalid or absent: a new trace, with a random id (level 2's random flag).
-            None => (
-                crate::w3c::TraceParent {
-                    trace_id: rand::random(),
-                    parent_id: span_id,
-                    flags: crate::w3c::SAMPLED | crate::w3c::RANDOM,
-                },
-                crate::w3c::TraceState::default(),
-            ),
-        };
-        state.upsert_front("threadline", &hex::encode(span_id));
+        let (parent, state) =
+            crate::w3c::forward(incoming.as_ref(), span_id, rand::random(), "threadline");
         let mut request = estate
             .http
             .post(&case.url)

@@ -6,4 +6,6 @@ pub mod payments_grpc;
 pub mod propagation;
 pub mod w3c;
 #[cfg(test)]
+mod w3c_suite_tests;
+#[cfg(test)]
 mod w3c_tests;

@@ -51,7 +51,13 @@ impl TextMapPropagator for W3cPropagator {
         let Some((parent, state)) = w3c::extract(traceparent, states) else {
             return cx.clone();
         };
-        let trace_state = TraceState::from_key_value(state.members).unwrap_or_default();
+        // The `opentelemetry` crate still checks keys by the older `tenant@system` grammar
+        // (`foo@bar@baz` fails it): keep every member it takes rather than lose the whole list.
+        let accepted = state
+            .members
+            .into_iter()
+            .filter(|member| TraceState::from_key_value([member.clone()]).is_ok());
+        let trace_state = TraceState::from_key_value(accepted).unwrap_or_default();
         cx.with_remote_span_context(SpanContext::new(
             TraceId::from_bytes(parent.trace_id),
             SpanId::from_bytes(parent.parent_id),

@@ -6,10 +6,14 @@
 //!   flags, and is parsed as version 00 (its extra fields ignored). An all-zero trace id or
 //!   parent id is invalid. Invalid: the receiver starts a new trace and drops `tracestate`.
 //! * `tracestate` is a comma-separated list (several headers are one list, joined by `,`) of at
-//!   most 32 `key=value` members; empty members are skipped. Keys are `[a-z][a-z0-9_\-*/]{0,255}`
-//!   or `tenant@system` (`[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}`); values are 0 to 256
-//!   printable ASCII characters except `,` and `=`, not ending in a space. A malformed member, a
-//!   duplicate key or more than 32 members make the whole header invalid: it is dropped.
+//!   most 32 `key=value` members; empty and whitespace-only members are skipped, spaces and tabs
+//!   around a member are ignored. A key is 1 to 256 characters `[a-z0-9][a-z0-9_\-*/@]{0,255}`
+//!   (the current grammar: `@` is an ordinary key character, so `foo@`, `foo@@bar` and
+//!   `t@` + 15 characters are keys; `@foo` is not). A value is 1 to 256 printable ASCII
+//!   characters except `,` and `=`, not ending in a space; its leading spaces are part of it.
+//!   A malformed member or more than 32 members make the whole header invalid: it is dropped.
+//!   A repeated key keeps its first member; later ones are dropped (the spec lets a vendor keep
+//!   duplicates or discard them, never the whole header).
 //! * Forwarding: the version written is `00`; the trace id is kept; the parent id is the new
 //!   span's; the sampled (0x01) and, at level 2, random (0x02) flags are kept. This vendor's entry
 //!   moves to the front of `tracestate` (updated), the list staying within 32 members by dropping
@@ -99,35 +103,31 @@ impl fmt::Display for TraceParent {
     }
 }
 
-fn key_chars(text: &str) -> bool {
-    text.bytes().all(|b| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'*' | b'/')
-    })
-}
+/// Longest key and longest value, in characters (all ASCII).
+pub const MAX_KEY_LEN: usize = 256;
+pub const MAX_VALUE_LEN: usize = 256;
 
-/// Whether `key` is a valid tracestate key.
+/// Whether `key` is a valid tracestate key:
+/// `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`, `keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"`.
 pub fn valid_key(key: &str) -> bool {
-    match key.split_once('@') {
-        None => {
-            (1..=256).contains(&key.len())
-                && key.as_bytes()[0].is_ascii_lowercase()
-                && key_chars(key)
-        }
-        Some((tenant, system)) => {
-            (1..=241).contains(&tenant.len())
-                && (tenant.as_bytes()[0].is_ascii_lowercase()
-                    || tenant.as_bytes()[0].is_ascii_digit())
-                && key_chars(tenant)
-                && (1..=14).contains(&system.len())
-                && system.as_bytes()[0].is_ascii_lowercase()
-                && key_chars(system)
-        }
-    }
+    let bytes = key.as_bytes();
+    let Some(first) = bytes.first() else {
+        return false;
+    };
+    bytes.len() <= MAX_KEY_LEN
+        && (first.is_ascii_lowercase() || first.is_ascii_digit())
+        && bytes.iter().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'_' | b'-' | b'*' | b'/' | b'@')
+        })
 }
 
-/// Whether `value` is a valid tracestate value.
+/// Whether `value` is a valid tracestate value: `value = 0*255(chr) nblk-chr`, where `chr` is
+/// 0x20-0x7E except `,` and `=`, and `nblk-chr` is a `chr` other than space.
 pub fn valid_value(value: &str) -> bool {
-    value.len() <= 256
+    !value.is_empty()
+        && value.len() <= MAX_VALUE_LEN
         && value
             .bytes()
             .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
@@ -144,6 +144,7 @@ impl TraceState {
     /// Parses every `tracestate` header of a request (one list); None when invalid.
     pub fn parse<'a>(headers: impl IntoIterator<Item = &'a str>) -> Option<TraceState> {
         let mut members: Vec<(String, String)> = Vec::new();
+        let mut count = 0usize;
         for header in headers {
             for member in header.split(',') {
                 let member = member.trim_matches(|c| c == ' ' || c == '\t');
@@ -154,12 +155,13 @@ impl TraceState {
                 if !valid_key(key) || !valid_value(value) {
                     return None;
                 }
-                if members.iter().any(|(k, _)| k == key) {
+                // The limit counts the members sent, duplicates included.
+                count += 1;
+                if count > MAX_MEMBERS {
                     return None;
                 }
-                members.push((key.to_string(), value.to_string()));
-                if members.len() > MAX_MEMBERS {
-                    return None;
+                if !members.iter().any(|(k, _)| k == key) {
+                    members.push((key.to_string(), value.to_string()));
                 }
             }
         }
@@ -191,4 +193,43 @@ pub fn extract<'a>(
     let parent = TraceParent::parse(traceparent?)?;
     let state = TraceState::parse(tracestate).unwrap_or_default();
     Some((parent, state))
+}
+
+/// The incoming context of an HTTP request's headers (names are case-insensitive): exactly one
+/// valid `traceparent`, and every `tracestate` header as one list. Two `traceparent` headers are
+/// as invalid as a malformed one.
+pub fn from_headers(headers: &http::HeaderMap) -> Option<(TraceParent, TraceState)> {
+    let mut parents = headers.get_all("traceparent").iter();
+    let (Some(parent), None) = (parents.next(), parents.next()) else {
+        return None;
+    };
+    let states = headers
+        .get_all("tracestate")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    extract(parent.to_str().ok(), states)
+}
+
+/// The context an outgoing request of span `span_id` carries: the incoming trace continued (or,
+/// without a valid one, a new trace with a random id, sampled and flagged random), and this
+/// vendor's `key` set to the span id at the front of the tracestate.
+pub fn forward(
+    incoming: Option<&(TraceParent, TraceState)>,
+    span_id: [u8; 8],
+    new_trace_id: [u8; 16],
+    key: &str,
+) -> (TraceParent, TraceState) {
+    let (parent, mut state) = match incoming {
+        Some((parent, state)) => (parent.child(span_id), state.clone()),
+        None => (
+            TraceParent {
+                trace_id: new_trace_id,
+                parent_id: span_id,
+                flags: SAMPLED | RANDOM,
+            },
+            TraceState::default(),
+        ),
+    };
+    state.upsert_front(key, &hex::encode(span_id));
+    (parent, state)
 }

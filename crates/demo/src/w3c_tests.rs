@@ -75,46 +75,78 @@ fn forwarding_writes_version_00_keeps_trace_and_sampled_and_random_flags() {
 }
 
 #[test]
-fn tracestate_keys() {
+fn tracestate_keys_follow_the_current_grammar() {
     assert!(valid_key("vendor"));
     assert!(valid_key("a1_-*/"));
     assert!(valid_key("tenant@system"));
     assert!(valid_key("0tenant@sys"));
-    assert!(!valid_key("Vendor"), "uppercase");
-    assert!(!valid_key("1vendor"), "simple keys start with a letter");
-    assert!(!valid_key("tenant@0sys"), "systems start with a letter");
+    assert!(valid_key("1vendor"), "a key may start with a digit");
+    assert!(valid_key("foo@"), "`@` is an ordinary key character");
+    assert!(valid_key("foo@@bar"));
+    assert!(valid_key("foo@bar@baz"));
     assert!(
-        !valid_key("tenant@systemtoolongname"),
-        "systems are at most 14 characters"
+        valid_key("tenant@0sys"),
+        "no separate system grammar any more"
     );
-    assert!(!valid_key(&"a".repeat(257)));
+    assert!(
+        valid_key(&format!("t@{}", "v".repeat(15))),
+        "what follows `@` is not limited to 14 characters"
+    );
+    assert!(valid_key(&format!("{}@v", "t".repeat(242))));
+    assert!(!valid_key("@foo"), "a key starts with a letter or digit");
+    assert!(!valid_key("Vendor"), "uppercase");
+    assert!(!valid_key("foo "));
+    assert!(!valid_key("foo.bar"));
+    assert!(!valid_key("_foo"));
     assert!(valid_key(&"a".repeat(256)));
+    assert!(!valid_key(&"a".repeat(257)), "at most 256 characters");
     assert!(!valid_key(""));
 }
 
 #[test]
 fn tracestate_values() {
     assert!(valid_value("00f067aa0ba902b7"));
-    assert!(valid_value(""));
     assert!(valid_value("a b"));
+    assert!(
+        valid_value(" leading"),
+        "leading spaces are part of the value"
+    );
+    assert!(
+        !valid_value(""),
+        "a value has at least one non-space character"
+    );
+    assert!(!valid_value(" "));
     assert!(!valid_value("a b "), "no trailing space");
     assert!(!valid_value("a,b"));
     assert!(!valid_value("a=b"));
+    assert!(!valid_value("a\tb"), "tabs are not printable");
     assert!(!valid_value("é"));
+    assert!(valid_value(&"x".repeat(256)));
     assert!(!valid_value(&"x".repeat(257)));
 }
 
 #[test]
 fn tracestate_headers_combine_and_skip_empty_members() {
-    let state = TraceState::parse(["foo=1,  ,bar=2", "baz=3"]).unwrap();
+    let state = TraceState::parse(["foo=1,  ,bar=2", "baz=3", "", " \t "]).unwrap();
     assert_eq!(state.header(), "foo=1,bar=2,baz=3");
+    assert_eq!(TraceState::parse([""]).unwrap().members, vec![]);
 }
 
 #[test]
-fn a_duplicate_key_or_malformed_member_drops_the_whole_tracestate() {
-    assert!(TraceState::parse(["foo=1,foo=2"]).is_none());
+fn a_duplicate_key_keeps_its_first_member() {
+    let state = TraceState::parse(["foo=1,bar=2,foo=3"]).unwrap();
+    assert_eq!(state.header(), "foo=1,bar=2");
+    let state = TraceState::parse(["foo=1", "foo=2"]).unwrap();
+    assert_eq!(state.header(), "foo=1");
+}
+
+#[test]
+fn a_malformed_member_drops_the_whole_tracestate() {
     assert!(TraceState::parse(["foo=1,bar"]).is_none());
     assert!(TraceState::parse(["foo=1", "Foo=2"]).is_none());
+    assert!(TraceState::parse(["foo=,bar=3"]).is_none(), "empty value");
+    assert!(TraceState::parse(["foo=bar=baz"]).is_none());
+    assert!(TraceState::parse(["@foo=1,bar=2"]).is_none());
 }
 
 #[test]
@@ -129,6 +161,9 @@ fn at_most_32_members() {
     );
     let too_many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
     assert!(TraceState::parse([too_many.join(",").as_str()]).is_none());
+    // Duplicates count: 33 members sent are too many even if one repeats a key.
+    let with_duplicate = format!("{},k0=again", members.join(","));
+    assert!(TraceState::parse([with_duplicate.as_str()]).is_none());
 }
 
 #[test]
@@ -157,4 +192,20 @@ fn an_invalid_traceparent_discards_the_tracestate_too() {
         state.members.is_empty(),
         "an invalid tracestate is dropped, the traceparent kept"
     );
+}
+
+#[test]
+fn the_propagator_keeps_members_the_opentelemetry_crate_accepts_when_it_rejects_one() {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    // `foo@bar@baz` is a key by the current grammar but not by the `opentelemetry` crate's.
+    let carrier = std::collections::HashMap::from([
+        ("traceparent".to_string(), format!("00-{TRACE}-{PARENT}-01")),
+        ("tracestate".to_string(), "foo@bar@baz=1,bar=2".to_string()),
+    ]);
+    let cx = crate::propagation::W3cPropagator.extract(&carrier);
+    let span = cx.span();
+    let state = span.span_context().trace_state();
+    assert_eq!(state.get("bar"), Some("2"));
+    assert_eq!(state.get("foo@bar@baz"), None);
 }
