@@ -337,6 +337,9 @@ fn value_json(value: &Value) -> Json {
         Value::Int(i) => json!({ "intValue": i.to_string() }),
         Value::Float(f) => json!({ "doubleValue": f }),
         Value::Bool(b) => json!({ "boolValue": b }),
+        Value::Array(items) => {
+            json!({ "arrayValue": { "values": items.iter().map(value_json).collect::<Vec<_>>() } })
+        }
     }
 }
 
@@ -462,6 +465,7 @@ fn type_name(value: &Value) -> &'static str {
         Value::Int(_) => "int",
         Value::Float(_) => "float",
         Value::Bool(_) => "bool",
+        Value::Array(_) => "array",
     }
 }
 
@@ -471,6 +475,7 @@ fn text(value: &Value) -> String {
         Value::Int(i) => i.to_string(),
         Value::Float(f) => f.to_string(),
         Value::Bool(b) => b.to_string(),
+        Value::Array(_) => value.text(),
     }
 }
 

@@ -2,10 +2,13 @@
 //! the TraceQL span model (built only for traces a search may match).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use threadline_otlp::wire::{FieldIter, WireValue};
 use threadline_otlp::{AnyValueView, TraceData};
-use threadline_traceql::model::{Span, SpanKind, StatusCode, Trace, Value};
+use threadline_traceql::model::{
+    Event, InstrumentationScope, Link, Span, SpanKind, StatusCode, Trace, Value,
+};
 
 /// What a block index keeps per trace, so that most searches never open its spans.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,8 +65,32 @@ fn value(view: AnyValueView<'_>) -> Option<Value> {
         AnyValueView::Int(i) => Value::Int(i),
         AnyValueView::Double(d) => Value::Float(d),
         AnyValueView::Bytes(b) => Value::Str(hex::encode(b)),
-        AnyValueView::Raw(_) | AnyValueView::Empty => return None,
+        AnyValueView::Raw(raw) => return array(raw),
+        AnyValueView::Empty => return None,
     })
+}
+
+/// An `AnyValue` holding an `ArrayValue` (field 5) as a model array; None for key-value lists.
+fn array(any_value: &[u8]) -> Option<Value> {
+    let mut items = None;
+    for (number, field) in FieldIter::new(any_value).map_while(Result::ok) {
+        match (number, field) {
+            (5, WireValue::Bytes(array)) => {
+                items = Some(
+                    FieldIter::new(array)
+                        .map_while(Result::ok)
+                        .filter_map(|(n, f)| match (n, f) {
+                            (1, WireValue::Bytes(item)) => value(AnyValueView::from_encoded(item)),
+                            _ => None,
+                        })
+                        .collect(),
+                )
+            }
+            (1..=4 | 6..=8, _) => items = None,
+            _ => {}
+        }
+    }
+    items.map(Value::Array)
 }
 
 fn kind(number: i32) -> SpanKind {
@@ -87,10 +114,11 @@ type Attributes = Vec<(String, Value)>;
 /// once per field).
 pub fn to_model(trace_id: [u8; 16], data: &TraceData) -> Trace {
     let mut spans = Vec::with_capacity(data.span_count());
-    // A trace has a few distinct resources, repeated in many `ResourceSpans` (one per part the
-    // trace arrived in): each is decoded once, found again by its encoded bytes.
+    // A trace has a few distinct resources and scopes, repeated in many `ResourceSpans` (one per
+    // part the trace arrived in): each is decoded once, found again by its encoded bytes.
     let mut resources: Vec<(&[u8], Attributes)> = Vec::new();
-    data.for_each_span(|resource, _scope, span| {
+    let mut scopes: Vec<(&[u8], Arc<InstrumentationScope>)> = Vec::new();
+    data.for_each_span(|resource, scope, span| {
         let encoded = resource.raw();
         let known = resources.iter().position(|(raw, _)| *raw == encoded);
         let index = known.unwrap_or_else(|| {
@@ -101,7 +129,23 @@ pub fn to_model(trace_id: [u8; 16], data: &TraceData) -> Trace {
             resources.push((encoded, attributes));
             resources.len() - 1
         });
-        spans.push(span_model(trace_id, span.raw(), &resources[index].1));
+        let encoded_scope = scope.raw();
+        let known_scope = scopes.iter().position(|(raw, _)| *raw == encoded_scope);
+        let scope_index = known_scope.unwrap_or_else(|| {
+            let model = InstrumentationScope {
+                name: scope.name().to_string(),
+                version: scope.version().to_string(),
+                attributes: scope
+                    .attributes()
+                    .filter_map(|(k, v)| Some((k.to_string(), value(v)?)))
+                    .collect(),
+            };
+            scopes.push((encoded_scope, Arc::new(model)));
+            scopes.len() - 1
+        });
+        let mut model = span_model(trace_id, span.raw(), &resources[index].1);
+        model.scope = scopes[scope_index].1.clone();
+        spans.push(model);
     });
     Trace { trace_id, spans }
 }
@@ -111,16 +155,8 @@ pub fn to_model(trace_id: [u8; 16], data: &TraceData) -> Trace {
 fn span_model(trace_id: [u8; 16], raw: &[u8], resource_attributes: &[(String, Value)]) -> Span {
     let mut span = Span {
         trace_id,
-        span_id: [0; 8],
-        parent_span_id: None,
-        name: String::new(),
-        kind: SpanKind::Unspecified,
-        status: StatusCode::Unset,
-        status_message: String::new(),
-        start_unix_nano: 0,
-        end_unix_nano: 0,
-        attributes: Vec::new(),
         resource_attributes: resource_attributes.to_vec(),
+        ..Default::default()
     };
     let text = |bytes: &[u8]| std::str::from_utf8(bytes).unwrap_or_default().to_string();
     for (number, field) in FieldIter::new(raw).map_while(Result::ok) {
@@ -138,6 +174,8 @@ fn span_model(trace_id: [u8; 16], raw: &[u8], resource_attributes: &[(String, Va
                     span.attributes.push(attribute);
                 }
             }
+            (11, WireValue::Bytes(event)) => span.events.push(event_model(event)),
+            (13, WireValue::Bytes(link)) => span.links.push(link_model(link)),
             (15, WireValue::Bytes(status)) => {
                 for (number, field) in FieldIter::new(status).map_while(Result::ok) {
                     match (number, field) {
@@ -172,4 +210,36 @@ fn attribute(key_value: &[u8]) -> Option<(String, Value)> {
     }
     let key = std::str::from_utf8(key).unwrap_or_default();
     Some((key.to_string(), value(any_value)?))
+}
+
+/// A `Span.Event` message.
+fn event_model(raw: &[u8]) -> Event {
+    let mut event = Event::default();
+    for (number, field) in FieldIter::new(raw).map_while(Result::ok) {
+        match (number, field) {
+            (1, WireValue::Fixed64(time)) => event.time_unix_nano = time,
+            (2, WireValue::Bytes(name)) => {
+                event.name = std::str::from_utf8(name).unwrap_or_default().to_string()
+            }
+            (3, WireValue::Bytes(key_value)) => event.attributes.extend(attribute(key_value)),
+            _ => {}
+        }
+    }
+    event
+}
+
+/// A `Span.Link` message.
+fn link_model(raw: &[u8]) -> Link {
+    let mut link = Link::default();
+    for (number, field) in FieldIter::new(raw).map_while(Result::ok) {
+        match (number, field) {
+            (1, WireValue::Bytes(id)) => {
+                link.trace_id = <[u8; 16]>::try_from(id).unwrap_or([0; 16])
+            }
+            (2, WireValue::Bytes(id)) => link.span_id = <[u8; 8]>::try_from(id).unwrap_or([0; 8]),
+            (4, WireValue::Bytes(key_value)) => link.attributes.extend(attribute(key_value)),
+            _ => {}
+        }
+    }
+    link
 }

@@ -19,9 +19,14 @@ impl Matcher {
     /// From the API's `q` and `tags` parameters (`q` wins when both are given).
     pub fn parse(q: Option<&str>, tags: Option<&str>) -> Result<Matcher, SearchError> {
         if let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) {
-            return threadline_traceql::parse(q)
-                .map(Matcher::TraceQl)
-                .map_err(|e| SearchError::Query(format!("invalid TraceQL query: {e}")));
+            let query = threadline_traceql::parse(q)
+                .map_err(|e| SearchError::Query(format!("invalid TraceQL query: {e}")))?;
+            if query.is_metrics() {
+                return Err(SearchError::Query(
+                    "a TraceQL metrics query (| rate(), ...) is answered by /api/metrics/query_range and /api/metrics/query, not by search".into(),
+                ));
+            }
+            return Ok(Matcher::TraceQl(query));
         }
         Ok(Matcher::Tags(parse_logfmt(tags.unwrap_or(""))?))
     }
@@ -65,20 +70,12 @@ impl Matcher {
                                     .cloned()
                             })
                             .collect(),
+                        intrinsics: Vec::new(),
                     })
                     .collect();
                 (!matched.is_empty()).then_some(matched)
             }
         }
-    }
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::Str(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Bool(b) => b.to_string(),
     }
 }
 
@@ -97,7 +94,15 @@ fn tag_matches(span: &threadline_traceql::model::Span, key: &str, value: &str) -
             .attributes
             .iter()
             .chain(&span.resource_attributes)
-            .any(|(k, v)| k == key && text(v) == value),
+            .any(|(k, v)| k == key && tag_value_matches(v, value)),
+    }
+}
+
+/// A `tags=` value matches a scalar by its text, and an array when one element does.
+fn tag_value_matches(stored: &Value, wanted: &str) -> bool {
+    match stored {
+        Value::Array(items) => items.iter().any(|item| tag_value_matches(item, wanted)),
+        other => other.text() == wanted,
     }
 }
 

@@ -24,6 +24,19 @@ pub enum Token {
     Descendant,
     Ancestor,
     Tilde,
+    /// `!>`, `!>>`, `!<`, `!<<` (`!~` is `NotRegex`, read as not-sibling between spansets).
+    NotChild,
+    NotDescendant,
+    NotParent,
+    NotAncestor,
+    /// `&>`, `&>>`, `&<`, `&<<`, `&~`.
+    UnionChild,
+    UnionDescendant,
+    UnionParent,
+    UnionAncestor,
+    UnionSibling,
+    Percent,
+    Caret,
     Plus,
     Minus,
     Star,
@@ -74,6 +87,17 @@ fn symbol(token: &Token) -> &'static str {
         Token::Descendant => ">>",
         Token::Ancestor => "<<",
         Token::Tilde => "~",
+        Token::NotChild => "!>",
+        Token::NotDescendant => "!>>",
+        Token::NotParent => "!<",
+        Token::NotAncestor => "!<<",
+        Token::UnionChild => "&>",
+        Token::UnionDescendant => "&>>",
+        Token::UnionParent => "&<",
+        Token::UnionAncestor => "&<<",
+        Token::UnionSibling => "&~",
+        Token::Percent => "%",
+        Token::Caret => "^",
         Token::Plus => "+",
         Token::Minus => "-",
         Token::Star => "*",
@@ -95,52 +119,66 @@ pub fn tokenize(query: &str) -> Result<Vec<(Token, usize)>, ParseError> {
         }
         let start = i;
         let two = bytes.get(i..i + 2).unwrap_or(&[]);
-        let (token, len) = match two {
-            b"&&" => (Token::AndAnd, 2),
-            b"||" => (Token::OrOr, 2),
-            b"!=" => (Token::NotEq, 2),
-            b">=" => (Token::Gte, 2),
-            b"<=" => (Token::Lte, 2),
-            b"=~" => (Token::Regex, 2),
-            b"!~" => (Token::NotRegex, 2),
-            b">>" => (Token::Descendant, 2),
-            b"<<" => (Token::Ancestor, 2),
-            _ => match c {
-                b'{' => (Token::LBrace, 1),
-                b'}' => (Token::RBrace, 1),
-                b'(' => (Token::LParen, 1),
-                b')' => (Token::RParen, 1),
-                b',' => (Token::Comma, 1),
-                b'|' => (Token::Pipe, 1),
-                b'!' => (Token::Not, 1),
-                b'=' => (Token::Eq, 1),
-                b'>' => (Token::Gt, 1),
-                b'<' => (Token::Lt, 1),
-                b'~' => (Token::Tilde, 1),
-                b'+' => (Token::Plus, 1),
-                b'-' => (Token::Minus, 1),
-                b'*' => (Token::Star, 1),
-                b'/' => (Token::Slash, 1),
-                b'"' | b'`' => {
-                    let (text, len) = string(query, i)?;
-                    (Token::Str(text), len)
-                }
-                b'0'..=b'9' => number(query, i)?,
-                _ if c == b'.' && bytes.get(i + 1).is_some_and(|n| n.is_ascii_digit()) => {
-                    number(query, i)?
-                }
-                _ if is_ident_start(c) => {
-                    let len = identifier(query, i)?;
-                    (Token::Ident(query[i..i + len].to_string()), len)
-                }
-                _ => {
-                    let ch = query[i..].chars().next().unwrap_or('?');
-                    return Err(ParseError::new(
-                        query,
-                        i,
-                        format!("unexpected character {ch:?}"),
-                    ));
-                }
+        let three = bytes.get(i..i + 3).unwrap_or(&[]);
+        let (token, len) = match (three, two) {
+            (b"!>>", _) => (Token::NotDescendant, 3),
+            (b"!<<", _) => (Token::NotAncestor, 3),
+            (b"&>>", _) => (Token::UnionDescendant, 3),
+            (b"&<<", _) => (Token::UnionAncestor, 3),
+            (_, b"!>") => (Token::NotChild, 2),
+            (_, b"!<") => (Token::NotParent, 2),
+            (_, b"&>") => (Token::UnionChild, 2),
+            (_, b"&<") => (Token::UnionParent, 2),
+            (_, b"&~") => (Token::UnionSibling, 2),
+            (_, two) => match two {
+                b"&&" => (Token::AndAnd, 2),
+                b"||" => (Token::OrOr, 2),
+                b"!=" => (Token::NotEq, 2),
+                b">=" => (Token::Gte, 2),
+                b"<=" => (Token::Lte, 2),
+                b"=~" => (Token::Regex, 2),
+                b"!~" => (Token::NotRegex, 2),
+                b">>" => (Token::Descendant, 2),
+                b"<<" => (Token::Ancestor, 2),
+                _ => match c {
+                    b'{' => (Token::LBrace, 1),
+                    b'}' => (Token::RBrace, 1),
+                    b'(' => (Token::LParen, 1),
+                    b')' => (Token::RParen, 1),
+                    b',' => (Token::Comma, 1),
+                    b'|' => (Token::Pipe, 1),
+                    b'!' => (Token::Not, 1),
+                    b'=' => (Token::Eq, 1),
+                    b'>' => (Token::Gt, 1),
+                    b'<' => (Token::Lt, 1),
+                    b'~' => (Token::Tilde, 1),
+                    b'+' => (Token::Plus, 1),
+                    b'-' => (Token::Minus, 1),
+                    b'*' => (Token::Star, 1),
+                    b'/' => (Token::Slash, 1),
+                    b'%' => (Token::Percent, 1),
+                    b'^' => (Token::Caret, 1),
+                    b'"' | b'`' => {
+                        let (text, len) = string(query, i)?;
+                        (Token::Str(text), len)
+                    }
+                    b'0'..=b'9' => number(query, i)?,
+                    _ if c == b'.' && bytes.get(i + 1).is_some_and(|n| n.is_ascii_digit()) => {
+                        number(query, i)?
+                    }
+                    _ if is_ident_start(c) => {
+                        let len = identifier(query, i)?;
+                        (Token::Ident(query[i..i + len].to_string()), len)
+                    }
+                    _ => {
+                        let ch = query[i..].chars().next().unwrap_or('?');
+                        return Err(ParseError::new(
+                            query,
+                            i,
+                            format!("unexpected character {ch:?}"),
+                        ));
+                    }
+                },
             },
         };
         tokens.push((token, start));

@@ -1,14 +1,43 @@
 //! The decoded span model that queries run on. The store decodes only the traces a query may
 //! match into this shape.
 
-/// An attribute value, as OTLP's scalar `AnyValue` kinds (arrays and maps are kept as their
-/// JSON text, which TraceQL compares as a string).
+/// An attribute value: OTLP's scalar `AnyValue` kinds (bytes as hex), and arrays of them
+/// (TraceQL compares an array element-wise). Key-value lists have no TraceQL form.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Str(String),
     Int(i64),
     Float(f64),
     Bool(bool),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    /// Tempo's type name for the value (`string`, `int`, `float`, `bool`, `array`), as the tag
+    /// APIs report it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Bool(_) => "bool",
+            Value::Array(_) => "array",
+        }
+    }
+
+    /// The value as plain text (an array as its elements joined by ", " in brackets).
+    pub fn text(&self) -> String {
+        match self {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Array(items) => {
+                let inner: Vec<String> = items.iter().map(Value::text).collect();
+                format!("[{}]", inner.join(", "))
+            }
+        }
+    }
 }
 
 /// Span kinds with OTLP's numbers.
@@ -32,6 +61,31 @@ pub enum StatusCode {
     Error = 2,
 }
 
+/// A span event (`event.` scope, `event:name`, `event:timeSinceStart`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Event {
+    pub name: String,
+    pub time_unix_nano: u64,
+    pub attributes: Vec<(String, Value)>,
+}
+
+/// A span link (`link.` scope, `link:traceID`, `link:spanID`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Link {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub attributes: Vec<(String, Value)>,
+}
+
+/// The instrumentation scope that produced a span (`instrumentation.` scope,
+/// `instrumentation:name`, `instrumentation:version`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstrumentationScope {
+    pub name: String,
+    pub version: String,
+    pub attributes: Vec<(String, Value)>,
+}
+
 /// One span with what TraceQL can ask about it. Build one in tests as
 /// `Span { name: ..., ..Default::default() }`: fields are added as TraceQL grows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,6 +104,10 @@ pub struct Span {
     pub attributes: Vec<(String, Value)>,
     /// Resource attributes (`resource.` scope), including `service.name`.
     pub resource_attributes: Vec<(String, Value)>,
+    pub events: Vec<Event>,
+    pub links: Vec<Link>,
+    /// Shared by the spans of one `ScopeSpans` (decoded once per trace).
+    pub scope: std::sync::Arc<InstrumentationScope>,
 }
 
 impl Span {

@@ -1,38 +1,55 @@
-//! Recursive-descent parser of TraceQL (precedence climbing for expressions).
+//! Recursive-descent parser of TraceQL (precedence climbing for expressions), following the
+//! grammar and precedences of Tempo's `pkg/traceql/expr.y` (grafana/tempo ad33aa8f): `&&` and
+//! `||` share one level, left-associative, in fields and between spansets alike.
 
 use crate::ast::*;
 use crate::lexer::{tokenize, Token};
 use crate::model::{SpanKind, StatusCode};
 use crate::ParseError;
 
-pub fn parse(query: &str) -> Result<Pipeline, ParseError> {
+pub fn parse(query: &str) -> Result<RootExpr, ParseError> {
     let tokens = tokenize(query)?;
     let mut parser = Parser {
         query,
         tokens,
         at: 0,
     };
-    let pipeline = parser.pipeline()?;
-    parser.expect_end()?;
-    Ok(pipeline)
+    parser.root()
 }
 
-struct Parser<'q> {
-    query: &'q str,
-    tokens: Vec<(Token, usize)>,
-    at: usize,
+pub(crate) struct Parser<'q> {
+    pub(crate) query: &'q str,
+    pub(crate) tokens: Vec<(Token, usize)>,
+    pub(crate) at: usize,
 }
+
+/// Names that start a metrics stage after `|`.
+pub(crate) const METRICS_FUNCTIONS: &[&str] = &[
+    "rate",
+    "count_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "avg_over_time",
+    "quantile_over_time",
+    "histogram_over_time",
+    "compare",
+];
 
 impl<'q> Parser<'q> {
-    fn peek(&self) -> &Token {
+    pub(crate) fn peek(&self) -> &Token {
         &self.tokens[self.at.min(self.tokens.len() - 1)].0
     }
 
-    fn position(&self) -> usize {
+    pub(crate) fn peek_at(&self, ahead: usize) -> &Token {
+        &self.tokens[(self.at + ahead).min(self.tokens.len() - 1)].0
+    }
+
+    pub(crate) fn position(&self) -> usize {
         self.tokens[self.at.min(self.tokens.len() - 1)].1
     }
 
-    fn next(&mut self) -> Token {
+    pub(crate) fn next(&mut self) -> Token {
         let token = self.peek().clone();
         if self.at < self.tokens.len() - 1 {
             self.at += 1;
@@ -40,7 +57,7 @@ impl<'q> Parser<'q> {
         token
     }
 
-    fn error(&self, expected: &str) -> ParseError {
+    pub(crate) fn error(&self, expected: &str) -> ParseError {
         ParseError::new(
             self.query,
             self.position(),
@@ -48,7 +65,7 @@ impl<'q> Parser<'q> {
         )
     }
 
-    fn expect(&mut self, token: Token, expected: &str) -> Result<(), ParseError> {
+    pub(crate) fn expect(&mut self, token: Token, expected: &str) -> Result<(), ParseError> {
         if *self.peek() == token {
             self.next();
             Ok(())
@@ -57,18 +74,110 @@ impl<'q> Parser<'q> {
         }
     }
 
-    fn expect_end(&self) -> Result<(), ParseError> {
-        if *self.peek() == Token::End {
-            Ok(())
-        } else {
-            Err(self.error("a spanset operator (&&, ||, >, >>, <, <<, ~) or '|'"))
+    pub(crate) fn is_ident(&self, name: &str) -> bool {
+        matches!(self.peek(), Token::Ident(i) if i == name)
+    }
+
+    /// Runs `parse`, rewinding to where it started when it fails.
+    pub(crate) fn attempt<T>(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<T, ParseError>,
+    ) -> Result<T, ParseError> {
+        let start = self.at;
+        let result = parse(self);
+        if result.is_err() {
+            self.at = start;
+        }
+        result
+    }
+
+    fn root(&mut self) -> Result<RootExpr, ParseError> {
+        // A metrics query (possibly arithmetic between several), else a spanset pipeline; the
+        // error reported is the one that got further into the query.
+        let metrics = self.attempt(|p| {
+            let m = p.metrics_root()?;
+            p.root_end()?;
+            Ok(m)
+        });
+        let root = match metrics {
+            Ok(m) => Root::Metrics(m),
+            Err(metrics_error) => match self.attempt(|p| {
+                let pipeline = p.pipeline()?;
+                p.root_end()?;
+                Ok(pipeline)
+            }) {
+                Ok(pipeline) => Root::Spans(pipeline),
+                Err(spans_error) => {
+                    return Err(if metrics_error.position > spans_error.position {
+                        metrics_error
+                    } else {
+                        spans_error
+                    })
+                }
+            },
+        };
+        let hints = self.hints()?;
+        if *self.peek() != Token::End {
+            return Err(self.error("the end of the query"));
+        }
+        Ok(RootExpr { root, hints })
+    }
+
+    /// What may follow a whole query: its end or `with(...)`.
+    fn root_end(&self) -> Result<(), ParseError> {
+        match self.peek() {
+            Token::End => Ok(()),
+            Token::Ident(w) if w == "with" => Ok(()),
+            _ => Err(self.error(
+                "a spanset operator (&&, ||, >, >>, <, <<, ~, !>, &>, ...), '|', with(...) or the end of the query",
+            )),
         }
     }
 
-    fn pipeline(&mut self) -> Result<Pipeline, ParseError> {
+    /// `with(name=value, ...)`.
+    fn hints(&mut self) -> Result<Vec<(String, Literal)>, ParseError> {
+        let mut hints = Vec::new();
+        if !self.is_ident("with") {
+            return Ok(hints);
+        }
+        self.next();
+        self.expect(Token::LParen, "'(' after with")?;
+        loop {
+            let Token::Ident(name) = self.peek().clone() else {
+                return Err(self.error("a hint name such as most_recent or sample"));
+            };
+            self.next();
+            self.expect(Token::Eq, "'=' after the hint name")?;
+            let position = self.position();
+            let value = match self.unary()? {
+                FieldExpr::Literal(l) => l,
+                _ => {
+                    return Err(ParseError::new(
+                        self.query,
+                        position,
+                        format!("expected a value (true, 0.1, 5, \"x\", ...) for hint {name}"),
+                    ))
+                }
+            };
+            hints.push((name, value));
+            if *self.peek() == Token::Comma {
+                self.next();
+                continue;
+            }
+            self.expect(Token::RParen, "',' or ')' after a hint")?;
+            return Ok(hints);
+        }
+    }
+
+    pub(crate) fn pipeline(&mut self) -> Result<Pipeline, ParseError> {
         let spanset = self.spanset(0)?;
         let mut stages = Vec::new();
         while *self.peek() == Token::Pipe {
+            if matches!(self.peek_at(1), Token::Ident(name) if METRICS_FUNCTIONS.contains(&name.as_str()) || name == "topk" || name == "bottomk")
+            {
+                // Left to the metrics parser: `{ } | rate()`.
+                break;
+            }
             self.next();
             stages.push(self.stage()?);
         }
@@ -76,14 +185,25 @@ impl<'q> Parser<'q> {
     }
 
     fn spanset_op(&self) -> Option<(SpansetOp, u8)> {
+        use SpansetOp::*;
         Some(match self.peek() {
-            Token::OrOr => (SpansetOp::Or, 1),
-            Token::AndAnd => (SpansetOp::And, 2),
-            Token::Gt => (SpansetOp::Child, 3),
-            Token::Descendant => (SpansetOp::Descendant, 3),
-            Token::Lt => (SpansetOp::Parent, 3),
-            Token::Ancestor => (SpansetOp::Ancestor, 3),
-            Token::Tilde => (SpansetOp::Sibling, 3),
+            Token::OrOr => (Or, 1),
+            Token::AndAnd => (And, 1),
+            Token::Gt => (Child, 2),
+            Token::Descendant => (Descendant, 2),
+            Token::Lt => (Parent, 2),
+            Token::Ancestor => (Ancestor, 2),
+            Token::Tilde => (Sibling, 2),
+            Token::NotChild => (NotChild, 2),
+            Token::NotDescendant => (NotDescendant, 2),
+            Token::NotParent => (NotParent, 2),
+            Token::NotAncestor => (NotAncestor, 2),
+            Token::NotRegex => (NotSibling, 2),
+            Token::UnionChild => (UnionChild, 2),
+            Token::UnionDescendant => (UnionDescendant, 2),
+            Token::UnionParent => (UnionParent, 2),
+            Token::UnionAncestor => (UnionAncestor, 2),
+            Token::UnionSibling => (UnionSibling, 2),
             _ => return None,
         })
     }
@@ -123,7 +243,7 @@ impl<'q> Parser<'q> {
     }
 
     /// `{ expr }` or `{}`.
-    fn filter(&mut self) -> Result<Option<FieldExpr>, ParseError> {
+    pub(crate) fn filter(&mut self) -> Result<Option<FieldExpr>, ParseError> {
         self.expect(Token::LBrace, "'{'")?;
         if *self.peek() == Token::RBrace {
             self.next();
@@ -134,13 +254,24 @@ impl<'q> Parser<'q> {
         Ok(Some(expr))
     }
 
+    /// `a, b, c)` up to and including the closing parenthesis.
+    pub(crate) fn field_list(&mut self) -> Result<Vec<FieldExpr>, ParseError> {
+        let mut fields = vec![self.field(0)?];
+        while *self.peek() == Token::Comma {
+            self.next();
+            fields.push(self.field(0)?);
+        }
+        self.expect(Token::RParen, "')' or ','")?;
+        Ok(fields)
+    }
+
     fn stage(&mut self) -> Result<Stage, ParseError> {
+        const EXPECTED: &str = "count(), avg(), min(), max(), sum(), select(), by(), coalesce(), a { filter } or a metrics function (rate(), count_over_time(), ...) after '|'";
         if *self.peek() == Token::LBrace {
             return Ok(Stage::Filter(self.filter()?));
         }
         let Token::Ident(name) = self.peek().clone() else {
-            return Err(self
-                .error("count(), avg(), min(), max(), sum(), select() or a { filter } after '|'"));
+            return Err(self.error(EXPECTED));
         };
         let function = match name.as_str() {
             "count" => Aggregate::Count,
@@ -151,22 +282,22 @@ impl<'q> Parser<'q> {
             "select" => {
                 self.next();
                 self.expect(Token::LParen, "'(' after select")?;
-                let mut fields = vec![self.field(0)?];
-                while *self.peek() == Token::Comma {
-                    self.next();
-                    fields.push(self.field(0)?);
-                }
-                self.expect(Token::RParen, "')' or ','")?;
-                return Ok(Stage::Select(fields));
+                return Ok(Stage::Select(self.field_list()?));
             }
-            "by" | "coalesce" | "rate" | "count_over_time" | "quantile_over_time" | "histogram_over_time" => {
-                return Err(ParseError::new(
-                    self.query,
-                    self.position(),
-                    format!("{name}() is not supported yet (supported after '|': count, avg, min, max, sum, select, {{ filter }})"),
-                ))
+            "by" => {
+                self.next();
+                self.expect(Token::LParen, "'(' after by")?;
+                let field = self.field(0)?;
+                self.expect(Token::RParen, "')' after the by() expression")?;
+                return Ok(Stage::By(field));
             }
-            _ => return Err(self.error("count(), avg(), min(), max(), sum(), select() or a { filter } after '|'")),
+            "coalesce" => {
+                self.next();
+                self.expect(Token::LParen, "'(' after coalesce")?;
+                self.expect(Token::RParen, "')': coalesce() takes no arguments")?;
+                return Ok(Stage::Coalesce);
+            }
+            _ => return Err(self.error(EXPECTED)),
         };
         self.next();
         self.expect(Token::LParen, &format!("'(' after {name}"))?;
@@ -176,26 +307,21 @@ impl<'q> Parser<'q> {
             Some(self.field(0)?)
         };
         self.expect(Token::RParen, "')'")?;
-        let op = match self.next() {
-            Token::Eq => BinaryOp::Eq,
-            Token::NotEq => BinaryOp::NotEq,
-            Token::Gt => BinaryOp::Gt,
-            Token::Gte => BinaryOp::Gte,
-            Token::Lt => BinaryOp::Lt,
-            Token::Lte => BinaryOp::Lte,
-            _ => {
-                self.at -= 1;
+        let op = match self.comparison() {
+            Some(op) => op,
+            None => {
                 return Err(self.error(&format!(
                     "a comparison (=, !=, >, >=, <, <=) after {name}()"
-                )));
+                )))
             }
         };
-        let value = match self.primary()? {
+        let position = self.position();
+        let value = match self.unary()? {
             FieldExpr::Literal(value) => value,
             _ => {
                 return Err(ParseError::new(
                     self.query,
-                    self.tokens[self.at - 1].1,
+                    position,
                     format!("expected a number or duration to compare {name}() with"),
                 ))
             }
@@ -208,29 +334,47 @@ impl<'q> Parser<'q> {
         })
     }
 
-    fn binary_op(&self) -> Option<(BinaryOp, u8)> {
+    /// A comparison operator, consumed.
+    pub(crate) fn comparison(&mut self) -> Option<BinaryOp> {
+        let op = match self.peek() {
+            Token::Eq => BinaryOp::Eq,
+            Token::NotEq => BinaryOp::NotEq,
+            Token::Gt => BinaryOp::Gt,
+            Token::Gte => BinaryOp::Gte,
+            Token::Lt => BinaryOp::Lt,
+            Token::Lte => BinaryOp::Lte,
+            _ => return None,
+        };
+        self.next();
+        Some(op)
+    }
+
+    fn binary_op(&self) -> Option<(BinaryOp, u8, bool)> {
+        // (operator, precedence, right-associative)
         Some(match self.peek() {
-            Token::OrOr => (BinaryOp::Or, 1),
-            Token::AndAnd => (BinaryOp::And, 2),
-            Token::Eq => (BinaryOp::Eq, 3),
-            Token::NotEq => (BinaryOp::NotEq, 3),
-            Token::Gt => (BinaryOp::Gt, 3),
-            Token::Gte => (BinaryOp::Gte, 3),
-            Token::Lt => (BinaryOp::Lt, 3),
-            Token::Lte => (BinaryOp::Lte, 3),
-            Token::Regex => (BinaryOp::Regex, 3),
-            Token::NotRegex => (BinaryOp::NotRegex, 3),
-            Token::Plus => (BinaryOp::Add, 4),
-            Token::Minus => (BinaryOp::Sub, 4),
-            Token::Star => (BinaryOp::Mul, 5),
-            Token::Slash => (BinaryOp::Div, 5),
+            Token::OrOr => (BinaryOp::Or, 1, false),
+            Token::AndAnd => (BinaryOp::And, 1, false),
+            Token::Eq => (BinaryOp::Eq, 2, false),
+            Token::NotEq => (BinaryOp::NotEq, 2, false),
+            Token::Gt => (BinaryOp::Gt, 2, false),
+            Token::Gte => (BinaryOp::Gte, 2, false),
+            Token::Lt => (BinaryOp::Lt, 2, false),
+            Token::Lte => (BinaryOp::Lte, 2, false),
+            Token::Regex => (BinaryOp::Regex, 2, false),
+            Token::NotRegex => (BinaryOp::NotRegex, 2, false),
+            Token::Plus => (BinaryOp::Add, 3, false),
+            Token::Minus => (BinaryOp::Sub, 3, false),
+            Token::Star => (BinaryOp::Mul, 4, false),
+            Token::Slash => (BinaryOp::Div, 4, false),
+            Token::Percent => (BinaryOp::Mod, 4, false),
+            Token::Caret => (BinaryOp::Pow, 5, true),
             _ => return None,
         })
     }
 
-    fn field(&mut self, min_precedence: u8) -> Result<FieldExpr, ParseError> {
+    pub(crate) fn field(&mut self, min_precedence: u8) -> Result<FieldExpr, ParseError> {
         let mut lhs = self.unary()?;
-        while let Some((op, precedence)) = self.binary_op() {
+        while let Some((op, precedence, right)) = self.binary_op() {
             if precedence < min_precedence {
                 break;
             }
@@ -242,10 +386,10 @@ impl<'q> Parser<'q> {
                     Token::describe(&self.tokens[self.at - 1].0)
                 )));
             }
-            let rhs = self.field(precedence + 1)?;
+            let rhs = self.field(if right { precedence } else { precedence + 1 })?;
             let regex = if matches!(op, BinaryOp::Regex | BinaryOp::NotRegex) {
                 match &rhs {
-                    FieldExpr::Literal(Literal::Str(pattern)) => Some(
+                    FieldExpr::Literal(Literal::Str(pattern)) => Some(Pattern(
                         // Anchored, as Tempo matches the whole value.
                         regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
                             ParseError::new(
@@ -254,7 +398,7 @@ impl<'q> Parser<'q> {
                                 format!("invalid regular expression {pattern:?}: {e}"),
                             )
                         })?,
-                    ),
+                    )),
                     _ => {
                         return Err(ParseError::new(
                             self.query,
@@ -276,7 +420,7 @@ impl<'q> Parser<'q> {
         Ok(lhs)
     }
 
-    fn unary(&mut self) -> Result<FieldExpr, ParseError> {
+    pub(crate) fn unary(&mut self) -> Result<FieldExpr, ParseError> {
         match self.peek() {
             Token::Not => {
                 self.next();
@@ -284,7 +428,16 @@ impl<'q> Parser<'q> {
             }
             Token::Minus => {
                 self.next();
-                Ok(FieldExpr::Negate(Box::new(self.unary()?)))
+                // A negative number is a literal, so that `-1` prints and parses back the same.
+                Ok(match self.unary()? {
+                    FieldExpr::Literal(Literal::Int(i)) if i != i64::MIN => {
+                        FieldExpr::Literal(Literal::Int(-i))
+                    }
+                    FieldExpr::Literal(Literal::Float(f)) if f > 0.0 => {
+                        FieldExpr::Literal(Literal::Float(-f))
+                    }
+                    other => FieldExpr::Negate(Box::new(other)),
+                })
             }
             _ => self.primary(),
         }
@@ -305,14 +458,13 @@ impl<'q> Parser<'q> {
             Token::Ident(name) => self.identifier(&name, position)?,
             _ => {
                 self.at -= 1;
-                return Err(self.error("a value, an attribute (span.x, resource.x, .x) or an intrinsic (name, status, duration, ...)"));
+                return Err(self.error("a value, an attribute (span.x, resource.x, event.x, link.x, instrumentation.x, .x) or an intrinsic (name, status, duration, span:id, ...)"));
             }
         })
     }
 
     fn identifier(&self, name: &str, position: usize) -> Result<FieldExpr, ParseError> {
         let literal = |l| Ok(FieldExpr::Literal(l));
-        let intrinsic = |i| Ok(FieldExpr::Intrinsic(i));
         match name {
             "true" => return literal(Literal::Bool(true)),
             "false" => return literal(Literal::Bool(false)),
@@ -326,33 +478,38 @@ impl<'q> Parser<'q> {
             "consumer" => return literal(Literal::Kind(SpanKind::Consumer)),
             "internal" => return literal(Literal::Kind(SpanKind::Internal)),
             "unspecified" => return literal(Literal::Kind(SpanKind::Unspecified)),
-            "name" | "span:name" => return intrinsic(Intrinsic::Name),
-            "status" | "span:status" => return intrinsic(Intrinsic::Status),
-            "statusMessage" | "span:statusMessage" => return intrinsic(Intrinsic::StatusMessage),
-            "kind" | "span:kind" => return intrinsic(Intrinsic::Kind),
-            "duration" | "span:duration" => return intrinsic(Intrinsic::Duration),
-            "rootName" | "trace:rootName" => return intrinsic(Intrinsic::RootName),
-            "rootServiceName" | "trace:rootService" => {
-                return intrinsic(Intrinsic::RootServiceName)
-            }
-            "traceDuration" | "trace:duration" => return intrinsic(Intrinsic::TraceDuration),
+            "minInt" => return literal(Literal::Int(i64::MIN)),
+            "maxInt" => return literal(Literal::Int(i64::MAX)),
             _ => {}
         }
-        let (scope, rest) = if let Some(rest) = name.strip_prefix("span.") {
-            (Scope::Span, rest)
-        } else if let Some(rest) = name.strip_prefix("resource.") {
-            (Scope::Resource, rest)
-        } else if let Some(rest) = name.strip_prefix('.') {
-            (Scope::Unscoped, rest)
-        } else {
+        if let Some(intrinsic) = Intrinsic::from_name(name) {
+            return Ok(FieldExpr::Intrinsic(intrinsic));
+        }
+        const SCOPES: &[(&str, Scope)] = &[
+            ("span.", Scope::Span),
+            ("resource.", Scope::Resource),
+            ("event.", Scope::Event),
+            ("link.", Scope::Link),
+            ("instrumentation.", Scope::Instrumentation),
+            (".", Scope::Unscoped),
+        ];
+        let Some((scope, rest)) = SCOPES
+            .iter()
+            .find_map(|(prefix, scope)| Some((*scope, name.strip_prefix(prefix)?)))
+        else {
+            let hint = if let Some((scope, field)) = name.split_once(':') {
+                format!("unknown intrinsic {field:?} of scope {scope:?}")
+            } else {
+                format!("unknown identifier {name:?}: attributes are written span.{name}, resource.{name} or .{name}")
+            };
             return Err(ParseError::new(
                 self.query,
                 position,
-                format!("unknown identifier {name:?}: attributes are written span.{name}, resource.{name} or .{name}; intrinsics are name, status, statusMessage, kind, duration, rootName, rootServiceName, traceDuration"),
+                format!("{hint}; intrinsics are {}", intrinsic_list()),
             ));
         };
         let attribute = match rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-            Some(quoted) => quoted.replace("\\\"", "\""),
+            Some(quoted) => unescape(quoted),
             None => rest.to_string(),
         };
         if attribute.is_empty() {
@@ -367,4 +524,27 @@ impl<'q> Parser<'q> {
             name: attribute,
         })
     }
+}
+
+fn unescape(quoted: &str) -> String {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn intrinsic_list() -> String {
+    let names: Vec<&str> = Intrinsic::SPELLINGS.iter().map(|(n, _)| *n).collect();
+    names.join(", ")
 }

@@ -6,19 +6,17 @@ use proptest::prelude::*;
 use crate::model::{Span, SpanKind, StatusCode, Trace, Value};
 use crate::parse;
 
-fn span(id: u8, parent: Option<u8>, name: &str, service: &str, ms: u64) -> Span {
+pub(crate) fn span(id: u8, parent: Option<u8>, name: &str, service: &str, ms: u64) -> Span {
     Span {
         trace_id: [1; 16],
         span_id: [id; 8],
         parent_span_id: parent.map(|p| [p; 8]),
         name: name.into(),
         kind: SpanKind::Server,
-        status: StatusCode::Unset,
-        status_message: String::new(),
         start_unix_nano: 1_000_000_000,
         end_unix_nano: 1_000_000_000 + ms * 1_000_000,
-        attributes: vec![],
         resource_attributes: vec![("service.name".into(), Value::Str(service.into()))],
+        ..Default::default()
     }
 }
 
@@ -26,7 +24,7 @@ fn span(id: u8, parent: Option<u8>, name: &str, service: &str, ms: u64) -> Span 
 ///  ├─ orders POST /orders (800 ms, http.status_code 500, error "declined")
 ///  │   └─ payments charge (600 ms, client, amount 12.5, retry true)
 ///  └─ inventory reserve (100 ms, internal, items 3)
-fn shop() -> Trace {
+pub(crate) fn shop() -> Trace {
     let mut root = span(1, None, "GET /checkout", "frontend", 2500);
     root.attributes
         .push(("http.method".into(), Value::Str("GET".into())));
@@ -207,12 +205,14 @@ fn structural_operators() {
         run(r#"{ resource.service.name = "frontend" } >> { name = "charge" }"#),
         names(&["charge"])
     );
+    // `<` and `<<` return right-hand spans (the parents/ancestors), as Tempo's docs define.
     assert_eq!(
-        run(r#"{ } < { name = "charge" }"#),
+        run(r#"{ name = "charge" } < { }"#),
         names(&["POST /orders"])
     );
+    assert_eq!(run(r#"{ } < { name = "charge" }"#), None);
     assert_eq!(
-        run(r#"{ } << { name = "charge" }"#),
+        run(r#"{ name = "charge" } << { }"#),
         names(&["GET /checkout", "POST /orders"])
     );
     assert_eq!(
@@ -297,8 +297,8 @@ fn malformed_queries_name_the_position_and_what_was_expected() {
     assert!(e.contains("unknown identifier \"foo\""), "{e}");
     let e = error("{ name =~ \"(\" }");
     assert!(e.contains("invalid regular expression"), "{e}");
-    let e = error("{ } | by(name)");
-    assert!(e.contains("not supported"), "{e}");
+    let e = error("{ } | by(name");
+    assert!(e.contains("column 14") && e.contains("expected ')'"), "{e}");
     let e = error("{ duration > 5x }");
     assert!(e.contains("unknown unit"), "{e}");
     let e = error("{ name = \"x\" } {");
