@@ -22,39 +22,38 @@ impl Parser<'_> {
     }
 
     fn metrics_sum(&mut self) -> Result<MetricsExpr, ParseError> {
-        let mut lhs = self.metrics_product()?;
-        loop {
-            let op = match self.peek() {
-                Token::Plus => BinaryOp::Add,
-                Token::Minus => BinaryOp::Sub,
-                _ => return Ok(lhs),
-            };
-            self.next();
-            let rhs = self.metrics_product()?;
-            lhs = MetricsExpr::Binary {
-                op,
-                lhs: Box::new(lhs),
-                rhs: Box::new(rhs),
-            };
-        }
+        self.metrics_left_assoc(Self::metrics_product, |token| match token {
+            Token::Plus => Some(BinaryOp::Add),
+            Token::Minus => Some(BinaryOp::Sub),
+            _ => None,
+        })
     }
 
     fn metrics_product(&mut self) -> Result<MetricsExpr, ParseError> {
-        let mut lhs = self.metrics_operand()?;
-        loop {
-            let op = match self.peek() {
-                Token::Star => BinaryOp::Mul,
-                Token::Slash => BinaryOp::Div,
-                _ => return Ok(lhs),
-            };
+        self.metrics_left_assoc(Self::metrics_operand, |token| match token {
+            Token::Star => Some(BinaryOp::Mul),
+            Token::Slash => Some(BinaryOp::Div),
+            _ => None,
+        })
+    }
+
+    /// One precedence level of metrics arithmetic: `operand (op operand)*`, left-associative.
+    fn metrics_left_assoc(
+        &mut self,
+        operand: fn(&mut Self) -> Result<MetricsExpr, ParseError>,
+        operator: fn(&Token) -> Option<BinaryOp>,
+    ) -> Result<MetricsExpr, ParseError> {
+        let mut lhs = operand(self)?;
+        while let Some(op) = operator(self.peek()) {
             self.next();
-            let rhs = self.metrics_operand()?;
+            let rhs = operand(self)?;
             lhs = MetricsExpr::Binary {
                 op,
                 lhs: Box::new(lhs),
                 rhs: Box::new(rhs),
             };
         }
+        Ok(lhs)
     }
 
     fn metrics_operand(&mut self) -> Result<MetricsExpr, ParseError> {
