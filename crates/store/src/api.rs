@@ -14,6 +14,7 @@ use serde_json::{json, Value as Json};
 use threadline_traceql::model::{Span, StatusCode as SpanStatus, Trace, Value};
 
 use crate::engine::{SearchRequest, Store, SINGLE_TENANT};
+use crate::error::StoreError;
 use crate::search::{Matcher, SearchError};
 
 pub fn router(store: Arc<Store>) -> Router {
@@ -28,13 +29,29 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/v2/search/tags", get(tags_v2))
         .route("/api/search/tag/{name}/values", get(tag_values_v1))
         .route("/api/v2/search/tag/{name}/values", get(tag_values_v2))
+        .route(
+            "/api/metrics/query_range",
+            get(crate::api_metrics::query_range),
+        )
+        .route("/api/metrics/query", get(crate::api_metrics::query_instant))
         .with_state(store)
 }
 
 /// An error answer: Tempo answers errors in plain text.
+#[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -43,20 +60,30 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError {
         status,
         message: message.into(),
     }
 }
 
-fn internal(err: anyhow::Error) -> ApiError {
-    error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"))
+/// An engine error as the status its kind means (Tempo's): 400 the request, 404 no such tenant,
+/// 503 try again later, 500 a real fault.
+pub(crate) fn engine_error(err: anyhow::Error) -> ApiError {
+    let status = match StoreError::of(&err) {
+        Some(StoreError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,
+        Some(StoreError::UnknownTenant(_)) => StatusCode::NOT_FOUND,
+        Some(StoreError::Unavailable(_) | StoreError::BlockGone { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        Some(StoreError::Fault(_)) | None => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, format!("{err:#}"))
 }
 
-/// The tenant of a request: `X-Scope-OrgID` when multitenancy is on (required), else Tempo's
-/// `single-tenant`.
-fn tenant(store: &Store, headers: &HeaderMap) -> Result<String, ApiError> {
+/// The tenant of a request: `X-Scope-OrgID` when multitenancy is on (required, and 404 when
+/// the store holds nothing for it), else Tempo's `single-tenant`.
+pub(crate) fn tenant(store: &Store, headers: &HeaderMap) -> Result<String, ApiError> {
     if !store.config().multitenancy_enabled {
         return Ok(SINGLE_TENANT.to_string());
     }
@@ -66,7 +93,15 @@ fn tenant(store: &Store, headers: &HeaderMap) -> Result<String, ApiError> {
         .map(str::trim)
         .filter(|v| !v.is_empty());
     match id {
-        Some(id) if valid_tenant(id) => Ok(id.to_string()),
+        Some(id) if valid_tenant(id) => {
+            if store.tenants().iter().any(|t| t == id) {
+                Ok(id.to_string())
+            } else {
+                Err(engine_error(
+                    StoreError::UnknownTenant(id.to_string()).into(),
+                ))
+            }
+        }
         Some(id) => Err(error(
             StatusCode::BAD_REQUEST,
             format!("invalid X-Scope-OrgID {id:?}: use letters, digits, '-', '_' and '.'"),
@@ -115,7 +150,7 @@ pub fn parse_trace_id(text: &str) -> Result<[u8; 16], String> {
     Ok(id)
 }
 
-fn wants_protobuf(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_protobuf(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -135,14 +170,14 @@ async fn load_trace(
             StatusCode::NOT_FOUND,
             format!("trace {} not found", hex::encode(trace_id)),
         )),
-        Err(err) => Err(internal(err)),
+        Err(err) => Err(engine_error(err)),
     }
 }
 
 fn resource_spans_json(data: &threadline_otlp::TraceData) -> Result<Json, ApiError> {
-    let request = data.to_request().map_err(|e| internal(e.into()))?;
+    let request = data.to_request().map_err(|e| engine_error(e.into()))?;
     let encoded = threadline_otlp::json::request_to_json(&request);
-    let mut value: Json = serde_json::from_slice(&encoded).map_err(|e| internal(e.into()))?;
+    let mut value: Json = serde_json::from_slice(&encoded).map_err(|e| engine_error(e.into()))?;
     Ok(value
         .get_mut("resourceSpans")
         .map(Json::take)
@@ -301,7 +336,7 @@ async fn search(
     let matches = |trace: &Trace| matcher.matches(trace).is_some();
     let (found, stats) = match store.search(&tenant, &request, &matches).await {
         Ok(result) => result,
-        Err(err) => return internal(err).into_response(),
+        Err(err) => return engine_error(err).into_response(),
     };
     let traces: Vec<Json> = found
         .iter()
@@ -331,7 +366,7 @@ async fn search(
     .into_response()
 }
 
-fn value_json(value: &Value) -> Json {
+pub(crate) fn value_json(value: &Value) -> Json {
     match value {
         Value::Str(s) => json!({ "stringValue": s }),
         Value::Int(i) => json!({ "intValue": i.to_string() }),
@@ -394,7 +429,7 @@ async fn sample(store: &Store, headers: &HeaderMap) -> Result<Vec<Trace>, ApiErr
     store
         .recent_traces(&tenant, TAG_SAMPLE_TRACES)
         .await
-        .map_err(internal)
+        .map_err(engine_error)
 }
 
 fn attribute_keys(traces: &[Trace]) -> (BTreeSet<String>, BTreeSet<String>) {

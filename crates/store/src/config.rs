@@ -138,6 +138,10 @@ pub struct CompactionConfig {
     /// Default `30s`.
     #[serde(default = "default_compaction_cycle")]
     pub compaction_cycle: GoDuration,
+    /// How long the files of a block replaced by compaction (or past retention) stay, so that
+    /// reads that listed it before finish. Tempo's key and default: `1h`.
+    #[serde(default = "default_compacted_block_retention")]
+    pub compacted_block_retention: GoDuration,
     /// Blocks of a tenant are merged while the result stays under this size. Default 1 GiB.
     #[serde(default = "default_max_compaction_bytes")]
     pub max_block_bytes: u64,
@@ -151,6 +155,7 @@ impl Default for CompactionConfig {
         CompactionConfig {
             block_retention: default_block_retention(),
             compaction_cycle: default_compaction_cycle(),
+            compacted_block_retention: default_compacted_block_retention(),
             max_block_bytes: default_max_compaction_bytes(),
             max_compaction_objects: default_max_compaction_objects(),
         }
@@ -159,6 +164,10 @@ impl Default for CompactionConfig {
 
 fn default_block_retention() -> GoDuration {
     GoDuration::from_secs(168 * 3600)
+}
+
+fn default_compacted_block_retention() -> GoDuration {
+    GoDuration::from_secs(3600)
 }
 
 fn default_compaction_cycle() -> GoDuration {

@@ -3,9 +3,11 @@
 //! retention, and Grafana Tempo's HTTP API.
 
 pub mod api;
+pub mod api_metrics;
 pub mod block;
 pub mod config;
 pub mod engine;
+pub mod error;
 pub mod exporter;
 pub mod model;
 pub mod search;
@@ -15,3 +17,4 @@ pub mod wal;
 
 pub use config::StoreConfig;
 pub use engine::{SearchRequest, Store, SINGLE_TENANT};
+pub use error::StoreError;

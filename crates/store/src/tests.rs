@@ -289,8 +289,25 @@ async fn compaction_merges_blocks_and_keeps_every_trace() {
     }
     assert_eq!(block_dirs(dir.path(), "single-tenant").len(), 3);
     store.compact_and_expire().await.unwrap();
-    let blocks = block_dirs(dir.path(), "single-tenant");
-    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    // The inputs stay for compacted_block_retention (1h by default), marked compacted.
+    let dirs = block_dirs(dir.path(), "single-tenant");
+    assert_eq!(dirs.len(), 4, "{dirs:?}");
+    let holding = |file: &str| {
+        dirs.iter()
+            .filter(|d| {
+                dir.path()
+                    .join("blocks/single-tenant")
+                    .join(d)
+                    .join(file)
+                    .exists()
+            })
+            .count()
+    };
+    assert_eq!(
+        (holding("meta.json"), holding("meta.compacted.json")),
+        (1, 3)
+    );
+    assert_eq!(holding("data"), 4, "compacted blocks stay readable");
     let metas = store.block_metas();
     assert_eq!(metas.len(), 1);
     assert_eq!(metas[0].compaction_level, 1);
@@ -315,7 +332,8 @@ async fn retention_deletes_blocks_past_their_age() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(
         dir.path(),
-        "compactor: {compaction: {block_retention: 1h, compaction_cycle: 1h}}",
+        "compactor: {compaction: {block_retention: 1h, compaction_cycle: 1h, \
+         compacted_block_retention: 0s}}",
     ))
     .await
     .unwrap();

@@ -1,0 +1,581 @@
+//! The store: appends go to the WAL and the head (in memory, queryable at once); the head is
+//! cut into a block every `max_block_duration`, or by the append that finds it holding
+//! `max_block_bytes` (so memory stays bounded when blocks are written slower than spans arrive);
+//! blocks are merged by compaction (streaming, page by page) and deleted by retention. Queries
+//! read the head, heads being written out, and blocks.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use threadline_otlp::TraceData;
+use threadline_traceql::model::Trace;
+use tokio_util::sync::CancellationToken;
+
+use crate::block::{self, BlockBuilder, BlockIndex, BlockMeta};
+use crate::config::StoreConfig;
+use crate::error::StoreError;
+use crate::model::{to_model, TraceSummary};
+use crate::wal::Wal;
+
+mod compactor;
+mod query;
+
+use compactor::run_compaction_loop;
+
+/// The tenant of every trace when multitenancy is off, as Tempo's.
+pub const SINGLE_TENANT: &str = "single-tenant";
+
+#[derive(Default)]
+struct HeadTrace {
+    parts: Vec<TraceData>,
+    summary: TraceSummary,
+}
+
+/// Traces received since the last cut, per tenant.
+#[derive(Default)]
+struct Head {
+    tenants: HashMap<String, HashMap<[u8; 16], HeadTrace>>,
+    bytes: u64,
+}
+
+/// A block in the store: its meta and index (in memory).
+pub struct Block {
+    pub meta: BlockMeta,
+    pub index: BlockIndex,
+}
+
+pub struct Store {
+    config: StoreConfig,
+    objects: Arc<dyn ObjectStore>,
+    wal: Wal,
+    /// Appends hold it shared (WAL then head); a cut holds it alone (WAL rotation + head swap).
+    cut_lock: tokio::sync::RwLock<()>,
+    /// One cut at a time, held until its blocks are written: a shutdown waits for a cut in
+    /// progress instead of exiting under it.
+    cutting: tokio::sync::Mutex<()>,
+    head: Mutex<Head>,
+    head_started: Mutex<Instant>,
+    /// Heads being written as blocks: still queryable.
+    flushing: RwLock<Vec<Arc<Head>>>,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// Decompressed pages recently read: (block id, page) → traces.
+    page_cache: Mutex<PageCache>,
+    stop: CancellationToken,
+}
+
+/// The traces of one page, in order.
+type PageTraces = Arc<Vec<([u8; 16], TraceData)>>;
+
+#[derive(Default)]
+struct PageCache {
+    pages: HashMap<(String, u32), PageTraces>,
+    order: std::collections::VecDeque<(String, u32)>,
+}
+
+const PAGE_CACHE_PAGES: usize = 64;
+
+/// A search as the API asks it.
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    pub start_unix_nano: Option<u64>,
+    pub end_unix_nano: Option<u64>,
+    pub min_duration_nanos: Option<u64>,
+    pub max_duration_nanos: Option<u64>,
+    pub limit: usize,
+    /// Only traces with a span from one of these services (a hint; the matcher decides).
+    pub service_hint: Option<String>,
+    /// Only traces with an error span (a hint; the matcher decides).
+    pub error_hint: bool,
+}
+
+impl SearchRequest {
+    /// Whether a trace spanning `start..end` may match the request's time range, duration
+    /// bounds and error hint.
+    fn admits(&self, start_unix_nano: u64, end_unix_nano: u64, has_error: bool) -> bool {
+        let duration = end_unix_nano.saturating_sub(start_unix_nano);
+        self.start_unix_nano.is_none_or(|s| end_unix_nano >= s)
+            && self.end_unix_nano.is_none_or(|e| start_unix_nano <= e)
+            && self.min_duration_nanos.is_none_or(|m| duration >= m)
+            && self.max_duration_nanos.is_none_or(|m| duration <= m)
+            && (!self.error_hint || has_error)
+    }
+}
+
+/// A trace that matched.
+pub struct Found {
+    pub trace_id: [u8; 16],
+    pub summary: TraceSummary,
+    pub trace: Trace,
+}
+
+/// Figures of a search, as Tempo reports them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SearchStats {
+    pub inspected_traces: u64,
+    pub inspected_bytes: u64,
+}
+
+fn with_prefix<S: ObjectStore>(store: S, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+    }
+}
+
+fn object_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let trace = &config.storage.trace;
+    match trace.backend.as_str() {
+        "gcs" => {
+            let gcs = trace
+                .gcs
+                .as_ref()
+                .context("storage::trace::gcs is missing")?;
+            let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&gcs.bucket_name);
+            if !gcs.service_account_path.is_empty() {
+                builder = builder.with_service_account_path(&gcs.service_account_path);
+            }
+            Ok(with_prefix(
+                builder.build().context("storage::trace::gcs")?,
+                &gcs.prefix,
+            ))
+        }
+        "azure" => {
+            let azure = trace
+                .azure
+                .as_ref()
+                .context("storage::trace::azure is missing")?;
+            let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(&azure.container_name)
+                .with_account(&azure.storage_account_name);
+            if !azure.storage_account_key.is_empty() {
+                builder = builder.with_access_key(&azure.storage_account_key);
+            }
+            if !azure.endpoint.is_empty() {
+                builder = builder
+                    .with_endpoint(azure.endpoint.clone())
+                    .with_allow_http(azure.endpoint.starts_with("http://"));
+            }
+            Ok(with_prefix(
+                builder.build().context("storage::trace::azure")?,
+                &azure.prefix,
+            ))
+        }
+        "s3" => {
+            let s3 = trace.s3.as_ref().context("storage::trace::s3 is missing")?;
+            let scheme = if s3.insecure { "http" } else { "https" };
+            let store = object_store::aws::AmazonS3Builder::new()
+                .with_bucket_name(&s3.bucket)
+                .with_endpoint(format!("{scheme}://{}", s3.endpoint))
+                .with_region(&s3.region)
+                .with_access_key_id(&s3.access_key)
+                .with_secret_access_key(&s3.secret_key)
+                .with_allow_http(s3.insecure)
+                .with_virtual_hosted_style_request(!s3.forcepathstyle)
+                .build()
+                .context("storage::trace::s3")?;
+            Ok(with_prefix(store, &s3.prefix))
+        }
+        _ => {
+            let local = trace
+                .local
+                .as_ref()
+                .context("storage::trace::local::path is missing")?;
+            std::fs::create_dir_all(&local.path)
+                .with_context(|| format!("creating {}", local.path.display()))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&local.path)
+                .with_context(|| format!("storage::trace::local::path {}", local.path.display()))?
+                // A deleted block leaves no empty directory behind.
+                .with_automatic_cleanup(true);
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn block_path(tenant: &str, block_id: &str, file: &str) -> ObjectPath {
+    ObjectPath::from(format!("{tenant}/{block_id}/{file}"))
+}
+
+fn new_block_id() -> String {
+    // Time-ordered, then random: ids sort by creation and never collide between processes.
+    format!("{:016x}-{:08x}", now_unix_nanos(), rand::random::<u32>())
+}
+
+impl Store {
+    /// Opens the store: replays the WAL into the head, loads the blocks' indexes, and starts the
+    /// cut, compaction and retention loops.
+    pub async fn open(config: StoreConfig) -> anyhow::Result<Arc<Store>> {
+        let objects = object_store(&config)?;
+        Store::open_with_object_store(config, objects).await
+    }
+
+    /// [`Store::open`] with blocks in `objects` instead of the configured backend (an
+    /// `object_store::memory::InMemory` in tests, or a store built by the caller).
+    pub async fn open_with_object_store(
+        config: StoreConfig,
+        objects: Arc<dyn ObjectStore>,
+    ) -> anyhow::Result<Arc<Store>> {
+        let fsync = config.storage.trace.wal.fsync_policy();
+        let (wal, records) =
+            Wal::open(&config.storage.trace.wal.path, fsync).with_context(|| {
+                format!(
+                    "storage::trace::wal::path {}",
+                    config.storage.trace.wal.path.display()
+                )
+            })?;
+        let store = Arc::new(Store {
+            config,
+            objects,
+            wal,
+            cut_lock: tokio::sync::RwLock::new(()),
+            cutting: tokio::sync::Mutex::new(()),
+            head: Mutex::new(Head::default()),
+            head_started: Mutex::new(Instant::now()),
+            flushing: RwLock::new(Vec::new()),
+            blocks: RwLock::new(Vec::new()),
+            page_cache: Mutex::new(PageCache::default()),
+            stop: CancellationToken::new(),
+        });
+        let replayed = records.len();
+        for record in records {
+            match TraceData::from_request_bytes(record.data) {
+                Ok((data, _)) => store.add_to_head(&record.tenant, &data),
+                Err(err) => tracing::warn!(error = %err, "skipping an undecodable WAL record"),
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(requests = replayed, "replayed the write-ahead log");
+        }
+        store.refresh_blocks().await?;
+        if store.config.ingests() {
+            tokio::spawn(run_cut_loop(store.clone()));
+        }
+        tokio::spawn(run_compaction_loop(store.clone()));
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Stores `data` for `tenant`; durable (per the fsync policy) and queryable on return.
+    ///
+    /// An append that finds the head full (`max_block_bytes`) first cuts it, after any cut in
+    /// progress: memory stays bounded (the head plus one head being written) when spans arrive
+    /// faster than blocks are written, and the slowdown reaches clients as backpressure.
+    pub async fn append(&self, tenant: &str, data: &TraceData) -> anyhow::Result<()> {
+        if self.head_bytes() >= self.config.ingester.max_block_bytes {
+            // Before taking `cut_lock`, which a cut needs alone.
+            self.cut_full_head().await?;
+        }
+        let _shared = self.cut_lock.read().await;
+        self.wal
+            .append(tenant, data.as_bytes().clone())
+            .await
+            .context("writing the WAL")?;
+        self.add_to_head(tenant, data);
+        Ok(())
+    }
+
+    /// Cuts the head if it is (still) full once any cut in progress is done.
+    async fn cut_full_head(&self) -> anyhow::Result<()> {
+        let one_at_a_time = self.cutting.lock().await;
+        if self.head_bytes() >= self.config.ingester.max_block_bytes {
+            self.cut_holding(one_at_a_time).await?;
+        }
+        Ok(())
+    }
+
+    /// Encoded bytes received since the last cut (what `max_block_bytes` limits).
+    pub fn head_bytes(&self) -> u64 {
+        self.head.lock().bytes
+    }
+
+    fn add_to_head(&self, tenant: &str, data: &TraceData) {
+        let mut head = self.head.lock();
+        head.bytes += data.encoded_len() as u64;
+        let traces = head.tenants.entry(tenant.to_string()).or_default();
+        for (trace_id, part) in data.split_by_trace() {
+            let trace = traces.entry(trace_id).or_default();
+            trace.summary.add(&part);
+            trace.parts.push(part);
+        }
+    }
+
+    /// Cuts the head into a block now (also done by the cut loop). Returns the blocks written.
+    pub async fn cut(&self) -> anyhow::Result<Vec<BlockMeta>> {
+        let one_at_a_time = self.cutting.lock().await;
+        self.cut_holding(one_at_a_time).await
+    }
+
+    /// The cut, by a caller holding `cutting`.
+    async fn cut_holding(
+        &self,
+        _one_at_a_time: tokio::sync::MutexGuard<'_, ()>,
+    ) -> anyhow::Result<Vec<BlockMeta>> {
+        let (head, sealed) = {
+            let _alone = self.cut_lock.write().await;
+            let head = std::mem::take(&mut *self.head.lock());
+            {
+                let mut started = self.head_started.lock();
+                *started = Instant::now();
+            }
+            if head.tenants.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sealed = match self.wal.rotate().await {
+                Ok(sealed) => sealed,
+                Err(err) => {
+                    self.restore_to_head(&head, |_| true);
+                    return Err(err).context("rotating the WAL");
+                }
+            };
+            (Arc::new(head), sealed)
+        };
+        {
+            let mut flushing = self.flushing.write();
+            flushing.push(head.clone());
+        }
+        let mut written: Vec<BlockMeta> = Vec::new();
+        let mut failure = None;
+        for (tenant, traces) in &head.tenants {
+            let traces: BTreeMap<[u8; 16], TraceData> = traces
+                .iter()
+                .map(|(id, t)| (*id, block::merge_parts(&t.parts)))
+                .collect();
+            match self.write_block(tenant, traces, 0).await {
+                Ok(meta) => written.push(meta),
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        if failure.is_some() {
+            // The tenants not written go back into the head (before leaving `flushing`, so that
+            // queries never miss them): still queryable, and in the next cut. Their WAL segments
+            // stay until that cut succeeds.
+            self.restore_to_head(&head, |tenant| {
+                !written.iter().any(|meta| meta.tenant == tenant)
+            });
+        }
+        {
+            let mut flushing = self.flushing.write();
+            flushing.retain(|h| !Arc::ptr_eq(h, &head));
+        }
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        // Only now is the WAL's copy redundant.
+        self.wal
+            .remove_through(sealed)
+            .context("removing flushed WAL segments")?;
+        Ok(written)
+    }
+
+    /// Adds the traces of `cut` (a head whose cut failed) for the tenants `restore` picks back into
+    /// the current head.
+    fn restore_to_head(&self, cut: &Head, restore: impl Fn(&str) -> bool) {
+        let mut head = self.head.lock();
+        let mut bytes = 0;
+        for (tenant, traces) in cut.tenants.iter().filter(|(t, _)| restore(t)) {
+            let into = head.tenants.entry(tenant.clone()).or_default();
+            for (trace_id, trace) in traces {
+                let into = into.entry(*trace_id).or_default();
+                for part in &trace.parts {
+                    into.summary.add(part);
+                    into.parts.push(part.clone());
+                    bytes += part.encoded_len() as u64;
+                }
+            }
+        }
+        head.bytes += bytes;
+    }
+
+    async fn write_block(
+        &self,
+        tenant: &str,
+        traces: BTreeMap<[u8; 16], TraceData>,
+        level: u32,
+    ) -> anyhow::Result<BlockMeta> {
+        // Compression is seconds of CPU for a large head: off the async workers.
+        let owned_tenant = tenant.to_string();
+        let built = tokio::task::spawn_blocking(move || {
+            block::build(new_block_id(), &owned_tenant, traces, level)
+        })
+        .await
+        .context("building a block")?
+        .context("building a block")?;
+        let id = built.meta.block_id.clone();
+        let put = |file: &str, bytes: Vec<u8>| {
+            let path = block_path(tenant, &id, file);
+            let objects = self.objects.clone();
+            async move {
+                objects
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .with_context(|| format!("writing {path}"))
+            }
+        };
+        put("data", built.data).await?;
+        put("index", built.index.encode()).await?;
+        // meta.json last: its presence marks the block complete.
+        put("meta.json", serde_json::to_vec(&built.meta)?).await?;
+        let meta = built.meta.clone();
+        {
+            let mut blocks = self.blocks.write();
+            blocks.push(Arc::new(Block {
+                meta: built.meta,
+                index: built.index,
+            }));
+        }
+        tracing::info!(tenant, block = %meta.block_id, traces = meta.traces, spans = meta.spans, bytes = meta.size_bytes, level, "wrote block");
+        Ok(meta)
+    }
+
+    /// Loads the blocks in storage that are not known yet (written by another process sharing
+    /// the bucket), and forgets those deleted.
+    pub async fn refresh_blocks(&self) -> anyhow::Result<()> {
+        let listed: Vec<object_store::ObjectMeta> = self
+            .objects
+            .list(None)
+            .try_collect()
+            .await
+            .context("listing blocks")?;
+        let metas: Vec<ObjectPath> = listed
+            .into_iter()
+            .map(|m| m.location)
+            .filter(|p| p.filename() == Some("meta.json"))
+            .collect();
+        let known: std::collections::HashSet<String> = self
+            .blocks
+            .read()
+            .iter()
+            .map(|b| b.meta.block_id.clone())
+            .collect();
+        let mut present = std::collections::HashSet::new();
+        for path in metas {
+            let parts: Vec<_> = path.parts().collect();
+            let [tenant, block_id, _] = parts.as_slice() else {
+                continue;
+            };
+            let (tenant, block_id) = (tenant.as_ref().to_string(), block_id.as_ref().to_string());
+            present.insert(block_id.clone());
+            if known.contains(&block_id) {
+                continue;
+            }
+            match self.load_block(&tenant, &block_id).await {
+                Ok(block) => {
+                    let mut blocks = self.blocks.write();
+                    blocks.push(Arc::new(block));
+                }
+                Err(err) => {
+                    tracing::warn!(tenant, block = block_id, error = %err, "skipping a block")
+                }
+            }
+        }
+        {
+            let mut blocks = self.blocks.write();
+            blocks.retain(|b| present.contains(&b.meta.block_id));
+        }
+        Ok(())
+    }
+
+    async fn load_block(&self, tenant: &str, block_id: &str) -> anyhow::Result<Block> {
+        let get = |file: &str| {
+            let path = block_path(tenant, block_id, file);
+            let objects = self.objects.clone();
+            async move {
+                let result = objects
+                    .get(&path)
+                    .await
+                    .with_context(|| format!("reading {path}"))?;
+                result
+                    .bytes()
+                    .await
+                    .with_context(|| format!("reading {path}"))
+            }
+        };
+        let meta: BlockMeta = serde_json::from_slice(&get("meta.json").await?)?;
+        let index = BlockIndex::decode(&get("index").await?)?;
+        Ok(Block { meta, index })
+    }
+
+    fn blocks_of(&self, tenant: &str) -> Vec<Arc<Block>> {
+        let mut blocks: Vec<Arc<Block>> = self
+            .blocks
+            .read()
+            .iter()
+            .filter(|b| b.meta.tenant == tenant)
+            .cloned()
+            .collect();
+        // Newest first: searches stop at `limit`, and recent traces are what users look for.
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.end_unix_nano));
+        blocks
+    }
+
+    /// Tenants with data: in the head, being written, or in blocks. Sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut tenants = std::collections::BTreeSet::new();
+        {
+            let head = self.head.lock();
+            tenants.extend(head.tenants.keys().cloned());
+        }
+        {
+            let flushing = self.flushing.read();
+            for head in flushing.iter() {
+                tenants.extend(head.tenants.keys().cloned());
+            }
+        }
+        {
+            let blocks = self.blocks.read();
+            tenants.extend(blocks.iter().map(|b| b.meta.tenant.clone()));
+        }
+        tenants.into_iter().collect()
+    }
+
+    pub fn block_metas(&self) -> Vec<BlockMeta> {
+        self.blocks.read().iter().map(|b| b.meta.clone()).collect()
+    }
+
+    /// Writes the head as a block and stops the loops (clean shutdown; nothing to replay).
+    pub async fn flush_and_close(&self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.cut().await.map(|_| ())
+    }
+}
+
+async fn run_cut_loop(store: Arc<Store>) {
+    let every = store.config.ingester.max_block_duration.as_duration();
+    let max_bytes = store.config.ingester.max_block_bytes;
+    let mut tick = tokio::time::interval(Duration::from_millis(250).min(every));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = store.stop.cancelled() => return,
+        }
+        let age = store.head_started.lock().elapsed();
+        if age >= every || store.head_bytes() >= max_bytes {
+            if let Err(err) = store.cut().await {
+                tracing::error!(error = %format!("{err:#}"), "cutting the head into a block failed; it stays in the WAL");
+            }
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Reads: pages, trace by id, search, recent traces.
+//!
+//! Compaction and retention replace blocks while reads run. A reader that finds a block's files
+//! gone ([`StoreError::BlockGone`]: another process deleted them after this one listed the block)
+//! takes the block list again and goes on where it was, so reads never fail because compaction
+//! ran; a block whose `meta.json` is still there but whose data is gone is a fault.
+
+use super::*;
+
+/// Times a read takes the block list again before giving up with 503: each retry means
+/// blocks were replaced under it, and compaction replaces a tenant's blocks once per cycle.
+const BLOCK_LIST_RETRIES: usize = 5;
+
+/// What a search has so far: found traces, figures, and the ids of traces considered.
+type SearchProgress<'a> = (
+    &'a mut Vec<Found>,
+    &'a mut SearchStats,
+    &'a mut std::collections::HashSet<[u8; 16]>,
+);
+
+impl Store {
+    pub(super) async fn page(&self, block: &Block, page: u32) -> anyhow::Result<PageTraces> {
+        let key = (block.meta.block_id.clone(), page);
+        if let Some(hit) = self.page_cache.lock().pages.get(&key).cloned() {
+            return Ok(hit);
+        }
+        let traces = Arc::new(self.read_page(block, page).await?);
+        {
+            let mut cache = self.page_cache.lock();
+            cache.pages.insert(key.clone(), traces.clone());
+            cache.order.push_back(key);
+            while cache.order.len() > PAGE_CACHE_PAGES {
+                if let Some(old) = cache.order.pop_front() {
+                    cache.pages.remove(&old);
+                }
+            }
+        }
+        Ok(traces)
+    }
+
+    /// Reads and decodes one page, bypassing the cache.
+    pub(super) async fn read_page(
+        &self,
+        block: &Block,
+        page: u32,
+    ) -> anyhow::Result<Vec<([u8; 16], TraceData)>> {
+        let (offset, len) = *block
+            .index
+            .pages
+            .get(page as usize)
+            .context("page out of range")?;
+        let path = block_path(&block.meta.tenant, &block.meta.block_id, "data");
+        let bytes: Bytes = self
+            .objects
+            .get_range(&path, offset..offset + u64::from(len))
+            .await
+            .map_err(|err| match err {
+                object_store::Error::NotFound { .. } => anyhow::Error::new(StoreError::BlockGone {
+                    tenant: block.meta.tenant.clone(),
+                    block_id: block.meta.block_id.clone(),
+                    source: err,
+                }),
+                err => anyhow::Error::new(err).context(format!("reading {path}")),
+            })?;
+        // Decompressing and checking a page is about a millisecond of CPU.
+        let traces = tokio::task::spawn_blocking(move || block::page_traces(&bytes))
+            .await
+            .context("decoding a page")?
+            .with_context(|| format!("decoding page {page} of {path}"))?;
+        Ok(traces)
+    }
+
+    async fn block_trace(
+        &self,
+        block: &Block,
+        trace_id: &[u8; 16],
+    ) -> anyhow::Result<Option<TraceData>> {
+        let Some(row) = block.index.find(trace_id) else {
+            return Ok(None);
+        };
+        let page = self.page(block, row.page).await?;
+        Ok(page
+            .iter()
+            .find(|(id, _)| id == trace_id)
+            // A copy of its own: a slice would keep the whole decompressed page alive.
+            .map(|(_, data)| data.compacted()))
+    }
+
+    fn head_parts(&self, tenant: &str, trace_id: &[u8; 16]) -> Vec<TraceData> {
+        let mut parts = Vec::new();
+        {
+            let head = self.head.lock();
+            if let Some(t) = head.tenants.get(tenant).and_then(|t| t.get(trace_id)) {
+                parts.extend(t.parts.iter().cloned());
+            }
+        }
+        {
+            let flushing = self.flushing.read();
+            for head in flushing.iter() {
+                if let Some(t) = head.tenants.get(tenant).and_then(|t| t.get(trace_id)) {
+                    parts.extend(t.parts.iter().cloned());
+                }
+            }
+        }
+        parts
+    }
+
+    /// Fails with [`StoreError::Unavailable`] once the store is closing.
+    fn check_open(&self) -> anyhow::Result<()> {
+        if self.stop.is_cancelled() {
+            return Err(StoreError::Unavailable(
+                "the store is shutting down: ask another replica or retry after the restart".into(),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// After a read failed with `err`: Ok when the read may go on over a fresh block list
+    /// (`err` was a block that compaction or retention removed), else the error to return.
+    async fn recover_from_vanished_block(
+        &self,
+        err: anyhow::Error,
+        attempts: &mut usize,
+    ) -> anyhow::Result<()> {
+        let Some(StoreError::BlockGone {
+            tenant, block_id, ..
+        }) = StoreError::of(&err)
+        else {
+            return Err(err);
+        };
+        *attempts += 1;
+        if *attempts > BLOCK_LIST_RETRIES {
+            return Err(StoreError::Unavailable(format!(
+                "blocks were replaced {BLOCK_LIST_RETRIES} times while this read ran \
+                 (compaction or retention); retry: {err:#}"
+            ))
+            .into());
+        }
+        let meta = block_path(tenant, block_id, "meta.json");
+        match self.objects.head(&meta).await {
+            Ok(_) => {
+                return Err(StoreError::Fault(anyhow::anyhow!(
+                    "block {tenant}/{block_id} is damaged: its meta.json is present but its data \
+                     is missing ({err:#})"
+                ))
+                .into())
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(head_err) => {
+                return Err(head_err).with_context(|| format!("reading {meta} after: {err:#}"))
+            }
+        }
+        tracing::debug!(
+            tenant,
+            block = block_id,
+            "a block went away during a read; taking the block list again"
+        );
+        let gone = block_id.clone();
+        self.blocks.write().retain(|b| b.meta.block_id != gone);
+        self.refresh_blocks().await
+    }
+
+    /// Every stored span of a trace (from the head and every block), or None.
+    pub async fn trace_by_id(
+        &self,
+        tenant: &str,
+        trace_id: &[u8; 16],
+    ) -> anyhow::Result<Option<TraceData>> {
+        self.check_open()?;
+        let mut attempts = 0;
+        loop {
+            match self.trace_by_id_once(tenant, trace_id).await {
+                Err(err) => self.recover_from_vanished_block(err, &mut attempts).await?,
+                found => return found,
+            }
+        }
+    }
+
+    /// [`Store::trace_by_id`] over the block list as it is now.
+    async fn trace_by_id_once(
+        &self,
+        tenant: &str,
+        trace_id: &[u8; 16],
+    ) -> anyhow::Result<Option<TraceData>> {
+        let mut parts = self.head_parts(tenant, trace_id);
+        for block in self.blocks_of(tenant) {
+            if let Some(part) = self.block_trace(&block, trace_id).await? {
+                parts.push(part);
+            }
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(block::merge_parts(&parts)))
+    }
+
+    /// Traces of `tenant` that pass the request's bounds and `matches`, newest blocks first, at
+    /// most `limit`.
+    pub async fn search(
+        &self,
+        tenant: &str,
+        request: &SearchRequest,
+        matches: &(dyn Fn(&Trace) -> bool + Sync),
+    ) -> anyhow::Result<(Vec<Found>, SearchStats)> {
+        self.check_open()?;
+        if let (Some(start), Some(end)) = (request.start_unix_nano, request.end_unix_nano) {
+            if start > end {
+                return Err(StoreError::InvalidRequest(format!(
+                    "invalid start: the search starts ({start} ns) after it ends ({end} ns)"
+                ))
+                .into());
+            }
+        }
+        let limit = if request.limit == 0 {
+            20
+        } else {
+            request.limit
+        };
+        let mut found: Vec<Found> = Vec::new();
+        let mut stats = SearchStats::default();
+        let mut seen = std::collections::HashSet::new();
+        let passes = |summary: &TraceSummary| {
+            request.admits(
+                summary.start_unix_nano,
+                summary.end_unix_nano,
+                summary.has_error,
+            ) && request
+                .service_hint
+                .as_ref()
+                .is_none_or(|s| summary.services.contains(s))
+        };
+
+        // The head and heads being flushed: candidates are collected under the lock, checked after.
+        let mut head_candidates: Vec<([u8; 16], TraceSummary)> = Vec::new();
+        let mut collect = |head: &Head| {
+            if let Some(traces) = head.tenants.get(tenant) {
+                for (id, t) in traces {
+                    if passes(&t.summary) {
+                        head_candidates.push((*id, t.summary.clone()));
+                    }
+                }
+            }
+        };
+        {
+            let head = self.head.lock();
+            collect(&head);
+        }
+        {
+            let flushing = self.flushing.read();
+            for head in flushing.iter() {
+                collect(head);
+            }
+        }
+        head_candidates.sort_by_key(|c| std::cmp::Reverse(c.1.start_unix_nano));
+        for (trace_id, _) in head_candidates {
+            if found.len() >= limit {
+                break;
+            }
+            if !seen.insert(trace_id) {
+                continue;
+            }
+            if let Some(data) = self.trace_by_id(tenant, &trace_id).await? {
+                self.consider(trace_id, data, matches, &mut found, &mut stats);
+            }
+        }
+
+        // Blocks: a block that goes away under the search is read again from the list that
+        // replaced it, skipping the traces already considered.
+        let mut attempts = 0;
+        loop {
+            let mut progress = (&mut found, &mut stats, &mut seen);
+            match self
+                .search_blocks(tenant, request, matches, limit, &mut progress)
+                .await
+            {
+                Ok(()) => break,
+                Err(err) => self.recover_from_vanished_block(err, &mut attempts).await?,
+            }
+        }
+        Ok((found, stats))
+    }
+
+    /// The block part of [`Store::search`], over the block list as it is now, adding to
+    /// `progress` (found, stats, trace ids considered).
+    async fn search_blocks(
+        &self,
+        tenant: &str,
+        request: &SearchRequest,
+        matches: &(dyn Fn(&Trace) -> bool + Sync),
+        limit: usize,
+        progress: &mut SearchProgress<'_>,
+    ) -> anyhow::Result<()> {
+        let (found, stats, seen) = progress;
+        let blocks = self.blocks_of(tenant);
+        let mut pages_read = 0u64;
+        for (block_number, block) in blocks.iter().enumerate() {
+            if found.len() >= limit {
+                break;
+            }
+            if request
+                .start_unix_nano
+                .is_some_and(|s| block.meta.end_unix_nano < s)
+                || request
+                    .end_unix_nano
+                    .is_some_and(|e| block.meta.start_unix_nano > e)
+            {
+                continue;
+            }
+            // The service hint as an id of this block's string table; a block without the name
+            // holds no candidate.
+            let service = match &request.service_hint {
+                Some(name) => match block.index.string_id(name) {
+                    Some(id) => Some(id),
+                    None => continue,
+                },
+                None => None,
+            };
+            // Rows are in trace id order, as pages: each run of rows of one page is checked
+            // against the index, then the page is read if any row may match. The rows are
+            // compared as they are: this loop runs over every trace of the block.
+            for rows in block.index.rows.chunk_by(|a, b| a.page == b.page) {
+                if found.len() >= limit {
+                    break;
+                }
+                let candidates: std::collections::HashSet<[u8; 16]> = rows
+                    .iter()
+                    .filter(|row| {
+                        request.admits(row.start_unix_nano, row.end_unix_nano, row.has_error)
+                            && service.is_none_or(|id| row.services.contains(&id))
+                            && !seen.contains(&row.trace_id)
+                    })
+                    .map(|row| row.trace_id)
+                    .collect();
+                if candidates.is_empty() {
+                    continue;
+                }
+                // Pages in the cache never wait: yield now and then, so that a long search
+                // over cached pages does not hold a runtime worker to itself.
+                pages_read += 1;
+                if pages_read.is_multiple_of(16) {
+                    tokio::task::yield_now().await;
+                }
+                let traces = self.page(block, rows[0].page).await?;
+                for (trace_id, data) in traces.iter().filter(|(id, _)| candidates.contains(id)) {
+                    if found.len() >= limit {
+                        break;
+                    }
+                    if seen.contains(trace_id) {
+                        continue;
+                    }
+                    // The whole trace: parts in other blocks or the head (rare) are merged in.
+                    // Marked seen only once read, so a retry after a vanished block reads it.
+                    let data = if self.has_parts_elsewhere(tenant, trace_id, &blocks, block_number)
+                    {
+                        match self.trace_by_id_once(tenant, trace_id).await? {
+                            Some(data) => data,
+                            None => continue,
+                        }
+                    } else {
+                        data.clone()
+                    };
+                    seen.insert(*trace_id);
+                    self.consider(*trace_id, data, matches, found, stats);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a trace has spans outside `blocks[except]`: in another block or in a head.
+    fn has_parts_elsewhere(
+        &self,
+        tenant: &str,
+        trace_id: &[u8; 16],
+        blocks: &[Arc<Block>],
+        except: usize,
+    ) -> bool {
+        let in_head = |head: &Head| {
+            head.tenants
+                .get(tenant)
+                .is_some_and(|t| t.contains_key(trace_id))
+        };
+        in_head(&self.head.lock())
+            || self.flushing.read().iter().any(|h| in_head(h))
+            || blocks
+                .iter()
+                .enumerate()
+                .any(|(i, b)| i != except && b.index.find(trace_id).is_some())
+    }
+
+    fn consider(
+        &self,
+        trace_id: [u8; 16],
+        data: TraceData,
+        matches: &(dyn Fn(&Trace) -> bool + Sync),
+        found: &mut Vec<Found>,
+        stats: &mut SearchStats,
+    ) {
+        stats.inspected_traces += 1;
+        stats.inspected_bytes += data.encoded_len() as u64;
+        let trace = to_model(trace_id, &data);
+        if matches(&trace) {
+            found.push(Found {
+                trace_id,
+                summary: TraceSummary::of(&data),
+                trace,
+            });
+        }
+    }
+
+    /// Recent traces of `tenant` (head first, then the newest blocks), for tag listings.
+    pub async fn recent_traces(
+        &self,
+        tenant: &str,
+        max_traces: usize,
+    ) -> anyhow::Result<Vec<Trace>> {
+        self.check_open()?;
+        let mut attempts = 0;
+        loop {
+            match self.recent_traces_once(tenant, max_traces).await {
+                Err(err) => self.recover_from_vanished_block(err, &mut attempts).await?,
+                traces => return traces,
+            }
+        }
+    }
+
+    async fn recent_traces_once(
+        &self,
+        tenant: &str,
+        max_traces: usize,
+    ) -> anyhow::Result<Vec<Trace>> {
+        let mut traces = Vec::new();
+        let ids: Vec<[u8; 16]> = self
+            .head
+            .lock()
+            .tenants
+            .get(tenant)
+            .map(|t| t.keys().take(max_traces).copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            let parts = self.head_parts(tenant, &id);
+            traces.push(to_model(id, &block::merge_parts(&parts)));
+        }
+        'blocks: for block in self.blocks_of(tenant) {
+            for page in 0..block.index.pages.len() as u32 {
+                for (id, data) in self.page(&block, page).await?.iter() {
+                    if traces.len() >= max_traces {
+                        break 'blocks;
+                    }
+                    traces.push(to_model(*id, data));
+                }
+            }
+        }
+        Ok(traces)
+    }
+}
