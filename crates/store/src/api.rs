@@ -28,6 +28,7 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/v2/search/tags", get(tags_v2))
         .route("/api/search/tag/{name}/values", get(tag_values_v1))
         .route("/api/v2/search/tag/{name}/values", get(tag_values_v2))
+        .merge(crate::ui::router())
         .with_state(store)
 }
 
@@ -56,7 +57,7 @@ fn internal(err: anyhow::Error) -> ApiError {
 
 /// The tenant of a request: `X-Scope-OrgID` when multitenancy is on (required), else Tempo's
 /// `single-tenant`.
-fn tenant(store: &Store, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn tenant(store: &Store, headers: &HeaderMap) -> Result<String, ApiError> {
     if !store.config().multitenancy_enabled {
         return Ok(SINGLE_TENANT.to_string());
     }
@@ -316,6 +317,7 @@ async fn search(
                 "durationMs": f.summary.duration_nanos() / 1_000_000,
                 "spanSet": span_set,
                 "spanSets": [span_set],
+                "serviceStats": crate::api_insight::service_stats(&f.trace),
             })
         })
         .collect();

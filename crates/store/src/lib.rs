@@ -3,6 +3,7 @@
 //! retention, and Grafana Tempo's HTTP API.
 
 pub mod api;
+pub mod api_insight;
 pub mod block;
 pub mod config;
 pub mod engine;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod search;
 #[cfg(test)]
 mod tests;
+pub mod ui;
 pub mod wal;
 
 pub use config::StoreConfig;
