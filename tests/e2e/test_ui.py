@@ -85,6 +85,17 @@ def test_the_store_serves_the_ui_with_content_types_and_etags(estate):
     assert re.search(r"UI:\s+http://127\.0\.0\.1:\d+/", estate.aio.all_output_text())
 
 
+def test_search_finds_the_sdk_sent_traces_with_their_span_counts(page, estate):
+    query = '{ resource.service.name = "e2e-checkout" }'
+    page.goto(f"{estate.api}/#/search?q={urllib.parse.quote(query)}&range=1h")
+    assert result_ids(page) == {estate.fast, estate.slow}
+    spans = {row.get_attribute("data-trace"): row.locator("td").nth(4).inner_text()
+             for row in page.locator("#results tbody tr").all()}
+    assert spans == {estate.fast: str(len(FAST)), estate.slow: str(len(SLOW))}
+    root = page.locator(f'#results tbody tr[data-trace="{estate.slow}"] td').nth(2)
+    expect(root).to_have_text("checkout")
+
+
 def test_search_by_traceql_and_by_form_returns_the_demo_traces(page, estate):
     query = '{ resource.service.name = "payments" && status = error }'
     expected = {t["traceID"] for t in estate.search(query, limit=100)}
@@ -228,6 +239,7 @@ def test_what_is_different_ranks_the_demos_injected_cause_first(page, estate):
     selected = int(first.locator("td").nth(2).inner_text().split()[0])
     assert selected == len({t["traceID"] for t in estate.search('{ resource.service.name = "frontend" } && { status = error }')})
     assert first.locator("td").nth(3).inner_text().startswith("0 ")
+    page.locator("#insight-h").evaluate("e => e.scrollIntoView({block: 'start'})")
     shot(page, "what-is-different")
     # One click adds the value to the query.
     first.locator("button").click()

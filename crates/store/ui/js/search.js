@@ -183,14 +183,17 @@ function scatter(traces, open) {
   const xs = traces.map((t) => t.startMs), ys = traces.map((t) => t.durationMs);
   let x0 = Math.min(...xs), x1 = Math.max(...xs);
   if (x1 - x0 < 1000) { x0 -= 500; x1 += 500; }
-  const y1 = Math.max(1, ...ys) * 1.1;
+  const step = niceStep(Math.max(1, ...ys) / 4);
+  const y1 = Math.ceil((Math.max(1, ...ys) * 1.05) / step) * step;
   const x = (v) => L + ((v - x0) / (x1 - x0)) * (W - L - 10);
   const y = (v) => H - B - (v / y1) * (H - B - T);
   const svg = h("svg", { class: "scatter", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Trace duration over time; red points have errors", style: { width: "100%", height: "200px" } });
   const axis = h("g", { class: "axis" }, h("line", { x1: L, y1: H - B, x2: W - 10, y2: H - B }), h("line", { x1: L, y1: T, x2: L, y2: H - B }));
+  for (let v = 0; v <= y1 + step / 2; v += step) {
+    axis.append(h("line", { class: "gridline", x1: L, y1: y(v), x2: W - 10, y2: y(v) }));
+    axis.append(h("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, v === 0 ? "0" : duration(v * 1e6)));
+  }
   for (let i = 0; i <= 4; i++) {
-    const v = (y1 / 4) * i;
-    axis.append(h("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, duration(v * 1e6)));
     const tv = x0 + ((x1 - x0) / 4) * i;
     axis.append(h("text", { x: x(tv), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, time(tv)));
   }
@@ -230,7 +233,14 @@ function table(traces, navigate) {
       h("button", { onclick: () => { desc = key === sortKey ? !desc : true; sortKey = key; paint(); } }, label, key === sortKey ? (desc ? " ▼" : " ▲") : ""))), h("th", {}, ""));
   };
   paint();
-  return h("div", { class: "panel", style: { overflow: "auto" } }, h("table", { class: "grid", id: "results" }, h("thead", {}, head), body));
+  return h("div", { class: "panel table-box" }, h("table", { class: "grid", id: "results" }, h("thead", {}, head), body));
+}
+
+/// A round axis step (1, 2 or 5 × a power of ten) near `raw`, in ms.
+function niceStep(raw) {
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const m = raw / power;
+  return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * power;
 }
 
 function toUnix(local) { return Math.floor(new Date(local).getTime() / 1000); }

@@ -110,6 +110,8 @@ function render(root, trace, params, navigate, body) {
     const frag = document.createDocumentFragment();
     for (let i = first; i < last; i++) frag.append(rowEl(rows[i], i));
     clear(inner).append(frag);
+    // The ruler sits above the rows' tracks: end it where they end (scrollbar, border, margin).
+    ruler.style.marginRight = `${viewport.offsetWidth - viewport.clientWidth - 1 + 8}px`;
     paintMinimap();
   }
 
