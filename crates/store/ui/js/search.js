@@ -152,7 +152,7 @@ export function searchPage(root, params, navigate) {
     results.append(scatter(traces, (id) => navigate(`#/trace/${id}`)), table(traces, navigate));
   }
 
-  if (params.get("q") !== null || true) run(false);
+  run(false);
   editor.textarea.focus();
 }
 
