@@ -94,6 +94,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
             .to_string()
     };
     println!("Threadline all-in-one is running.");
+    println!("  UI:          http://{api_address}/");
     println!(
         "  send OTLP:   grpc {}   http http://{}/v1/traces",
         otlp("grpc"),

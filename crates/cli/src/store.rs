@@ -89,7 +89,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
         config.server.http_listen_address, config.server.http_listen_port
     );
     let api = serve_api(store.clone(), &address).await?;
-    tracing::info!(api = %address, target = %config.target, "threadline store is ready: Tempo's HTTP API on http://{address}");
+    tracing::info!(api = %address, target = %config.target, "threadline store is ready: Tempo's HTTP API and the web UI on http://{address}/");
     crate::collector::wait_for_signal().await;
     tracing::info!("shutting down: finishing requests and writing the head");
     if let Some(service) = service {

@@ -34,6 +34,7 @@ pub fn router(store: Arc<Store>) -> Router {
             get(crate::api_metrics::query_range),
         )
         .route("/api/metrics/query", get(crate::api_metrics::query_instant))
+        .merge(crate::ui::router())
         .with_state(store)
 }
 
@@ -351,6 +352,7 @@ async fn search(
                 "durationMs": f.summary.duration_nanos() / 1_000_000,
                 "spanSet": span_set,
                 "spanSets": [span_set],
+                "serviceStats": crate::api_insight::service_stats(&f.trace),
             })
         })
         .collect();

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod api_metrics;
+pub mod api_insight;
 pub mod block;
 pub mod config;
 pub mod engine;
@@ -13,6 +14,7 @@ pub mod model;
 pub mod search;
 #[cfg(test)]
 mod tests;
+pub mod ui;
 pub mod wal;
 
 pub use config::StoreConfig;

@@ -1,0 +1,46 @@
+// The store's public HTTP API (Tempo's endpoints and Threadline's), with the tenant header when set.
+import { settings } from "./settings.js";
+
+export class ApiError extends Error {
+  constructor(status, message, path) {
+    super(message);
+    this.status = status;
+    this.path = path;
+  }
+}
+
+export async function get(path, params = {}) {
+  const query = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") query.set(k, v);
+  const url = query.toString() ? `${path}?${query}` : path;
+  const headers = {};
+  const tenant = settings().tenant;
+  if (tenant) headers["X-Scope-OrgID"] = tenant;
+  let response;
+  try {
+    response = await fetch(url, { headers });
+  } catch (err) {
+    throw new ApiError(0, `the store at ${location.host} does not answer (${err.message}); is threadline running?`, path);
+  }
+  const text = await response.text();
+  if (!response.ok) throw new ApiError(response.status, text.trim() || response.statusText, path);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(response.status, `not JSON from ${path}`, path);
+  }
+}
+
+/// A time range: `15m`, `1h`, `6h`, `24h`, or custom start/end (unix seconds).
+export const RANGES = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400 };
+export function rangeSeconds(range, start, end) {
+  if (range === "custom" && start && end) return { start: Number(start), end: Number(end) };
+  const now = Math.ceil(Date.now() / 1000);
+  return { start: now - (RANGES[range] || 3600), end: now };
+}
+
+/// `parse error at line L, column C: message` → {line, column, message}.
+export function parseErrorPosition(message) {
+  const m = String(message).match(/line (\d+), column (\d+): ?(.*)$/s);
+  return m ? { line: Number(m[1]), column: Number(m[2]), message: m[3] } : null;
+}
