@@ -115,6 +115,12 @@ def test_seed_manifests_render_to_valid_kubernetes_objects():
     assert env["JAVA_TOOL_OPTIONS"] == " -javaagent:/otel-auto-instrumentation-java-order-service/javaagent.jar"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-agent-collector.observability.svc:4318"
     assert env["OTEL_SERVICE_NAME"] == "order-service"
+    # What only the API server knows is said plainly, not silently left out.
+    assert "k8s.replicaset.name=" not in env["OTEL_RESOURCE_ATTRIBUTES"]
+    assert (
+        "Deployment default/order-service: note: cannot know offline: k8s.replicaset.name "
+        "(it will be order-service-<pod-template-hash>;"
+    ) in result.stderr, result.stderr
 
 
 def test_seed_custom_resources_are_valid_under_the_crds_the_install_carries():

@@ -5,7 +5,7 @@
 //! [`plan_collectors`] for the live cluster.
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::Value;
 
 use crate::collector::{self, CollectorObjects, RenderError};
@@ -260,12 +260,12 @@ fn inject_workload(catalog: &Catalog, workload: &Value) -> Option<(Value, Vec<St
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let mut owners = Owners::new();
-    let key = inject::owner_attribute(kind);
-    if let Some(key) = key {
-        owners.insert(key, name);
-    }
+    let owners = offline_owners(kind, &name, workload);
     let mutation = inject::mutate(catalog, &namespace, &pod, &owners);
+    let mut messages = mutation.warnings.clone();
+    if !mutation.injected.is_empty() {
+        messages.extend(unknown_offline(kind, &name));
+    }
     let mut out = workload.clone();
     let mut new_template = serde_json::to_value(&mutation.pod).ok()?;
     if let Some(t) = new_template.as_object_mut() {
@@ -282,7 +282,52 @@ fn inject_workload(catalog: &Catalog, workload: &Value) -> Option<(Value, Vec<St
     } else if let Some(slot) = out.pointer_mut(pointer) {
         *slot = new_template;
     }
-    Some((out, mutation.warnings))
+    Some((out, messages))
+}
+
+/// The owners the webhook would find for a pod of `workload`, as far as the file tells: the
+/// workload itself, and for a ReplicaSet or Job the owners its own metadata names (a Pod's
+/// are its own owner references).
+fn offline_owners(kind: &str, name: &str, workload: &Value) -> Owners {
+    let own: Vec<OwnerReference> = workload["metadata"]
+        .get("ownerReferences")
+        .and_then(|o| serde_json::from_value(o.clone()).ok())
+        .unwrap_or_default();
+    if kind == "Pod" {
+        return inject::resolve_owners(&own, &|_, _| Vec::new());
+    }
+    let this = OwnerReference {
+        api_version: workload["apiVersion"].as_str().unwrap_or_default().into(),
+        kind: kind.into(),
+        name: name.into(),
+        ..OwnerReference::default()
+    };
+    inject::resolve_owners(&[this], &|_, _| own.clone())
+}
+
+/// What the webhook knows at admission that a file cannot tell: said plainly, so nobody
+/// takes the rendered resource attributes for the whole set.
+fn unknown_offline(kind: &str, name: &str) -> Option<String> {
+    let (attribute, value, why) = match kind {
+        "Deployment" => (
+            "k8s.replicaset.name",
+            format!("{name}-<pod-template-hash>"),
+            "the Deployment controller in the cluster computes the hash from the pod template \
+             when it creates the ReplicaSet",
+        ),
+        "CronJob" => (
+            "k8s.job.name",
+            format!("{name}-<scheduled-time>"),
+            "the Job is named by the CronJob controller when the schedule fires",
+        ),
+        _ => return None,
+    };
+    Some(format!(
+        "note: cannot know offline: {attribute} (it will be {value}; {why}), so \
+         OTEL_RESOURCE_ATTRIBUTES here lacks it. The webhook adds it when it mutates pods of the \
+         original {kind}; pods of this rendered template are already instrumented, so it leaves \
+         them as rendered"
+    ))
 }
 
 /// Parses the YAML documents of one file (`---` separated); empty documents are skipped.

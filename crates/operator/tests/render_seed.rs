@@ -333,7 +333,17 @@ fn invalid_config_is_not_rendered_and_the_error_names_the_key() {
 fn seed_deployment_template_is_rendered_as_the_webhook_would_mutate_it() {
     let rendered = render(&[INSTRUMENTATION]);
     assert!(!rendered.failed, "{:?}", rendered.messages);
-    assert!(rendered.messages.is_empty(), "{:?}", rendered.messages);
+    // The one thing a file cannot tell is said, and nothing else.
+    assert_eq!(rendered.messages.len(), 1, "{:?}", rendered.messages);
+    let note = &rendered.messages[0];
+    assert!(
+        note.starts_with(
+            "Deployment default/order-service: note: cannot know offline: k8s.replicaset.name \
+             (it will be order-service-<pod-template-hash>; the Deployment controller in the \
+             cluster computes the hash"
+        ),
+        "{note}"
+    );
     let deployment = find(&rendered, "Deployment", "order-service");
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(
@@ -357,6 +367,14 @@ fn seed_deployment_template_is_rendered_as_the_webhook_would_mutate_it() {
         env.last().map(|e| e["name"].clone()),
         Some(json!("OTEL_RESOURCE_ATTRIBUTES"))
     );
+    let attributes = get("OTEL_RESOURCE_ATTRIBUTES")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(
+        attributes.contains("k8s.deployment.name=order-service,"),
+        "{attributes}"
+    );
+    assert!(!attributes.contains("k8s.replicaset.name"), "{attributes}");
     // The annotation stays, so the webhook at admission sees an instrumented pod and leaves it.
     assert_eq!(
         deployment["spec"]["template"]["metadata"]["annotations"]
@@ -376,5 +394,81 @@ fn sidecar_mode_is_refused_with_the_supported_modes() {
             "sidecar is not supported yet (supported: deployment, daemonset, statefulset)"
         ),
         "{message}"
+    );
+}
+
+#[test]
+fn render_says_what_it_cannot_know_offline_per_workload_kind() {
+    let instrumentation = INSTRUMENTATION
+        .split("\n---")
+        .next()
+        .expect("the seed's Instrumentation");
+    let workloads = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly, namespace: default}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        metadata:
+          annotations: {instrumentation.opentelemetry.io/inject-java: "true"}
+        spec:
+          containers: [{name: job, image: shop/nightly:4.1}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: ledger, namespace: default}
+spec:
+  template:
+    metadata:
+      annotations: {instrumentation.opentelemetry.io/inject-java: "true"}
+    spec:
+      containers: [{name: ledger, image: shop/ledger:2.0}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: plain, namespace: default}
+spec:
+  template:
+    spec:
+      containers: [{name: plain, image: shop/plain:1.0}]
+"#;
+    let rendered = render(&[instrumentation, workloads]);
+    assert!(!rendered.failed, "{:?}", rendered.messages);
+    // The CronJob's Job is named in the cluster; a StatefulSet's pods hold nothing unknown, and a
+    // workload that asks for no injection gets no note.
+    assert_eq!(rendered.messages.len(), 1, "{:?}", rendered.messages);
+    assert!(
+        rendered.messages[0].starts_with(
+            "CronJob default/nightly: note: cannot know offline: k8s.job.name (it will be \
+             nightly-<scheduled-time>;"
+        ),
+        "{}",
+        rendered.messages[0]
+    );
+    let attributes = |kind: &str, name: &str, pointer: &str| {
+        let pod = find(&rendered, kind, name)
+            .pointer(pointer)
+            .cloned()
+            .unwrap_or_default();
+        pod["containers"][0]["env"]
+            .as_array()
+            .and_then(|env| env.last())
+            .and_then(|e| e["value"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let cron = attributes("CronJob", "nightly", "/spec/jobTemplate/spec/template/spec");
+    assert!(cron.contains("k8s.cronjob.name=nightly,"), "{cron}");
+    assert!(!cron.contains("k8s.job.name"), "{cron}");
+    let ledger = attributes("StatefulSet", "ledger", "/spec/template/spec");
+    assert!(ledger.contains("k8s.statefulset.name=ledger,"), "{ledger}");
+    assert!(
+        rendered
+            .objects
+            .iter()
+            .all(|o| o["metadata"]["name"] != "plain"),
+        "a workload without injection is not rendered"
     );
 }

@@ -20,6 +20,10 @@ const NODEJS_MOUNT: &str = "/otel-auto-instrumentation-nodejs";
 const PYTHON_MOUNT: &str = "/otel-auto-instrumentation-python";
 const PYTHON_PATH_PREFIX: &str =
     "/otel-auto-instrumentation-python/opentelemetry/instrumentation/auto_instrumentation";
+/// The pod annotation choosing the Python agent's C library build (upstream's
+/// `annotationPythonPlatform`): `glibc` (the default) or `musl`.
+pub const PYTHON_PLATFORM_ANNOTATION: &str =
+    "instrumentation.opentelemetry.io/otel-python-platform";
 
 /// Default agent images, used when the Instrumentation names none (upstream's operator flags).
 pub const DEFAULT_JAVA_IMAGE: &str =
@@ -116,6 +120,28 @@ pub fn apply_defaults(language: Language, spec: &mut InstrumentationSpec) {
     if current.requests.is_none() {
         current.requests = Some(requests);
     }
+}
+
+/// Where in the Python agent image the files for `platform` are (upstream's `pythonPlatformSrc`).
+fn python_agent_source(platform: &str) -> Result<&'static str, String> {
+    match platform {
+        "" | "glibc" => Ok("/autoinstrumentation/."),
+        "musl" => Ok("/autoinstrumentation-musl/."),
+        other => Err(format!(
+            "provided {PYTHON_PLATFORM_ANNOTATION} annotation value '{other}' is not supported \
+             (supported: glibc, musl)"
+        )),
+    }
+}
+
+/// What the injection needs to know about the pod's surroundings.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub namespace: &'a str,
+    /// The workloads owning the pod (`k8s.deployment.name`, ...).
+    pub owners: &'a Owners,
+    /// The effective `otel-python-platform` annotation (pod, else namespace).
+    pub python_platform: &'a str,
 }
 
 /// Where a container is in the pod.
@@ -276,11 +302,16 @@ fn default_env(language: Language, spec: &LanguageSpec, container: &mut Containe
             append_or_replace(env, vars);
         }
         Language::NodeJs => {
-            let vars = extend(
+            let mut vars = extend(
                 env,
                 "NODE_OPTIONS",
                 format!(" --require {NODEJS_MOUNT}/autoinstrumentation.js"),
             );
+            // The Node.js SDK starts its metrics SDK only when a reader is configured: without
+            // this default (upstream's) its metrics are silently dropped.
+            if env_index(env, "OTEL_METRICS_EXPORTER").is_none() {
+                vars.push(literal("OTEL_METRICS_EXPORTER", "otlp"));
+            }
             append_or_replace(env, vars);
         }
         Language::Python => append_if_not_set(
@@ -304,6 +335,7 @@ fn inject_pod(
     spec: &LanguageSpec,
     pod: &mut Pod,
     first: Slot,
+    python_source: &str,
 ) {
     let init_name = language.init_container_name();
     let pod_spec = pod.spec.get_or_insert_with(Default::default);
@@ -327,7 +359,7 @@ fn inject_pod(
         Language::Python => vec![
             "cp".into(),
             "-r".into(),
-            "/autoinstrumentation/.".into(),
+            python_source.into(),
             PYTHON_MOUNT.into(),
         ],
         Language::Sdk => return,
@@ -389,12 +421,23 @@ fn inject_pod(
 pub fn inject(
     language: Language,
     instrumentation: &Instrumentation,
-    namespace: &str,
+    context: &Context,
     pod: &mut Pod,
     names: &[String],
-    owners: &Owners,
     warnings: &mut Vec<String>,
 ) -> bool {
+    // Upstream skips every container on an unknown platform but still adds the init container,
+    // with an empty source path that fails at start; not injecting at all keeps the pod running.
+    let python_source = match language {
+        Language::Python => match python_agent_source(context.python_platform) {
+            Ok(source) => source,
+            Err(reason) => {
+                warnings.push(format!("inject-python: {reason}; not injected"));
+                return false;
+            }
+        },
+        _ => "",
+    };
     let slots = containers_to_instrument(pod, names);
     let Some(&first) = slots.first() else {
         warnings.push(format!(
@@ -419,14 +462,27 @@ pub fn inject(
         }
         sdk::inject_common_env(instrumentation, &mut container);
         default_env(language, spec, &mut container);
-        sdk::inject_common_sdk_config(instrumentation, namespace, pod, &mut container, owners);
+        sdk::inject_common_sdk_config(
+            instrumentation,
+            context.namespace,
+            pod,
+            &mut container,
+            context.owners,
+        );
         *container_mut(pod, *slot) = container;
         injected = true;
     }
     if language != Language::Sdk {
         // As upstream, the pod-level part follows the first listed container even if it was skipped.
         let first_security = container_mut(pod, first).security_context.clone();
-        inject_pod(language, &instrumentation.spec, spec, pod, first);
+        inject_pod(
+            language,
+            &instrumentation.spec,
+            spec,
+            pod,
+            first,
+            python_source,
+        );
         let security = spec.security_context.clone().or(first_security);
         let init_name = language.init_container_name();
         if let Some(init) = pod

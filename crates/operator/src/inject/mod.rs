@@ -11,10 +11,12 @@
 //!    `<lang>-container-names` for one; the first container by default.
 //! 4. Per language ([`languages`]), then the common SDK configuration ([`sdk`]).
 //!
-//! Languages supported: java, nodejs, python, and sdk (environment only). Other upstream
-//! languages (dotnet, go, apache-httpd, nginx) admit the pod unchanged with a warning.
+//! Languages supported: java, nodejs, python (glibc and musl), and sdk (environment only). Other
+//! upstream languages (dotnet, go, apache-httpd, nginx) admit the pod unchanged with a warning.
 
 mod languages;
+#[cfg(test)]
+mod platform_tests;
 mod sdk;
 #[cfg(test)]
 mod tests;
@@ -26,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use crate::crd::Instrumentation;
 
-pub use languages::Language;
+pub use languages::{Language, PYTHON_PLATFORM_ANNOTATION};
 
 pub const ANNOTATION_PREFIX: &str = "instrumentation.opentelemetry.io/";
 const CONTAINER_NAMES: &str = "instrumentation.opentelemetry.io/container-names";
@@ -273,6 +275,12 @@ pub fn mutate(catalog: &Catalog, namespace: &str, pod: &Pod, owners: &Owners) ->
         return result;
     }
 
+    let python_platform = value_of(PYTHON_PLATFORM_ANNOTATION);
+    let context = languages::Context {
+        namespace,
+        owners,
+        python_platform: &python_platform,
+    };
     let mut mutated = pod.clone();
     for s in &mut selected {
         if s.containers.is_empty() {
@@ -286,10 +294,9 @@ pub fn mutate(catalog: &Catalog, namespace: &str, pod: &Pod, owners: &Owners) ->
         let injected = languages::inject(
             s.language,
             &s.instrumentation,
-            namespace,
+            &context,
             &mut mutated,
             &s.containers,
-            owners,
             &mut result.warnings,
         );
         if injected {

@@ -374,6 +374,8 @@ fn nodejs_pod_gets_node_options_and_the_nodejs_agent() {
             // The language's env first (injectNodeJSSDK), then spec.env (injectCommonEnvVar).
             ("OTEL_NODE_RESOURCE_DETECTORS", "env,host"),
             ("OTEL_LOG_LEVEL", "debug"),
+            // getDefaultNodeJSEnvVars: NODE_OPTIONS extended in place, the metrics exporter added.
+            ("OTEL_METRICS_EXPORTER", "otlp"),
             ("OTEL_SERVICE_NAME", "web"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-agent-collector.observability.svc:4317"),
             ("OTEL_RESOURCE_ATTRIBUTES_POD_NAME", "fieldRef:metadata.name"),
