@@ -71,17 +71,18 @@ def collector_binary() -> Path:
 
 
 def seed_dir() -> Path:
-    """The shared seed configs: $THREADLINE_SEED_DIR, else ../shared/seed beside the repo."""
+    """The seed configs: $THREADLINE_SEED_DIR, else the repository's copies in examples/seed
+    (byte for byte those of ../shared/seed; test_readme_run_it.py checks it)."""
     configured = os.environ.get("THREADLINE_SEED_DIR")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "seed"
+    return Path(configured) if configured else REPO_ROOT / "examples" / "seed"
 
 
 def seed_config(name: str = "agent-config.yaml") -> Path:
     path = seed_dir() / name
     if not path.is_file():
         raise FileNotFoundError(
-            f"seed config {path} not found: clone the repo with shared/ beside it "
-            "or set THREADLINE_SEED_DIR"
+            f"seed config {path} not found: examples/seed is missing from the checkout "
+            "or THREADLINE_SEED_DIR points elsewhere"
         )
     return path
 

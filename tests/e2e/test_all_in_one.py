@@ -67,3 +67,48 @@ def test_all_in_one_keeps_error_traces_whole_and_the_terminal_shows_them(process
     assert bad.returncode != 0 and "400" in bad.stderr and "column 12" in bad.stderr
     missing = run_threadline(["trace", "ab" * 16, "--api", api_url])
     assert missing.returncode != 0 and "404" in missing.stderr
+
+
+def test_an_early_search_says_why_nothing_matches(process_factory, tmp_path):
+    """In all-in-one's first seconds a search finds nothing: it says that the store holds no traces
+    yet and that tail sampling holds each trace for decision_wait; once traces are stored, a search
+    that matches none says only the latter."""
+    grpc, http, api, health, metrics = (free_port() for _ in range(5))
+    aio = process_factory("all-in-one", [
+        str(require_binary()), "all-in-one", "--data", str(tmp_path / "data"),
+        "--set", f"receivers::otlp::protocols::grpc::endpoint={LOOPBACK}:{grpc}",
+        "--set", f"receivers::otlp::protocols::http::endpoint={LOOPBACK}:{http}",
+        "--set", f"extensions::health_check::endpoint={LOOPBACK}:{health}",
+        "--set", f"service::telemetry::metrics::address={LOOPBACK}:{metrics}",
+        "--set", "processors::tail_sampling::decision_wait=2500ms",
+        "--store-set", f"server::http_listen_port={api}",
+    ], ready_url=f"http://{LOOPBACK}:{api}/ready", ready_ports=[grpc, http])
+    aio.start()
+    assert "a trace is stored about 3s after its first span" in aio.all_output_text()
+    api_url = f"http://{LOOPBACK}:{api}"
+    held = ("note: traces reach this store 3s after their first span (the pipeline's tail_sampling "
+            "decision_wait), and only those its policies keep")
+
+    early = run_threadline(["search", "{ status = error }", "--api", api_url])
+    assert early.returncode == 0, early.stderr
+    assert early.stdout.splitlines() == [f"no traces match: {api_url} holds no traces yet", held], early.stdout
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{LOOPBACK}:{grpc}", insecure=True),
+                                                   schedule_delay_millis=100))
+    tracer = provider.get_tracer("e2e")
+    with tracer.start_as_current_span("POST /api/checkout", kind=SpanKind.SERVER) as root:
+        root.set_status(Status(StatusCode.ERROR, "card declined"))
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    provider.shutdown()
+
+    def listed() -> list[str]:
+        result = run_threadline(["search", "{ status = error }", "--api", api_url])
+        assert result.returncode == 0, result.stderr
+        return [line[:32] for line in result.stdout.splitlines()[1:]] if "TRACE ID" in result.stdout else []
+
+    wait_until(lambda: listed() == [trace_id], 20, lambda: f"listed {listed()}", interval=0.3)
+    # Stored traces, none matching: no claim that the store is empty, the note stays.
+    none = run_threadline(["search", '{ name = "no such span" }', "--api", api_url])
+    assert none.returncode == 0, none.stderr
+    assert none.stdout.splitlines() == ["no traces match", held], none.stdout

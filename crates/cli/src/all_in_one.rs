@@ -1,16 +1,23 @@
 //! The `all-in-one` command: collector (gateway pipeline) and store in one process, on
 //! embedded defaults — the first thing a new user runs.
+//!
+//! Its config is checked as `threadline validate` checks it, before anything is opened or bound.
+//! With the store's `multitenancy_enabled`, the tenant must survive the pipeline as client
+//! metadata (see [`crate::tenancy`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use threadline_collector::registry::Registry;
+use threadline_collector::component::decode_config;
+use threadline_collector::processors::tail_sampling::TailSamplingConfig;
 use threadline_collector::service::Service;
-use threadline_config::ConfigSources;
-use threadline_store::exporter::StoreExporterFactory;
+use threadline_config::{CollectorConfig, ConfigSources};
 use threadline_store::Store;
+
+use crate::tenancy;
 
 const DEFAULT_PIPELINE: &str = include_str!("defaults/all-in-one.yaml");
 
@@ -37,6 +44,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     threadline_config::settings::duration::parse(text).map_err(|e| e.to_string())
 }
 
+/// Response header of all-in-one's HTTP API: seconds a trace is held by the pipeline's
+/// `tail_sampling` (its `decision_wait`) before it reaches the store, so that `threadline search`
+/// can say why a fresh trace is not found yet.
+pub const DECISION_WAIT_HEADER: &str = "threadline-decision-wait-seconds";
+
 pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     let mut store_sets = vec![
         format!(
@@ -51,7 +63,8 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     store_sets.extend(args.store_sets.iter().cloned());
     let store_config = crate::store::load(&[], &store_sets)?;
 
-    let configs = if args.configs.is_empty() {
+    let built_in = args.configs.is_empty();
+    let configs = if built_in {
         vec![format!("yaml:{DEFAULT_PIPELINE}")]
     } else {
         args.configs.clone()
@@ -61,19 +74,36 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         sets: args.sets.clone(),
     })
     .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    let pipeline = threadline_config::parse_collector_config(&root)
-        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    // The same checks as `threadline validate`, before anything is opened or bound.
+    // Its warnings are for collectors deployed in tiers (replicas, agents), not for one process.
+    let (mut pipeline, _) =
+        threadline_collector::service::load(&crate::collector::registry(None), &root)
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    if crate::collector::store_exporters(&pipeline).is_empty() {
+        anyhow::bail!(
+            "invalid configuration:\nservice::pipelines: no pipeline exports to the store: \
+             add `exporters: {{store: {{}}}}` and list `store` in a traces pipeline's exporters"
+        );
+    }
+    if store_config.multitenancy_enabled {
+        if built_in {
+            tenancy::keep_tenant(&mut pipeline);
+        } else {
+            tenancy::check_tenant_kept(&pipeline).map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid configuration for multitenancy_enabled (the store exporter reads \
+                     the tenant from each request's X-Scope-OrgID):\n{e}"
+                )
+            })?;
+        }
+    }
+    let decision_wait = decision_wait_secs(&pipeline);
 
     crate::collector::init_default_logging();
     let store = Store::open(store_config.clone())
         .await
         .context("cannot open the store")?;
-    let mut registry = Registry::builtin();
-    registry.add_exporter(Box::new(StoreExporterFactory {
-        store: store.clone(),
-    }));
-    threadline_collector::service::validate(&registry, &pipeline)
-        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let registry = crate::collector::registry(Some(store.clone()));
     let service = Service::start(&registry, &pipeline)
         .await
         .context("cannot start the collector pipeline")?;
@@ -81,7 +111,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         "{}:{}",
         store_config.server.http_listen_address, store_config.server.http_listen_port
     );
-    let api = crate::store::serve_api(store.clone(), &api_address).await?;
+    let api = serve_api(store.clone(), &api_address, decision_wait).await?;
 
     let otlp = |protocol: &str| {
         root.get("receivers")
@@ -104,6 +134,11 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         "  query:       http://{api_address} (Grafana: add a Tempo data source with this URL)"
     );
     println!("  in terminal: threadline search '{{ status = error }}' --api http://{api_address}");
+    if let Some(wait) = decision_wait {
+        println!(
+            "  note:        a trace is stored about {wait}s after its first span (tail_sampling decision_wait)"
+        );
+    }
     println!("  data:        {}", args.data.display());
     tracing::info!("Everything is ready. Begin running and processing data.");
 
@@ -114,4 +149,43 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     store.flush_and_close().await.context("writing the head")?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Tempo's HTTP API of the embedded store, each response telling how long the pipeline holds
+/// traces before storing them (see [`DECISION_WAIT_HEADER`]).
+async fn serve_api(
+    store: Arc<Store>,
+    address: &str,
+    decision_wait: Option<u64>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut router = threadline_store::api::router(store);
+    if let Some(seconds) = decision_wait {
+        let value = axum::http::HeaderValue::from(seconds);
+        router = router.layer(axum::middleware::map_response(
+            move |mut response: axum::response::Response| {
+                let value = value.clone();
+                async move {
+                    response.headers_mut().insert(DECISION_WAIT_HEADER, value);
+                    response
+                }
+            },
+        ));
+    }
+    crate::store::serve_router(router, address).await
+}
+
+/// The longest `decision_wait` of the `tail_sampling` processors on the way to the store, in
+/// whole seconds (rounded up).
+fn decision_wait_secs(config: &CollectorConfig) -> Option<u64> {
+    tenancy::store_path(config)
+        .into_iter()
+        .filter(|(section, id)| *section == "processors" && id.kind == "tail_sampling")
+        .filter_map(|(_, id)| {
+            let value = config.processors.get(&id)?;
+            // Validated already; a config that does not decode has no wait to tell.
+            let decoded: TailSamplingConfig =
+                decode_config(value, &format!("processors::{id}")).ok()?;
+            Some(decoded.decision_wait.0.as_secs_f64().ceil() as u64)
+        })
+        .max()
 }

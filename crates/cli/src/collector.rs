@@ -1,5 +1,6 @@
 //! The `collector` and `validate` commands.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -7,6 +8,8 @@ use clap::Args;
 use threadline_collector::registry::{list, Registry};
 use threadline_collector::service::{self, Service};
 use threadline_config::{CollectorConfig, ConfigSources};
+use threadline_store::exporter::StoreExporterFactory;
+use threadline_store::Store;
 
 /// The config used when no `--config` is given.
 const DEFAULT_CONFIG: &str = include_str!("defaults/collector.yaml");
@@ -29,6 +32,33 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     threadline_config::settings::duration::parse(text).map_err(|e| e.to_string())
 }
 
+/// Every component type the binary runs, for every command: the collector's, plus the `store`
+/// exporter (bound to `store` in the processes that own one), so that `validate`, `components`,
+/// `collector`, `store` and `all-in-one` accept and reject the same configs.
+pub fn registry(store: Option<Arc<Store>>) -> Registry {
+    let mut registry = Registry::builtin();
+    registry.add_exporter(Box::new(match store {
+        Some(store) => StoreExporterFactory::new(store),
+        None => StoreExporterFactory::without_store(),
+    }));
+    registry
+}
+
+/// The `store` exporters a config's pipelines use: only processes with an embedded store run them.
+pub fn store_exporters(config: &CollectorConfig) -> Vec<String> {
+    let mut ids: Vec<String> = config
+        .service
+        .pipelines
+        .values()
+        .flat_map(|p| p.exporters.iter())
+        .filter(|id| id.kind == "store")
+        .map(|id| id.to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 fn load(args: &ConfigArgs) -> anyhow::Result<(CollectorConfig, Vec<service::ConfigWarning>)> {
     let configs = if args.configs.is_empty() {
         vec![format!("yaml:{DEFAULT_CONFIG}")]
@@ -41,21 +71,27 @@ fn load(args: &ConfigArgs) -> anyhow::Result<(CollectorConfig, Vec<service::Conf
     };
     let root = threadline_config::resolve(&sources)
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    service::load(&Registry::builtin(), &root)
+    service::load(&registry(None), &root)
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
 
 pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {
-    let (_, warnings) = load(&args)?;
+    let (config, warnings) = load(&args)?;
     for warning in warnings {
         eprintln!("warning: {}: {}", warning.path, warning.message);
+    }
+    for id in store_exporters(&config) {
+        eprintln!(
+            "note: exporters::{id}: writes into an embedded store: run this config with \
+             `threadline all-in-one --config ...` (`threadline collector` has no store)"
+        );
     }
     println!("configuration is valid");
     Ok(())
 }
 
 pub fn print_components() {
-    let registry = Registry::builtin();
+    let registry = registry(None);
     println!("receivers:  {}", list(&registry.receivers));
     println!("processors: {}", list(&registry.processors));
     println!("exporters:  {}", list(&registry.exporters));
@@ -64,11 +100,18 @@ pub fn print_components() {
 
 pub async fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let (config, warnings) = load(&args)?;
+    if let Some(id) = store_exporters(&config).first() {
+        anyhow::bail!(
+            "exporters::{id}: the store exporter writes into a store embedded in this process, \
+             which `threadline collector` does not run: use `threadline all-in-one --config ...`, \
+             or send to a store with the otlp exporter"
+        );
+    }
     init_logging(&config);
     for warning in warnings {
         tracing::warn!(path = %warning.path, "{}", warning.message);
     }
-    let registry = Registry::builtin();
+    let registry = registry(None);
     let service = Service::start(&registry, &config)
         .await
         .context("cannot start the collector")?;

@@ -8,6 +8,7 @@ mod demo;
 mod operator;
 mod query;
 mod store;
+mod tenancy;
 
 use clap::{Parser, Subcommand};
 
@@ -26,7 +27,9 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 #[command(
     name = "threadline",
     version,
-    about = "Collect, sample, store and query traces: one binary for the whole path"
+    about = "Collect, sample, store and query traces: one binary for the whole path",
+    // A flag given again wins over the earlier one, as `--set` does for keys.
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]

@@ -38,7 +38,17 @@ pub struct TraceArgs {
     api: ApiArgs,
 }
 
+/// A JSON answer of the API and the headers that came with it.
+struct Answer {
+    body: Value,
+    headers: reqwest::header::HeaderMap,
+}
+
 fn get(api: &ApiArgs, path_and_query: &str) -> anyhow::Result<Value> {
+    get_with_headers(api, path_and_query).map(|answer| answer.body)
+}
+
+fn get_with_headers(api: &ApiArgs, path_and_query: &str) -> anyhow::Result<Answer> {
     let url = format!("{}{}", api.api.trim_end_matches('/'), path_and_query);
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
@@ -51,11 +61,13 @@ fn get(api: &ApiArgs, path_and_query: &str) -> anyhow::Result<Value> {
         .send()
         .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
+    let headers = response.headers().clone();
     let body = response.text().unwrap_or_default();
     if !status.is_success() {
         anyhow::bail!("{status}: {}", body.trim());
     }
-    serde_json::from_str(&body).with_context(|| format!("{url} did not answer JSON"))
+    let body = serde_json::from_str(&body).with_context(|| format!("{url} did not answer JSON"))?;
+    Ok(Answer { body, headers })
 }
 
 fn format_time(unix_nanos: u64) -> String {
@@ -88,26 +100,39 @@ fn number(value: &Value) -> u64 {
 }
 
 pub fn search(args: SearchArgs) -> anyhow::Result<()> {
-    let mut query = format!(
-        "/api/search?q={}&limit={}",
-        urlencode(&args.query),
-        args.limit
-    );
-    if let Some(since) = &args.since {
-        let window = threadline_config::settings::duration::parse(since)
-            .map_err(|e| anyhow::anyhow!("--since {since:?}: {e}"))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs();
-        query.push_str(&format!(
-            "&start={}&end={now}",
-            now.saturating_sub(window.as_secs())
-        ));
-    }
-    let body = get(&args.api, &query)?;
+    let window = match &args.since {
+        Some(since) => {
+            let window = threadline_config::settings::duration::parse(since)
+                .map_err(|e| anyhow::anyhow!("--since {since:?}: {e}"))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            format!("&start={}&end={now}", now.saturating_sub(window.as_secs()))
+        }
+        None => String::new(),
+    };
+    let search = |query: &str, limit: usize| {
+        get_with_headers(
+            &args.api,
+            &format!("/api/search?q={}&limit={limit}{window}", urlencode(query)),
+        )
+    };
+    let Answer { body, headers } = search(&args.query, args.limit)?;
     let traces = body["traces"].as_array().cloned().unwrap_or_default();
     if traces.is_empty() {
-        println!("no traces match");
+        // Whether anything is stored at all (in the window): the store's own statistics cannot
+        // say, as its indexes skip traces without reading them. Asked only when nothing matched.
+        let stored = match search("{ }", 1) {
+            Ok(answer) => answer.body["traces"]
+                .as_array()
+                .map(|traces| !traces.is_empty()),
+            Err(_) => None,
+        };
+        let held_for = headers
+            .get(crate::all_in_one::DECISION_WAIT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        println!("{}", no_match_reason(&args, stored, held_for));
         return Ok(());
     }
     println!(
@@ -126,6 +151,34 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// "no traces match", and why when it is likely: nothing is stored yet (for the tenant, in the
+/// window), or traces are still held by the pipeline's tail sampling (all-in-one says for how
+/// long in [`crate::all_in_one::DECISION_WAIT_HEADER`]).
+fn no_match_reason(args: &SearchArgs, stored: Option<bool>, held_for: Option<u64>) -> String {
+    let mut text = String::from("no traces match");
+    if stored == Some(false) {
+        let tenant = match &args.api.org_id {
+            Some(org) => format!(" for tenant {org:?}"),
+            None => String::new(),
+        };
+        let window = match &args.since {
+            Some(since) => format!(" in the last {since}"),
+            None => String::new(),
+        };
+        text.push_str(&format!(
+            ": {} holds no traces{tenant}{window} yet",
+            args.api.api
+        ));
+    }
+    if let Some(seconds) = held_for {
+        text.push_str(&format!(
+            "\nnote: traces reach this store {seconds}s after their first span (the pipeline's \
+             tail_sampling decision_wait), and only those its policies keep"
+        ));
+    }
+    text
 }
 
 fn urlencode(text: &str) -> String {

@@ -6,10 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde_yaml_ng::Value;
-use threadline_collector::registry::Registry;
 use threadline_collector::service::Service;
 use threadline_config::{ConfigErrors, ConfigSources};
-use threadline_store::exporter::StoreExporterFactory;
 use threadline_store::{Store, StoreConfig};
 
 #[derive(Args)]
@@ -52,7 +50,10 @@ pub fn ingest_pipeline(
     config: &StoreConfig,
     metrics: &str,
 ) -> anyhow::Result<threadline_config::CollectorConfig> {
-    let receivers = Value::Mapping(config.distributor.receivers.clone());
+    let mut receivers = Value::Mapping(config.distributor.receivers.clone());
+    // As Tempo's distributor, which always reads the tenant of a request: the store exporter
+    // finds X-Scope-OrgID in the client metadata.
+    crate::tenancy::include_request_metadata(&mut receivers);
     let tree: Value = serde_yaml_ng::from_str(&format!(
         "exporters: {{store: {{}}}}\n\
          service:\n  telemetry: {{metrics: {metrics}}}\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [store]}}\n"
@@ -71,10 +72,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let store = Store::open(config.clone())
         .await
         .context("cannot open the store")?;
-    let mut registry = Registry::builtin();
-    registry.add_exporter(Box::new(StoreExporterFactory {
-        store: store.clone(),
-    }));
+    let registry = crate::collector::registry(Some(store.clone()));
     let service = if config.ingests() {
         let pipeline = ingest_pipeline(&config, "{level: none}")?;
         let service = Service::start(&registry, &pipeline)
@@ -106,10 +104,17 @@ pub async fn serve_api(
     store: Arc<Store>,
     address: &str,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    serve_router(threadline_store::api::router(store), address).await
+}
+
+/// Serves `router` (the store's API, possibly wrapped) on `address` until the task is aborted.
+pub async fn serve_router(
+    router: axum::Router,
+    address: &str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("server::http_listen_port: cannot listen on {address}"))?;
-    let router = threadline_store::api::router(store);
     Ok(tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, router).await {
             tracing::error!(error = %err, "the HTTP API stopped");

@@ -12,6 +12,8 @@ use crate::consumer::{ConsumeError, TracesConsumer};
 #[derive(Default)]
 pub struct Recorder {
     batches: Mutex<Vec<TraceData>>,
+    /// The client info each batch came with.
+    clients: Mutex<Vec<crate::client::ClientInfo>>,
     fail_with: Mutex<Option<ConsumeError>>,
 }
 
@@ -22,6 +24,7 @@ impl TracesConsumer for Recorder {
             return Err(err);
         }
         self.batches.lock().unwrap().push(data);
+        self.clients.lock().unwrap().push(crate::client::current());
         Ok(())
     }
 }
@@ -34,6 +37,11 @@ impl Recorder {
 
     pub fn batches(&self) -> Vec<TraceData> {
         self.batches.lock().unwrap().clone()
+    }
+
+    /// The client info of each batch received, in order.
+    pub fn clients(&self) -> Vec<crate::client::ClientInfo> {
+        self.clients.lock().unwrap().clone()
     }
 
     /// Span count of each batch received, in order.

@@ -2,6 +2,11 @@
 //! `threadline store` (and `all-in-one`) build their pipelines with it, so ingest uses the
 //! collector's receivers unchanged. An append returns once the WAL has the data, so the
 //! receiver's acknowledgement means durable.
+//!
+//! Every command registers the factory (so `validate` and `components` know it); only the
+//! processes that own a store can create the exporter. With multitenancy on, the tenant is the
+//! `X-Scope-OrgID` of the client metadata (`threadline_collector::client`): the receivers need
+//! `include_metadata: true`, and `batch`/`tail_sampling` must keep that key (`metadata_keys`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,9 +37,24 @@ fn default_tenant() -> String {
 
 impl ComponentConfig for StoreExporterConfig {}
 
-/// Registered by the processes that own a [`Store`].
+/// The metadata key the tenant is read from, lower-case.
+pub const TENANT_METADATA_KEY: &str = "x-scope-orgid";
+
+/// The `store` exporter's factory: with a [`Store`] in processes that own one, without one where
+/// configs are only checked (`validate`, `components`, `collector`, which refuses to create it).
 pub struct StoreExporterFactory {
-    pub store: Arc<Store>,
+    store: Option<Arc<Store>>,
+}
+
+impl StoreExporterFactory {
+    pub fn new(store: Arc<Store>) -> Self {
+        StoreExporterFactory { store: Some(store) }
+    }
+
+    /// Validates configs; creating an exporter fails with an explanation.
+    pub fn without_store() -> Self {
+        StoreExporterFactory { store: None }
+    }
 }
 
 impl ExporterFactory for StoreExporterFactory {
@@ -51,9 +71,17 @@ impl ExporterFactory for StoreExporterFactory {
         ctx: &CreateContext<'_>,
         config: &Value,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
-        let config: StoreExporterConfig = decode_config(config, &format!("exporters::{}", ctx.id))?;
+        let path = format!("exporters::{}", ctx.id);
+        let config: StoreExporterConfig = decode_config(config, &path)?;
+        let Some(store) = &self.store else {
+            anyhow::bail!(
+                "{path}: the store exporter writes into a store embedded in this process, which \
+                 `threadline all-in-one` runs and `threadline collector` does not: run the config \
+                 with `threadline all-in-one --config ...`, or send to a store with the otlp exporter"
+            );
+        };
         Ok(Arc::new(StoreExporter {
-            store: self.store.clone(),
+            store: store.clone(),
             tenant: config.tenant,
             metrics: ctx.telemetry.exporter(ctx.id),
         }))
@@ -70,24 +98,26 @@ struct StoreExporter {
 impl TracesConsumer for StoreExporter {
     async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
         let spans = data.span_count() as u64;
-        let tenant = if self.store.config().multitenancy_enabled {
-            // As Tempo: with multitenancy on, every request names its tenant.
-            match threadline_collector::client::metadata_value("x-scope-orgid") {
-                Some(id) if crate::api::valid_tenant(&id) => id,
-                Some(id) => {
-                    return Err(ConsumeError::Permanent(format!(
-                        "invalid X-Scope-OrgID {id:?}: use letters, digits, '-', '_' and '.'"
-                    )))
+        let tenant =
+            if self.store.config().multitenancy_enabled {
+                // As Tempo: with multitenancy on, every request names its tenant.
+                match threadline_collector::client::metadata_value(TENANT_METADATA_KEY) {
+                    Some(id) if crate::api::valid_tenant(&id) => id,
+                    Some(id) => {
+                        return Err(ConsumeError::Permanent(format!(
+                            "invalid X-Scope-OrgID {id:?}: use letters, digits, '-', '_' and '.'"
+                        )))
+                    }
+                    None => return Err(ConsumeError::Permanent(
+                        "no org id: multitenancy is enabled, set the X-Scope-OrgID header (and, \
+                         in a collector pipeline, the receivers' include_metadata: true and \
+                         metadata_keys: [X-Scope-OrgID] on batch and tail_sampling)"
+                            .into(),
+                    )),
                 }
-                None => {
-                    return Err(ConsumeError::Permanent(
-                        "no org id: multitenancy is enabled, set the X-Scope-OrgID header".into(),
-                    ))
-                }
-            }
-        } else {
-            self.tenant.clone()
-        };
+            } else {
+                self.tenant.clone()
+            };
         match self.store.append(&tenant, &data).await {
             Ok(()) => {
                 self.metrics.sent_spans.inc_by(spans);

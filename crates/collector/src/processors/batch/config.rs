@@ -21,10 +21,13 @@ pub struct BatchConfig {
     /// Must be 0 or at least `send_batch_size`.
     #[serde(default)]
     pub send_batch_max_size: u32,
-    /// Client metadata keys to batch by. Not supported yet: must be empty.
+    /// Client metadata keys (case-insensitive) to batch by: one batch per distinct combination of
+    /// their values, sent on with those values as its client metadata. Needs the receivers'
+    /// `include_metadata: true`. Default: none (one batch, no metadata downstream).
     #[serde(default)]
     pub metadata_keys: Vec<String>,
-    /// Limit on distinct metadata value combinations (only with `metadata_keys`). Default 1000.
+    /// Distinct metadata value combinations batched over the process's life at most (only with
+    /// `metadata_keys`); data of further combinations is refused. 0 = no limit. Default 1000.
     #[serde(default = "default_metadata_cardinality_limit")]
     pub metadata_cardinality_limit: u32,
 }
@@ -65,11 +68,10 @@ impl ComponentConfig for BatchConfig {
                 ),
             });
         }
-        if !self.metadata_keys.is_empty() {
+        if let Err(message) = crate::client::normalize_keys(&self.metadata_keys) {
             errors.push(ConfigError {
                 path: "metadata_keys".into(),
-                message: "batching by client metadata is not supported yet: remove metadata_keys"
-                    .into(),
+                message,
             });
         }
         if errors.is_empty() {

@@ -5,23 +5,30 @@
 //! it (upstream acknowledges the same way), so a slow downstream slows receivers instead of growing
 //! memory. The task sends a batch when it reaches `send_batch_size` spans or when `timeout` has
 //! passed since its first span, split to at most `send_batch_max_size` spans.
+//!
+//! With `metadata_keys`, as upstream, each distinct combination of those client-metadata values
+//! gets its own batching task (at most `metadata_cardinality_limit` of them over the process's
+//! life; past it, data of a new combination is refused permanently), and its batches go downstream
+//! carrying exactly those metadata values. Without it, batches carry no client metadata.
 
 mod config;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_yaml_ng::Value;
 use threadline_config::{ComponentId, ConfigErrors};
 use threadline_otlp::{TraceData, TraceDataBuilder};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use config::BatchConfig;
 
+use crate::client::{self, ClientInfo};
 use crate::component::{decode_config, Component, CreateContext, Processor, ProcessorFactory};
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
 use crate::telemetry::{BatchMetrics, ProcessorMetrics};
@@ -58,10 +65,59 @@ impl ProcessorFactory for BatchProcessorFactory {
 }
 
 pub struct BatchProcessor {
-    input: mpsc::Sender<TraceData>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    route: Route,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     shutdown: tokio_util::sync::CancellationToken,
     metrics: ProcessorMetrics,
+}
+
+/// Where consumed data goes: the one batching task, or the task of its metadata combination.
+enum Route {
+    Single(mpsc::Sender<TraceData>),
+    ByMetadata(Box<MetadataShards>),
+}
+
+/// One batching task per distinct combination of `keys` values, created on first use.
+struct MetadataShards {
+    keys: Vec<String>,
+    /// 0 means no limit, as upstream.
+    limit: usize,
+    shards: std::sync::Mutex<HashMap<ClientInfo, mpsc::Sender<TraceData>>>,
+    template: BatcherTemplate,
+}
+
+/// What every batching task of one processor shares.
+#[derive(Clone)]
+struct BatcherTemplate {
+    id: ComponentId,
+    timeout: Duration,
+    send_batch_size: usize,
+    send_batch_max_size: usize,
+    next: NextConsumer,
+    metrics: ProcessorMetrics,
+    batch_metrics: BatchMetrics,
+}
+
+impl BatcherTemplate {
+    fn spawn(
+        &self,
+        client: ClientInfo,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> (mpsc::Sender<TraceData>, JoinHandle<()>) {
+        let (input, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let batcher = Batcher {
+            id: self.id.clone(),
+            timeout: self.timeout,
+            send_batch_size: self.send_batch_size,
+            send_batch_max_size: self.send_batch_max_size,
+            next: self.next.clone(),
+            metrics: self.metrics.clone(),
+            batch_metrics: self.batch_metrics.clone(),
+            pending: Pending::default(),
+            client,
+        };
+        (input, tokio::spawn(batcher.run(receiver, shutdown.clone())))
+    }
 }
 
 impl BatchProcessor {
@@ -72,9 +128,8 @@ impl BatchProcessor {
         metrics: ProcessorMetrics,
         batch_metrics: BatchMetrics,
     ) -> Self {
-        let (input, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let batcher = Batcher {
+        let template = BatcherTemplate {
             id,
             timeout: config.timeout.0,
             send_batch_size: (config.send_batch_size as usize).max(1),
@@ -82,14 +137,75 @@ impl BatchProcessor {
             next,
             metrics: metrics.clone(),
             batch_metrics,
-            pending: Pending::default(),
         };
-        let task = tokio::spawn(batcher.run(receiver, shutdown.clone()));
+        // Validation rejected duplicates already; a config built in code falls back to them as given.
+        let keys = client::normalize_keys(&config.metadata_keys)
+            .unwrap_or_else(|_| config.metadata_keys.clone());
+        let (route, tasks) = if keys.is_empty() {
+            let (input, task) = template.spawn(ClientInfo::default(), &shutdown);
+            (Route::Single(input), vec![task])
+        } else {
+            let shards = MetadataShards {
+                keys,
+                limit: config.metadata_cardinality_limit as usize,
+                shards: std::sync::Mutex::new(HashMap::new()),
+                template,
+            };
+            (Route::ByMetadata(Box::new(shards)), Vec::new())
+        };
         BatchProcessor {
-            input,
-            task: Mutex::new(Some(task)),
+            route,
+            tasks: std::sync::Mutex::new(tasks),
             shutdown,
             metrics,
+        }
+    }
+
+    /// The input of the batching task for the data being consumed, started if it is new.
+    fn input(&self) -> Result<mpsc::Sender<TraceData>, ConsumeError> {
+        let shards = match &self.route {
+            Route::Single(input) => return Ok(input.clone()),
+            Route::ByMetadata(shards) => shards,
+        };
+        let partition = client::current().restricted_to(&shards.keys);
+        // The table is complete after every insert, so a guard poisoned by a panic elsewhere is
+        // still good to use.
+        let mut map = shards.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(input) = map.get(&partition) {
+            return Ok(input.clone());
+        }
+        if self.shutdown.is_cancelled() {
+            return Err(ConsumeError::retryable(
+                "the batch processor is shutting down",
+            ));
+        }
+        if shards.limit != 0 && map.len() >= shards.limit {
+            // Upstream's error, permanent: retrying cannot make room.
+            return Err(ConsumeError::Permanent(format!(
+                "too many batcher metadata-value combinations (metadata_cardinality_limit {})",
+                shards.limit
+            )));
+        }
+        let (input, task) = shards.template.spawn(partition.clone(), &self.shutdown);
+        // Registered under the table's lock, after the shutdown check: `shutdown` either sees
+        // this task or none is started.
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+        map.insert(partition, input.clone());
+        Ok(input)
+    }
+
+    /// Distinct metadata combinations batched so far (1 without `metadata_keys`).
+    pub fn metadata_cardinality(&self) -> usize {
+        match &self.route {
+            Route::Single(_) => 1,
+            Route::ByMetadata(shards) => shards
+                .shards
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
         }
     }
 }
@@ -98,7 +214,8 @@ impl BatchProcessor {
 impl TracesConsumer for BatchProcessor {
     async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
         let spans = data.span_count() as u64;
-        match self.input.send(data).await {
+        let input = self.input()?;
+        match input.send(data).await {
             Ok(()) => {
                 self.metrics.incoming_items.inc_by(spans);
                 Ok(())
@@ -113,11 +230,17 @@ impl TracesConsumer for BatchProcessor {
 #[async_trait]
 impl Component for BatchProcessor {
     async fn shutdown(&self, deadline: Instant) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.lock().await.take() {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let _ = tokio::time::timeout(wait, task).await;
+        // Cancelled under the shard table's lock, so that no batching task starts after it.
+        match &self.route {
+            Route::ByMetadata(shards) => {
+                let _table = shards.shards.lock().unwrap_or_else(PoisonError::into_inner);
+                self.shutdown.cancel();
+            }
+            Route::Single(_) => self.shutdown.cancel(),
         }
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(wait, futures::future::join_all(tasks)).await;
     }
 }
 
@@ -131,6 +254,8 @@ struct Batcher {
     metrics: ProcessorMetrics,
     batch_metrics: BatchMetrics,
     pending: Pending,
+    /// The metadata this task's batches carry downstream.
+    client: ClientInfo,
 }
 
 /// The requests of the batch being built. They are concatenated only when the batch is sent, into
@@ -256,7 +381,8 @@ impl Batcher {
         let spans = batch.span_count();
         self.batch_metrics.send_size.observe(spans as f64);
         self.metrics.outgoing_items.inc_by(spans as u64);
-        if let Err(err) = self.next.consume(batch).await {
+        let sent = client::scope(self.client.clone(), self.next.consume(batch)).await;
+        if let Err(err) = sent {
             // As upstream: the batch was acknowledged upstream already; the failure is logged.
             tracing::warn!(processor = %self.id, spans, error = %err, "sending a batch failed");
         }

@@ -8,6 +8,7 @@ use threadline_otlp::proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use threadline_otlp::TraceData;
 
 use super::{BatchConfig, BatchProcessor};
+use crate::client::{self, ClientInfo};
 use crate::component::{decode_config, Component};
 use crate::consumer::TracesConsumer;
 use crate::telemetry::Telemetry;
@@ -153,4 +154,111 @@ fn testdata_decodes() {
     let defaults: BatchConfig = decode_config(&all["batch"], "processors::batch").unwrap();
     assert_eq!(defaults.send_batch_size, 8192);
     assert_eq!(defaults.timeout.0, Duration::from_millis(200));
+}
+
+fn client(pairs: &[(&str, &str)]) -> ClientInfo {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in pairs {
+        headers.append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    ClientInfo::from_headers(&headers)
+}
+
+async fn consume_as(processor: &BatchProcessor, info: ClientInfo, data: TraceData) {
+    client::scope(info, processor.consume(data)).await.unwrap();
+}
+
+#[tokio::test]
+async fn metadata_keys_batch_each_combination_apart_and_carry_only_those_keys_on() {
+    let (processor, recorder, _) =
+        start("timeout: 50ms\nsend_batch_size: 1000\nmetadata_keys: [X-Scope-OrgID]\n");
+    let acme = client(&[("x-scope-orgid", "acme"), ("user-agent", "sdk/1")]);
+    let acme_other_client = client(&[("X-Scope-OrgID", "acme"), ("user-agent", "sdk/2")]);
+    let globex = client(&[("x-scope-orgid", "globex")]);
+    consume_as(&processor, acme, request("a", 3)).await;
+    consume_as(&processor, globex, request("g", 2)).await;
+    consume_as(&processor, acme_other_client, request("a2-", 1)).await;
+    consume_as(&processor, ClientInfo::default(), request("none", 4)).await;
+    wait_for(&recorder, 10).await;
+    assert_eq!(processor.metadata_cardinality(), 3);
+
+    let mut by_tenant: Vec<(Vec<String>, usize, bool)> = recorder
+        .batches()
+        .iter()
+        .zip(recorder.clients())
+        .map(|(batch, info)| {
+            (
+                info.get("x-scope-orgid").to_vec(),
+                batch.span_count(),
+                info.get("user-agent").is_empty(),
+            )
+        })
+        .collect();
+    by_tenant.sort();
+    assert_eq!(
+        by_tenant,
+        vec![
+            (vec![], 4, true),
+            (vec!["acme".to_string()], 4, true),
+            (vec!["globex".to_string()], 2, true),
+        ],
+        "one batch per tenant (the requests without one apart), only the key carried on"
+    );
+    processor
+        .shutdown(Instant::now() + Duration::from_secs(2))
+        .await;
+}
+
+#[tokio::test]
+async fn a_new_combination_past_the_cardinality_limit_is_refused_permanently() {
+    let (processor, recorder, _) =
+        start("timeout: 20ms\nmetadata_keys: [tenant]\nmetadata_cardinality_limit: 2\n");
+    consume_as(&processor, client(&[("tenant", "1")]), request("a", 1)).await;
+    consume_as(&processor, client(&[("tenant", "2")]), request("b", 1)).await;
+    let err = client::scope(
+        client(&[("tenant", "3")]),
+        processor.consume(request("c", 1)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_permanent() && err.to_string().contains("metadata_cardinality_limit 2"));
+    // Known combinations still pass.
+    consume_as(&processor, client(&[("tenant", "1")]), request("a", 1)).await;
+    wait_for(&recorder, 3).await;
+    processor
+        .shutdown(Instant::now() + Duration::from_secs(2))
+        .await;
+    assert_eq!(recorder.sizes().iter().sum::<usize>(), 3);
+}
+
+#[tokio::test]
+async fn without_metadata_keys_batches_carry_no_client_metadata() {
+    let (processor, recorder, _) = start("timeout: 20ms\n");
+    consume_as(
+        &processor,
+        client(&[("x-scope-orgid", "acme")]),
+        request("a", 2),
+    )
+    .await;
+    wait_for(&recorder, 2).await;
+    assert!(recorder.clients().iter().all(ClientInfo::is_empty));
+    processor
+        .shutdown(Instant::now() + Duration::from_secs(2))
+        .await;
+}
+
+#[test]
+fn duplicate_metadata_keys_are_rejected_case_insensitively() {
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str("metadata_keys: [Tenant, tenant]\n").unwrap();
+    let errors = decode_config::<BatchConfig>(&value, "processors::batch").unwrap_err();
+    assert_eq!(errors.0[0].path, "processors::batch::metadata_keys");
+    assert!(
+        errors.0[0].message.contains("duplicate"),
+        "{}",
+        errors.0[0].message
+    );
 }

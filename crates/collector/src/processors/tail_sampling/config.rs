@@ -47,6 +47,22 @@ pub struct TailSamplingConfig {
     /// The policies; a trace is sampled when any of them samples it.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+    /// Threadline (not in contrib; the `batch` processor's setting, as upstream proposes for
+    /// every holding component): client metadata keys (case-insensitive) that partition the trace
+    /// table. Spans of one trace id with different values of these keys (two tenants) are two
+    /// traces, decided apart, and kept spans go downstream carrying those values as their client
+    /// metadata. Needs the receivers' `include_metadata: true`. Default: none (no metadata
+    /// downstream, as contrib).
+    #[serde(default)]
+    pub metadata_keys: Vec<String>,
+    /// Distinct `metadata_keys` value combinations over the process's life at most; data of
+    /// further combinations is refused. 0 = no limit. Default 1000, as `batch`.
+    #[serde(default = "default_metadata_cardinality_limit")]
+    pub metadata_cardinality_limit: u32,
+}
+
+fn default_metadata_cardinality_limit() -> u32 {
+    1000
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -274,6 +290,12 @@ impl ComponentConfig for TailSamplingConfig {
         }
         for (i, policy) in self.policies.iter().enumerate() {
             validate_policy(policy, &format!("policies[{i}]"), Level::Top, &mut errors);
+        }
+        if let Err(message) = crate::client::normalize_keys(&self.metadata_keys) {
+            errors.push(ConfigError {
+                path: "metadata_keys".into(),
+                message,
+            });
         }
         if errors.is_empty() {
             Ok(())

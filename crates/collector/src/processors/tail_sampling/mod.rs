@@ -16,6 +16,10 @@
 //!   too. Both are counted in `..._sampling_trace_dropped_too_early`.
 //! * Decided trace ids are remembered (100 000 of each kind by default, where upstream remembers
 //!   none), so late spans follow their trace's decision (contrib #14760).
+//! * With `metadata_keys` (the `batch` processor's setting), the trace table is partitioned by
+//!   those client-metadata values: one tenant's spans never join another tenant's trace of the
+//!   same id, and kept spans go downstream with their partition's metadata (contrib drops client
+//!   metadata here, so a multi-tenant backend behind it cannot tell tenants apart).
 
 mod config;
 mod policies;
@@ -23,7 +27,7 @@ mod policies;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -35,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::TailSamplingConfig;
 use policies::{Decision, Policies, TraceSummary};
 
+use crate::client::{self, ClientInfo};
 use crate::component::{
     decode_config, Component, CreateContext, MemoryPressure, Processor, ProcessorFactory,
 };
@@ -75,6 +80,58 @@ impl ProcessorFactory for TailSamplingFactory {
     }
 }
 
+/// A trace in the table: its metadata partition (0 without `metadata_keys`) and its id.
+type TraceKey = (u32, [u8; 16]);
+
+/// Spans to send downstream, by metadata partition.
+#[derive(Default)]
+struct Outputs {
+    by_partition: HashMap<u32, SliceWriter>,
+}
+
+impl Outputs {
+    fn push(&mut self, partition: u32, part: &TraceSlice) {
+        self.by_partition.entry(partition).or_default().push(part);
+    }
+}
+
+/// The distinct `metadata_keys` value combinations seen, each numbered once for the life of the
+/// process (as upstream's batcher per combination).
+struct Partitions {
+    keys: Vec<String>,
+    /// 0 means no limit.
+    limit: usize,
+    table: Mutex<(HashMap<ClientInfo, u32>, Vec<ClientInfo>)>,
+}
+
+impl Partitions {
+    /// The partition of the data being consumed.
+    fn current(&self) -> Result<u32, ConsumeError> {
+        let info = client::current().restricted_to(&self.keys);
+        // The table is complete after every insert: a guard poisoned elsewhere is still good.
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let (numbers, infos) = &mut *table;
+        if let Some(number) = numbers.get(&info) {
+            return Ok(*number);
+        }
+        if self.limit != 0 && infos.len() >= self.limit {
+            return Err(ConsumeError::Permanent(format!(
+                "too many tail_sampling metadata-value combinations (metadata_cardinality_limit {})",
+                self.limit
+            )));
+        }
+        let number = infos.len() as u32;
+        infos.push(info.clone());
+        numbers.insert(info, number);
+        Ok(number)
+    }
+
+    fn info(&self, partition: u32) -> ClientInfo {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        table.1.get(partition as usize).cloned().unwrap_or_default()
+    }
+}
+
 struct PendingTrace {
     /// The trace's spans, pointing into the requests they came in (no copy per trace).
     parts: Vec<TraceSlice>,
@@ -84,8 +141,8 @@ struct PendingTrace {
 
 /// A bounded set of decided trace ids with the time of the decision, forgetting the oldest first.
 struct DecisionCache {
-    ids: HashMap<[u8; 16], Instant>,
-    order: VecDeque<[u8; 16]>,
+    ids: HashMap<TraceKey, Instant>,
+    order: VecDeque<TraceKey>,
     capacity: usize,
 }
 
@@ -98,7 +155,7 @@ impl DecisionCache {
         }
     }
 
-    fn insert(&mut self, id: [u8; 16], at: Instant) {
+    fn insert(&mut self, id: TraceKey, at: Instant) {
         if self.ids.insert(id, at).is_none() {
             self.order.push_back(id);
             if self.order.len() > self.capacity {
@@ -109,16 +166,16 @@ impl DecisionCache {
         }
     }
 
-    fn decided_at(&self, id: &[u8; 16]) -> Option<Instant> {
+    fn decided_at(&self, id: &TraceKey) -> Option<Instant> {
         self.ids.get(id).copied()
     }
 }
 
 /// One shard of the trace table.
 struct Shard {
-    pending: HashMap<[u8; 16], PendingTrace>,
-    /// Trace ids in arrival order, for deciding by age.
-    arrival: VecDeque<[u8; 16]>,
+    pending: HashMap<TraceKey, PendingTrace>,
+    /// Traces in arrival order, for deciding by age.
+    arrival: VecDeque<TraceKey>,
     sampled: DecisionCache,
     not_sampled: DecisionCache,
     /// Scratch space for the policies' decisions.
@@ -140,6 +197,8 @@ struct Settings {
 pub struct TailSampler {
     settings: Settings,
     shards: Vec<Mutex<Shard>>,
+    /// With `metadata_keys`: the metadata partitions of the trace table.
+    partitions: Option<Partitions>,
     next: NextConsumer,
     metrics: TailSamplingMetrics,
     /// Per top-level policy, in order.
@@ -201,6 +260,13 @@ impl TailSampler {
                 })
             })
             .collect();
+        let keys = client::normalize_keys(&config.metadata_keys)
+            .map_err(|e| anyhow::anyhow!("metadata_keys: {e}"))?;
+        let partitions = (!keys.is_empty()).then(|| Partitions {
+            keys,
+            limit: config.metadata_cardinality_limit as usize,
+            table: Mutex::new((HashMap::new(), Vec::new())),
+        });
         let sampler = Arc::new(TailSampler {
             settings: Settings {
                 id,
@@ -213,6 +279,7 @@ impl TailSampler {
                 policies,
             },
             shards,
+            partitions,
             next,
             policy_metrics,
             final_metrics: metrics.final_decisions(),
@@ -259,11 +326,11 @@ impl TailSampler {
 
     /// Decides the shard's traces whose time has come (all of them with `all`; and the oldest
     /// share when memory is short), returning the kept spans.
-    fn decide_due(&self, index: usize, now: Instant, all: bool, under_pressure: bool) -> TraceData {
+    fn decide_due(&self, index: usize, now: Instant, all: bool, under_pressure: bool) -> Outputs {
+        let mut kept = Outputs::default();
         let Some(Ok(mut shard)) = self.shards.get(index).map(|s| s.lock()) else {
-            return TraceData::default();
+            return kept;
         };
-        let mut kept = SliceWriter::new();
         // While memory is short, the oldest quarter is decided early as well.
         let mut early = if under_pressure {
             (shard.arrival.len() / PRESSURE_RELEASE_SHARE).max(1)
@@ -292,21 +359,21 @@ impl TailSampler {
             arrival, pending, ..
         } = &mut *shard;
         arrival.retain(|id| pending.contains_key(id));
-        kept.finish()
+        kept
     }
 
     fn decide(
         &self,
         shard: &mut Shard,
-        id: [u8; 16],
+        id: TraceKey,
         trace: PendingTrace,
         now: Instant,
-        kept: &mut SliceWriter,
+        kept: &mut Outputs,
     ) {
         let started = Instant::now();
         let mut decisions = std::mem::take(&mut shard.decisions);
         let sampled = self.settings.policies.evaluate(
-            &id,
+            &id.1,
             &trace.summary,
             self.settings.sample_on_first_match,
             &mut decisions,
@@ -326,34 +393,42 @@ impl TailSampler {
         if sampled {
             shard.sampled.insert(id, now);
             for part in &trace.parts {
-                kept.push(part);
+                kept.push(id.0, part);
             }
         } else {
             shard.not_sampled.insert(id, now);
         }
     }
 
-    async fn forward(&self, kept: TraceData) {
-        if kept.is_empty() {
-            return;
-        }
-        let spans = kept.span_count();
-        if let Err(err) = self.next.consume(kept).await {
-            tracing::warn!(processor = %self.settings.id, spans, error = %err, "sending sampled traces failed");
+    /// Sends kept spans on, each partition's with its client metadata.
+    async fn forward(&self, kept: Outputs) {
+        for (partition, writer) in kept.by_partition {
+            let data = writer.finish();
+            if data.is_empty() {
+                continue;
+            }
+            let spans = data.span_count();
+            let info = match &self.partitions {
+                Some(partitions) => partitions.info(partition),
+                None => ClientInfo::default(),
+            };
+            if let Err(err) = client::scope(info, self.next.consume(data)).await {
+                tracing::warn!(processor = %self.settings.id, spans, error = %err, "sending sampled traces failed");
+            }
         }
     }
 
     /// Files one trace's part in its shard; returns spans to forward now (late spans of a kept
     /// trace, or traces decided early to make room).
-    fn add_to_shard(&self, id: [u8; 16], part: TraceSlice, now: Instant, out: &mut SliceWriter) {
-        let Some(Ok(mut shard)) = self.shards.get(shard_of(&id)).map(|s| s.lock()) else {
+    fn add_to_shard(&self, id: TraceKey, part: TraceSlice, now: Instant, out: &mut Outputs) {
+        let Some(Ok(mut shard)) = self.shards.get(shard_of(&id.1)).map(|s| s.lock()) else {
             return;
         };
         // Late spans follow the decision already taken for their trace.
         if let Some(at) = shard.sampled.decided_at(&id) {
             self.metrics
                 .late_span(now.saturating_duration_since(at).as_secs_f64(), true);
-            out.push(&part);
+            out.push(id.0, &part);
             return;
         }
         if let Some(at) = shard.not_sampled.decided_at(&id) {
@@ -405,14 +480,18 @@ impl TailSampler {
 impl TracesConsumer for TailSampler {
     async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
         let now = Instant::now();
-        let mut out = SliceWriter::new();
+        let partition = match &self.partitions {
+            Some(partitions) => partitions.current()?,
+            None => 0,
+        };
+        let mut out = Outputs::default();
         // Held for up to decision_wait: one exact-size copy of the request, which every trace's
         // slice then shares (rather than a rebuilt copy per trace, or the receive buffer).
         let data = data.compacted();
         for (id, part) in data.slices_by_trace() {
-            self.add_to_shard(id, part, now, &mut out);
+            self.add_to_shard((partition, id), part, now, &mut out);
         }
-        self.forward(out.finish()).await;
+        self.forward(out).await;
         Ok(())
     }
 }

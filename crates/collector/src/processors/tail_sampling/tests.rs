@@ -527,3 +527,98 @@ async fn memory_pressure_decides_the_oldest_traces_early() {
         "every trace decided once, none lost"
     );
 }
+
+fn tenant(name: &str) -> crate::client::ClientInfo {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-scope-orgid", name.parse().unwrap());
+    headers.insert("user-agent", format!("sdk-of-{name}").parse().unwrap());
+    crate::client::ClientInfo::from_headers(&headers)
+}
+
+#[tokio::test]
+async fn metadata_keys_keep_tenants_apart_within_one_trace_id_and_carry_the_tenant_on() {
+    let recorder = Arc::new(Recorder::default());
+    let mut config = seed_config("100ms", 0);
+    config.metadata_keys = vec!["X-Scope-OrgID".into()];
+    let sampler = start(&config, &recorder);
+    // Both tenants send trace 1; only acme's has an error, so only acme's is kept.
+    crate::client::scope(
+        tenant("acme"),
+        sampler.consume(data(vec![span(1, 0, 10, false), span(1, 1, 5, true)])),
+    )
+    .await
+    .unwrap();
+    crate::client::scope(
+        tenant("globex"),
+        sampler.consume(data(vec![span(1, 0, 10, false), span(1, 2, 5, false)])),
+    )
+    .await
+    .unwrap();
+    // Trace 2 of globex: an error, kept, and carried on as globex's.
+    crate::client::scope(
+        tenant("globex"),
+        sampler.consume(data(vec![span(2, 0, 10, true)])),
+    )
+    .await
+    .unwrap();
+    wait_until(|| recorder.sizes().iter().sum::<usize>() == 3).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut kept: Vec<(String, Vec<u8>, usize)> = recorder
+        .batches()
+        .iter()
+        .zip(recorder.clients())
+        .flat_map(|(batch, info)| {
+            let tenant = info.get("x-scope-orgid").join(",");
+            assert!(
+                info.get("user-agent").is_empty(),
+                "only metadata_keys go on"
+            );
+            let request = batch.to_request().unwrap();
+            let mut per_trace: HashMap<Vec<u8>, usize> = HashMap::new();
+            for span in request
+                .resource_spans
+                .into_iter()
+                .flat_map(|rs| rs.scope_spans)
+                .flat_map(|ss| ss.spans)
+            {
+                *per_trace.entry(span.trace_id).or_insert(0) += 1;
+            }
+            per_trace
+                .into_iter()
+                .map(move |(id, count)| (tenant.clone(), id, count))
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        vec![
+            ("acme".to_string(), trace_id(1).to_vec(), 2),
+            ("globex".to_string(), trace_id(2).to_vec(), 1),
+        ],
+        "globex's spans of trace 1 were decided apart (no error: dropped), not mixed into acme's"
+    );
+    sampler.shutdown(Instant::now()).await;
+}
+
+#[tokio::test]
+async fn tail_sampling_refuses_a_new_tenant_past_the_cardinality_limit() {
+    let recorder = Arc::new(Recorder::default());
+    let mut config = seed_config("50ms", 100);
+    config.metadata_keys = vec!["x-scope-orgid".into()];
+    config.metadata_cardinality_limit = 1;
+    let sampler = start(&config, &recorder);
+    crate::client::scope(
+        tenant("a"),
+        sampler.consume(data(vec![span(1, 0, 1, false)])),
+    )
+    .await
+    .unwrap();
+    let err = crate::client::scope(
+        tenant("b"),
+        sampler.consume(data(vec![span(2, 0, 1, false)])),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    sampler.shutdown(Instant::now()).await;
+}

@@ -74,11 +74,11 @@ impl tonic::server::UnaryService<Bytes> for ExportHandler {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let ingest = self.0.clone();
         Box::pin(async move {
-            let metadata = std::sync::Arc::new(request.metadata().clone().into_headers());
+            let metadata = request.metadata().clone().into_headers();
             let (data, rejected) = TraceData::from_request_bytes(request.into_inner())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             ingest
-                .consume(data, "grpc", metadata)
+                .consume(data, "grpc", &metadata)
                 .await
                 .map_err(consume_error_status)?;
             Ok(tonic::Response::new(rejected.to_response()))

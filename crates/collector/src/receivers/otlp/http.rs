@@ -138,10 +138,7 @@ async fn export_traces(
         }
     };
 
-    match ingest
-        .consume(data, "http", std::sync::Arc::new(headers.clone()))
-        .await
-    {
+    match ingest.consume(data, "http", &headers).await {
         Ok(()) => {
             let response = rejected.to_response();
             let body = match encoding {

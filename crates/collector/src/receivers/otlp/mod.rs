@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::OtlpReceiverConfig;
 
+use crate::client::ClientInfo;
 use crate::component::{decode_config, Component, CreateContext, MemoryPressure, ReceiverFactory};
 use crate::consumer::{ConsumeError, NextConsumer};
 use crate::server;
@@ -38,6 +39,9 @@ pub struct Ingest {
     memory_pressure: Arc<MemoryPressure>,
     /// Back-off suggested to clients that are refused.
     retry_after: Duration,
+    /// `include_metadata` of the gRPC and HTTP protocols: pass request headers on as client info.
+    grpc_include_metadata: bool,
+    http_include_metadata: bool,
 }
 
 impl Ingest {
@@ -53,10 +57,21 @@ impl Ingest {
         &self,
         data: TraceData,
         transport: &str,
-        metadata: Arc<::http::HeaderMap>,
+        headers: &::http::HeaderMap,
     ) -> Result<(), ConsumeError> {
         let spans = data.span_count() as u64;
-        let result = crate::client::scope(metadata, self.next.consume(data)).await;
+        let include = if transport == "grpc" {
+            self.grpc_include_metadata
+        } else {
+            self.http_include_metadata
+        };
+        // As upstream: without include_metadata the pipeline sees no client metadata.
+        let info = if include {
+            ClientInfo::from_headers(headers)
+        } else {
+            ClientInfo::default()
+        };
+        let result = crate::client::scope(info, self.next.consume(data)).await;
         let metrics = self.metrics(transport);
         match &result {
             Ok(()) => metrics.accepted_spans.inc_by(spans),
@@ -115,6 +130,16 @@ impl ReceiverFactory for OtlpReceiverFactory {
             http_metrics: ctx.telemetry.receiver(ctx.id, "http"),
             memory_pressure: ctx.host.memory_pressure.clone(),
             retry_after: Duration::from_secs(1),
+            grpc_include_metadata: config
+                .protocols
+                .grpc
+                .as_ref()
+                .is_some_and(|g| g.include_metadata),
+            http_include_metadata: config
+                .protocols
+                .http
+                .as_ref()
+                .is_some_and(|h| h.include_metadata),
         });
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();

@@ -488,3 +488,44 @@ fn running_addr(url: &str) -> std::net::SocketAddr {
         .unwrap();
     std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+/// As upstream's `include_metadata`: a protocol with it passes the request's headers on as client
+/// metadata, one without it passes none.
+#[tokio::test]
+async fn include_metadata_passes_request_headers_on_per_protocol() {
+    for (grpc_included, extra_grpc, extra_http) in [
+        (true, "    include_metadata: true\n", ""),
+        (false, "", "    include_metadata: true\n"),
+    ] {
+        let running = start(extra_grpc, extra_http);
+        let mut client = TraceServiceClient::connect(running.grpc.clone())
+            .await
+            .unwrap();
+        let mut request = tonic::Request::new(two_spans());
+        request
+            .metadata_mut()
+            .insert("x-scope-orgid", "acme".parse().unwrap());
+        client.export(request).await.unwrap();
+        let response = reqwest::Client::new()
+            .post(&running.http)
+            .header("content-type", "application/x-protobuf")
+            .header("X-Scope-OrgID", "globex")
+            .body(two_spans().encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let clients = running.recorder.clients();
+        assert_eq!(clients.len(), 2);
+        let (grpc, http) = (&clients[0], &clients[1]);
+        if grpc_included {
+            assert_eq!(grpc.get("X-Scope-OrgID"), ["acme"]);
+            assert!(http.is_empty(), "{http:?}");
+        } else {
+            assert!(grpc.is_empty(), "{grpc:?}");
+            assert_eq!(http.get("x-scope-orgid"), ["globex"]);
+            assert_eq!(http.get("content-type"), ["application/x-protobuf"]);
+        }
+        stop(&running).await;
+    }
+}
