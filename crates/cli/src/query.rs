@@ -48,6 +48,27 @@ fn get(api: &ApiArgs, path_and_query: &str) -> anyhow::Result<Value> {
     get_with_headers(api, path_and_query).map(|answer| answer.body)
 }
 
+/// The store answered with an error status.
+#[derive(Debug)]
+struct ApiStatusError {
+    status: reqwest::StatusCode,
+    message: String,
+}
+
+impl std::fmt::Display for ApiStatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for ApiStatusError {}
+
+/// Whether `err` is the store's 404 for a search: the tenant holds no traces (yet).
+fn is_unknown_tenant(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<ApiStatusError>()
+        .is_some_and(|e| e.status == reqwest::StatusCode::NOT_FOUND)
+}
+
 fn get_with_headers(api: &ApiArgs, path_and_query: &str) -> anyhow::Result<Answer> {
     let url = format!("{}{}", api.api.trim_end_matches('/'), path_and_query);
     let client = reqwest::blocking::Client::builder()
@@ -64,7 +85,11 @@ fn get_with_headers(api: &ApiArgs, path_and_query: &str) -> anyhow::Result<Answe
     let headers = response.headers().clone();
     let body = response.text().unwrap_or_default();
     if !status.is_success() {
-        anyhow::bail!("{status}: {}", body.trim());
+        return Err(ApiStatusError {
+            status,
+            message: body.trim().to_string(),
+        }
+        .into());
     }
     let body = serde_json::from_str(&body).with_context(|| format!("{url} did not answer JSON"))?;
     Ok(Answer { body, headers })
@@ -117,7 +142,14 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
             &format!("/api/search?q={}&limit={limit}{window}", urlencode(query)),
         )
     };
-    let Answer { body, headers } = search(&args.query, args.limit)?;
+    let Answer { body, headers } = match search(&args.query, args.limit) {
+        // A tenant the store knows nothing of: nothing stored for it yet.
+        Err(err) if is_unknown_tenant(&err) => {
+            println!("{}", no_match_reason(&args, Some(false), None));
+            return Ok(());
+        }
+        answer => answer?,
+    };
     let traces = body["traces"].as_array().cloned().unwrap_or_default();
     if traces.is_empty() {
         // Whether anything is stored at all (in the window): the store's own statistics cannot

@@ -3,8 +3,8 @@
 //! retention, and Grafana Tempo's HTTP API.
 
 pub mod api;
-pub mod api_metrics;
 pub mod api_insight;
+pub mod api_metrics;
 pub mod block;
 pub mod config;
 pub mod engine;
