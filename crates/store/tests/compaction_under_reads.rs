@@ -124,6 +124,13 @@ async fn write_small_blocks(dir: &Path) -> (BTreeMap<[u8; 16], usize>, [u8; 16])
     (expected, expired)
 }
 
+/// A querier (no ingest, no compaction) over the same bucket, with its own WAL directory.
+async fn open_querier(dir: &Path, wal: &str, compaction: &str) -> Arc<Store> {
+    Store::open(config(dir, wal, &format!("target: querier\n{compaction}")))
+        .await
+        .unwrap()
+}
+
 /// Looks up and searches every trace until `stop`; returns what went wrong.
 async fn read_in_a_loop(
     store: Arc<Store>,
@@ -197,13 +204,7 @@ async fn searches_and_lookups_while_compaction_and_retention_run_see_only_whole_
     let store = Store::open(config(dir.path(), "wal", compaction))
         .await
         .unwrap();
-    let querier = Store::open(config(
-        dir.path(),
-        "querier-wal",
-        &format!("target: querier\n{compaction}"),
-    ))
-    .await
-    .unwrap();
+    let querier = open_querier(dir.path(), "querier-wal", compaction).await;
     assert_eq!(store.block_metas().len(), usize::from(BLOCKS) + 1);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -282,13 +283,7 @@ async fn a_querier_whose_blocks_were_compacted_away_reads_the_merged_block() {
     let store = Store::open(config(dir.path(), "wal", compaction))
         .await
         .unwrap();
-    let querier = Store::open(config(
-        dir.path(),
-        "querier-wal",
-        &format!("target: querier\n{compaction}"),
-    ))
-    .await
-    .unwrap();
+    let querier = open_querier(dir.path(), "querier-wal", compaction).await;
     let listed = querier.block_metas().len();
     store.compact_and_expire().await.unwrap();
     assert_eq!(store.block_metas().len(), 1);
@@ -305,13 +300,7 @@ async fn a_querier_whose_blocks_were_compacted_away_reads_the_merged_block() {
     );
 
     // And a search that starts over a stale list.
-    let stale = Store::open(config(
-        dir.path(),
-        "stale-wal",
-        &format!("target: querier\n{compaction}"),
-    ))
-    .await
-    .unwrap();
+    let stale = open_querier(dir.path(), "stale-wal", compaction).await;
     store
         .append(SINGLE_TENANT, &data(spans_of_new_trace()))
         .await

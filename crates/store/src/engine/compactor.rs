@@ -10,7 +10,7 @@
 use super::*;
 
 /// The file that marks a block compacted; its age is the object's modification time.
-const COMPACTED_META: &str = "meta.compacted.json";
+pub(super) const COMPACTED_META: &str = "meta.compacted.json";
 
 impl Store {
     /// Merges small blocks of each tenant, marks blocks past retention compacted, and deletes
@@ -82,16 +82,9 @@ impl Store {
     /// between leaves a block that is both, which [`Store::delete_compacted_blocks`] removes).
     async fn mark_compacted(&self, block: &Block) -> anyhow::Result<()> {
         let (tenant, id) = (&block.meta.tenant, &block.meta.block_id);
-        let marker = block_path(tenant, id, COMPACTED_META);
-        self.objects
-            .put(&marker, PutPayload::from(serde_json::to_vec(&block.meta)?))
-            .await
-            .with_context(|| format!("writing {marker}"))?;
-        let meta = block_path(tenant, id, "meta.json");
-        match self.objects.delete(&meta).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(err) => Err(err).with_context(|| format!("deleting {meta}")),
-        }
+        self.put_block_file(tenant, id, COMPACTED_META, serde_json::to_vec(&block.meta)?)
+            .await?;
+        self.delete_block_file(tenant, id, "meta.json").await
     }
 
     /// Deletes the files of blocks marked compacted at least `compacted_block_retention` ago.
@@ -129,11 +122,7 @@ impl Store {
             // meta.json first (present only after a crash while marking), the marker last: a
             // crash part-way leaves a block that the next cycle finishes deleting.
             for file in ["meta.json", "index", "data", COMPACTED_META] {
-                let path = block_path(tenant, id, file);
-                match self.objects.delete(&path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(err) => return Err(err).with_context(|| format!("deleting {path}")),
-                }
+                self.delete_block_file(tenant, id, file).await?;
             }
             tracing::info!(tenant, block = id, "deleted a compacted block");
         }
@@ -205,19 +194,11 @@ impl Store {
             .await
             .with_context(|| format!("writing {data_path}"))?;
         let (meta, index) = builder.finish(block_id.clone(), tenant, level);
-        let put = |file: &str, bytes: Vec<u8>| {
-            let path = block_path(tenant, &block_id, file);
-            let objects = self.objects.clone();
-            async move {
-                objects
-                    .put(&path, PutPayload::from(bytes))
-                    .await
-                    .with_context(|| format!("writing {path}"))
-            }
-        };
-        put("index", index.encode()).await?;
+        self.put_block_file(tenant, &block_id, "index", index.encode())
+            .await?;
         // meta.json last: its presence marks the block complete.
-        put("meta.json", serde_json::to_vec(&meta)?).await?;
+        self.put_block_file(tenant, &block_id, "meta.json", serde_json::to_vec(&meta)?)
+            .await?;
         tracing::info!(tenant, block = %meta.block_id, traces = meta.traces, spans = meta.spans, bytes = meta.size_bytes, level, "wrote block");
         Ok(Block { meta, index })
     }

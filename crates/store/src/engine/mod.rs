@@ -67,6 +67,10 @@ pub struct Store {
     /// Heads being written as blocks: still queryable.
     flushing: RwLock<Vec<Arc<Head>>>,
     blocks: RwLock<Vec<Arc<Block>>>,
+    /// Known blocks that the last block listing found marked compacted: kept for one more
+    /// listing, which is sure to see the block that replaced them (written before the mark).
+    /// Held for a whole refresh: listings run one at a time, so "the next one" is well defined.
+    compacted_last_listing: tokio::sync::Mutex<std::collections::HashSet<String>>,
     /// Decompressed pages recently read: (block id, page) → traces.
     page_cache: Mutex<PageCache>,
     stop: CancellationToken,
@@ -250,6 +254,7 @@ impl Store {
             head_started: Mutex::new(Instant::now()),
             flushing: RwLock::new(Vec::new()),
             blocks: RwLock::new(Vec::new()),
+            compacted_last_listing: tokio::sync::Mutex::new(std::collections::HashSet::new()),
             page_cache: Mutex::new(PageCache::default()),
             stop: CancellationToken::new(),
         });
@@ -424,20 +429,12 @@ impl Store {
         .context("building a block")?
         .context("building a block")?;
         let id = built.meta.block_id.clone();
-        let put = |file: &str, bytes: Vec<u8>| {
-            let path = block_path(tenant, &id, file);
-            let objects = self.objects.clone();
-            async move {
-                objects
-                    .put(&path, PutPayload::from(bytes))
-                    .await
-                    .with_context(|| format!("writing {path}"))
-            }
-        };
-        put("data", built.data).await?;
-        put("index", built.index.encode()).await?;
+        self.put_block_file(tenant, &id, "data", built.data).await?;
+        self.put_block_file(tenant, &id, "index", built.index.encode())
+            .await?;
         // meta.json last: its presence marks the block complete.
-        put("meta.json", serde_json::to_vec(&built.meta)?).await?;
+        self.put_block_file(tenant, &id, "meta.json", serde_json::to_vec(&built.meta)?)
+            .await?;
         let meta = built.meta.clone();
         {
             let mut blocks = self.blocks.write();
@@ -450,15 +447,52 @@ impl Store {
         Ok(meta)
     }
 
+    /// Writes one file of a block.
+    async fn put_block_file(
+        &self,
+        tenant: &str,
+        block_id: &str,
+        file: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let path = block_path(tenant, block_id, file);
+        self.objects
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .with_context(|| format!("writing {path}"))?;
+        Ok(())
+    }
+
+    /// Deletes one file of a block; one already gone is no error.
+    async fn delete_block_file(
+        &self,
+        tenant: &str,
+        block_id: &str,
+        file: &str,
+    ) -> anyhow::Result<()> {
+        let path = block_path(tenant, block_id, file);
+        match self.objects.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("deleting {path}")),
+        }
+    }
+
     /// Loads the blocks in storage that are not known yet (written by another process sharing
     /// the bucket), and forgets those deleted.
     pub async fn refresh_blocks(&self) -> anyhow::Result<()> {
+        let mut compacted_before = self.compacted_last_listing.lock().await;
         let listed: Vec<object_store::ObjectMeta> = self
             .objects
             .list(None)
             .try_collect()
             .await
             .context("listing blocks")?;
+        let block_id_of = |p: &ObjectPath| p.parts().nth(1).map(|id| id.as_ref().to_string());
+        let compacted: std::collections::HashSet<String> = listed
+            .iter()
+            .filter(|m| m.location.filename() == Some(compactor::COMPACTED_META))
+            .filter_map(|m| block_id_of(&m.location))
+            .collect();
         let metas: Vec<ObjectPath> = listed
             .into_iter()
             .map(|m| m.location)
@@ -491,10 +525,21 @@ impl Store {
                 }
             }
         }
-        {
-            let mut blocks = self.blocks.write();
-            blocks.retain(|b| present.contains(&b.meta.block_id));
-        }
+        // A listing is not a snapshot: it can miss the merged block's meta.json (listed before it
+        // was written) and yet see an input marked compacted. Such an input stays one listing more.
+        let mut kept = std::collections::HashSet::new();
+        self.blocks.write().retain(|b| {
+            let id = &b.meta.block_id;
+            if present.contains(id) {
+                return true;
+            }
+            if compacted.contains(id) && !compacted_before.contains(id) {
+                kept.insert(id.clone());
+                return true;
+            }
+            false
+        });
+        *compacted_before = kept;
         Ok(())
     }
 
