@@ -5,6 +5,7 @@
 pub mod api;
 pub mod api_insight;
 pub mod api_metrics;
+pub mod api_doctor;
 pub mod block;
 pub mod config;
 pub mod engine;

@@ -1,0 +1,124 @@
+//! `threadline doctor`: where traces break. The trace checks run in the store
+//! (`GET /api/threadline/doctor`); collectors' metrics (`--metrics URL`) and configs
+//! (`--config FILE`) are checked here; one report, ordered by impact, as text or JSON, with a
+//! non-zero exit when findings reach `--fail-on`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use threadline_doctor::config_checks::{check_configs, CollectorFile};
+use threadline_doctor::metrics_checks::{check_metrics, parse_prometheus};
+use threadline_doctor::{parse_since, render, Report, Severity};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+pub struct DoctorArgs {
+    /// Base URL of the store's HTTP API (the trace checks run there).
+    #[arg(long, default_value = "http://127.0.0.1:3200", env = "THREADLINE_API")]
+    store: String,
+    /// Skip the trace checks (only --metrics and --config).
+    #[arg(long)]
+    no_store: bool,
+    /// Tenant, sent as X-Scope-OrgID (for stores with multitenancy on).
+    #[arg(long)]
+    org_id: Option<String>,
+    /// Traces of the last ...: e.g. 15m, 1h, 2d.
+    #[arg(long, default_value = "1h")]
+    since: String,
+    /// A collector's Prometheus metrics URL (`otelcol_*`), e.g. http://gw:8888/metrics. Repeatable.
+    #[arg(long = "metrics", value_name = "URL")]
+    metrics: Vec<String>,
+    /// A collector config or OpenTelemetryCollector resource (YAML). Repeatable: give agents and
+    /// gateways together so their layout can be checked.
+    #[arg(long = "config", value_name = "FILE")]
+    configs: Vec<PathBuf>,
+    /// Output: a report for people, or the report JSON.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Exit non-zero when a finding is at this severity or above: info, warning, critical.
+    #[arg(long, value_name = "SEVERITY")]
+    fail_on: Option<Severity>,
+}
+
+fn client() -> anyhow::Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()?)
+}
+
+fn store_report(args: &DoctorArgs, since_seconds: u64) -> anyhow::Result<Report> {
+    let url = format!(
+        "{}/api/threadline/doctor?since={since_seconds}s",
+        args.store.trim_end_matches('/')
+    );
+    let mut request = client()?.get(&url);
+    if let Some(org) = &args.org_id {
+        request = request.header("X-Scope-OrgID", org);
+    }
+    let response = request.send().with_context(|| {
+        format!("cannot reach the store at {url} (give --store URL, or --no-store to skip the trace checks)")
+    })?;
+    let status = response.status();
+    let body = response.text().unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{url}: {status}: {}", body.trim());
+    }
+    serde_json::from_str(&body).with_context(|| format!("{url} did not answer a doctor report"))
+}
+
+fn metrics_findings(url: &str) -> anyhow::Result<Vec<threadline_doctor::Finding>> {
+    let response = client()?
+        .get(url)
+        .send()
+        .with_context(|| format!("cannot reach collector metrics at {url}"))?;
+    let status = response.status();
+    let body = response.text().unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{url}: {status}");
+    }
+    let samples = parse_prometheus(&body).with_context(|| url.to_string())?;
+    if !samples.iter().any(|s| s.name.starts_with("otelcol_")) {
+        anyhow::bail!("{url} serves no otelcol_* metrics: is it a collector's telemetry endpoint?");
+    }
+    Ok(check_metrics(url, &samples))
+}
+
+pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
+    let since_seconds = parse_since(&args.since).context("--since")?;
+    let mut report = if args.no_store {
+        Report::default()
+    } else {
+        store_report(&args, since_seconds)?
+    };
+    for url in &args.metrics {
+        report.findings.extend(metrics_findings(url)?);
+    }
+    if !args.configs.is_empty() {
+        let files = args
+            .configs
+            .iter()
+            .map(|path| CollectorFile::load(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let p99 = (!args.no_store && report.scanned.traces > 0)
+            .then_some(report.scanned.trace_duration_p99_ms);
+        report.findings.extend(check_configs(&files, p99));
+    }
+    report.sort();
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", render::text(&report)),
+    }
+    if let Some(severity) = args.fail_on {
+        let n = report.at_least(severity);
+        if n > 0 {
+            anyhow::bail!("{n} findings at {} or above (--fail-on)", severity.as_str());
+        }
+    }
+    Ok(())
+}
