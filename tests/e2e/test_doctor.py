@@ -75,7 +75,9 @@ class Service:
                     self.end_headers()
                     return
                 handler, span_name, extract, attributes = service.routes[prefix]
-                parent = PROPAGATOR.extract(dict(self.headers.items())) if extract else otel_context.Context()
+                # urllib sends `Traceparent`; the SDK's dict getter looks up `traceparent`.
+                carrier = {k.lower(): v for k, v in self.headers.items()}
+                parent = PROPAGATOR.extract(carrier) if extract else otel_context.Context()
                 name = span_name(path) if span_name else f"GET {prefix}"
                 span = service.tracer.start_span(
                     name, context=parent, kind=SpanKind.SERVER, start_time=service.now(),
