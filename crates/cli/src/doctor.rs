@@ -17,7 +17,41 @@ pub enum Format {
     Json,
 }
 
+/// What each check looks for, printed under `threadline doctor --help`.
+const CHECKS: &str = "\
+Checks (each finding says what, where, how often, example trace ids, and the fix):
+  Trace checks (run in the store over the traces of --since):
+    lost_context             a CLIENT/PRODUCER span with no SERVER/CONSUMER child while the callee's
+                             server span started a new trace inside the call (matched by
+                             server.address, peer.service, url.full, rpc.service, messaging
+                             destination); the two halves are paired as example trace ids
+    callee_not_parent_based  the callee records no span for calls its caller sampled
+    orphan_spans             spans whose parent never arrived, by service
+    several_roots            traces with more than one root span
+    sampling_not_parent_based / sampled_flag_disagrees
+                             a service samples on its own instead of following its parent
+    traces_sampled_apart     many services hold fragments without callers (tail sampling split)
+    clock_skew               children outside their parent by more than 10 ms; the skew is
+                             estimated per service pair and the service whose clock is off named
+    span_name_has_ids        span names with ids (numbers, UUIDs, hex, emails), with the route
+                             template they should have; span_name_cardinality: too many names
+    pii_*                    emails, card numbers (Luhn), IBANs, phone numbers, bearer tokens,
+                             JWTs, API keys, secret-named keys (password, authorization...);
+                             values are never printed; an attributes processor snippet is given
+  --metrics URL (a collector's otelcol_* metrics):
+    receiver/processor refusals, exporter send and enqueue failures, queues near capacity,
+    tail sampling decisions made too early and late spans
+  --config FILE (collector configs or OpenTelemetryCollector resources):
+    split-trace layout (agents spread spans over tail-sampling replicas without routing by trace
+    id), memory_limiter not first, batch before tail_sampling, export without retry or queue,
+    plain-text export to a non-local endpoint, decision_wait shorter than the p99 trace duration
+    the store has seen
+
+Exit status: 0, or 1 when a finding reaches --fail-on (or on an error).
+The store serves the same trace report at GET /api/threadline/doctor?since=1h.";
+
 #[derive(Args)]
+#[command(after_long_help = CHECKS)]
 pub struct DoctorArgs {
     /// Base URL of the store's HTTP API (the trace checks run there).
     #[arg(long, default_value = "http://127.0.0.1:3200", env = "THREADLINE_API")]

@@ -380,7 +380,15 @@ impl PiiDetector {
                 }
                 return;
             }
-            _ => return,
+            // Array attributes (`http.request.header.*`, lists of recipients) are checked
+            // element by element, under the array's key.
+            Value::Array(items) => {
+                for item in items {
+                    self.check(service, scope, key, item, trace_id, thresholds);
+                }
+                return;
+            }
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => return,
         };
         if text.is_empty() {
             return;
