@@ -31,6 +31,16 @@ impl Occurrences {
     }
 }
 
+/// Counts one more for `service`, allocating its name only the first time.
+fn count(counts: &mut HashMap<String, u64>, service: &str) {
+    match counts.get_mut(service) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(service.to_string(), 1);
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct BrokenDetector {
     max_examples: usize,
@@ -68,9 +78,9 @@ impl BrokenDetector {
             .collect();
         for span in &trace.spans {
             let service = span.service_name();
-            *self.spans.entry(service.to_string()).or_default() += 1;
+            count(&mut self.spans, service);
             if is_incoming(span.kind) {
-                *self.incoming.entry(service.to_string()).or_default() += 1;
+                count(&mut self.incoming, service);
             }
             if !index.is_orphan(span) {
                 continue;

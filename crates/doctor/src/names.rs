@@ -22,28 +22,40 @@ struct TemplateStats {
 #[derive(Default)]
 struct Group {
     spans: u64,
-    distinct: HashSet<String>,
+    /// Distinct names, each with its template (None: no id in it). Doubles as a cache: a name
+    /// seen before is not parsed again, which is most spans of a healthy estate.
+    distinct: HashMap<String, Option<String>>,
     /// Templates of names that contained ids.
     templates: HashMap<String, TemplateStats>,
 }
 
+/// Groups by service, then span kind (nested, so a span's group is found without allocating).
 #[derive(Default)]
 pub struct NameDetector {
-    groups: HashMap<(String, &'static str), Group>,
+    groups: HashMap<String, HashMap<&'static str, Group>>,
 }
 
 impl NameDetector {
     pub fn observe(&mut self, index: &TraceIndex<'_>, thresholds: &Thresholds) {
         for span in &index.trace.spans {
-            let group = self
-                .groups
-                .entry((span.service_name().to_string(), kind_name(span.kind)))
-                .or_default();
+            let service = span.service_name();
+            let kinds = match self.groups.get_mut(service) {
+                Some(kinds) => kinds,
+                None => self.groups.entry(service.to_string()).or_default(),
+            };
+            let group = kinds.entry(kind_name(span.kind)).or_default();
             group.spans += 1;
-            if group.distinct.len() < MAX_DISTINCT && !group.distinct.contains(&span.name) {
-                group.distinct.insert(span.name.clone());
-            }
-            if let Some(template) = template(&span.name) {
+            let template = match group.distinct.get(&span.name) {
+                Some(cached) => cached.clone(),
+                None => {
+                    let template = template(&span.name);
+                    if group.distinct.len() < MAX_DISTINCT {
+                        group.distinct.insert(span.name.clone(), template.clone());
+                    }
+                    template
+                }
+            };
+            if let Some(template) = template {
                 let stats = group.templates.entry(template).or_default();
                 stats.spans += 1;
                 if stats.raw.len() < MAX_RAW_PER_TEMPLATE && !stats.raw.contains(&span.name) {
@@ -60,7 +72,11 @@ impl NameDetector {
 
     pub fn findings(self, thresholds: &Thresholds) -> Vec<Finding> {
         let mut findings = Vec::new();
-        for ((service, kind), group) in self.groups {
+        let groups = self
+            .groups
+            .into_iter()
+            .flat_map(|(service, kinds)| kinds.into_iter().map(move |(k, g)| (service.clone(), k, g)));
+        for (service, kind, group) in groups {
             let mut explained = 0usize;
             for (template, stats) in &group.templates {
                 if stats.raw.len() < 2 || stats.spans < thresholds.min_count {

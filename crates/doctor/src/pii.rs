@@ -88,12 +88,13 @@ pub fn classify_value(value: &str) -> Option<PiiKind> {
     if value.len() < 5 {
         return None;
     }
-    let lower_prefix: String = value
-        .chars()
-        .take(7)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if lower_prefix.starts_with("bearer ") || lower_prefix.starts_with("basic ") {
+    let starts_with = |prefix: &str| {
+        value
+            .as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    if starts_with("bearer ") || starts_with("basic ") {
         return Some(PiiKind::BearerToken);
     }
     if is_jwt(value) {
@@ -118,6 +119,9 @@ pub fn classify_value(value: &str) -> Option<PiiKind> {
 }
 
 fn is_jwt(value: &str) -> bool {
+    if !value.starts_with("eyJ") {
+        return false;
+    }
     let parts: Vec<&str> = value.split('.').collect();
     parts.len() == 3
         && parts[0].starts_with("eyJ")
@@ -225,28 +229,31 @@ pub fn contains_card_number(value: &str) -> bool {
             i += 1;
             continue;
         }
-        let mut digits = Vec::with_capacity(19);
+        let mut digits = [0u8; 20];
+        let mut n = 0;
         let mut j = i;
         while j < bytes.len() {
             let b = bytes[j];
             if b.is_ascii_digit() {
-                digits.push(b - b'0');
+                digits[n] = b - b'0';
+                n += 1;
             } else if !((b == b' ' || b == b'-')
                 && j + 1 < bytes.len()
                 && bytes[j + 1].is_ascii_digit())
             {
                 break;
             }
-            if digits.len() > 19 {
+            if n > 19 {
                 break;
             }
             j += 1;
         }
+        let digits = &digits[..n];
         let ends_clean = j >= bytes.len() || !bytes[j].is_ascii_alphanumeric();
         if ends_clean
             && (13..=19).contains(&digits.len())
-            && plausible_card(&digits)
-            && luhn_valid(&digits)
+            && plausible_card(digits)
+            && luhn_valid(digits)
         {
             return true;
         }
@@ -257,6 +264,11 @@ pub fn contains_card_number(value: &str) -> bool {
 
 /// An IBAN (spaces allowed): country code, check digits, BBAN; mod 97 = 1 (ISO 13616).
 pub fn is_iban(value: &str) -> bool {
+    // Most values fail on their first bytes: no allocation for them.
+    let head = value.as_bytes();
+    if head.len() < 15 || !head[0].is_ascii_uppercase() || !head[1].is_ascii_uppercase() {
+        return false;
+    }
     let compact: String = value.chars().filter(|c| *c != ' ').collect();
     let b = compact.as_bytes();
     if !(15..=34).contains(&b.len())
@@ -320,14 +332,24 @@ pub struct PiiDetector {
     /// (service, "span"/"resource", key, kind) → occurrences.
     found: HashMap<(String, &'static str, String, PiiKind), KeyStats>,
     spans: HashMap<String, u64>,
+    /// `secret_key_name` of the keys seen so far (an estate has few distinct keys).
+    secret_keys: HashMap<String, bool>,
 }
+
+/// Distinct keys remembered in `secret_keys`; keys beyond are checked each time.
+const MAX_CACHED_KEYS: usize = 10_000;
 
 impl PiiDetector {
     pub fn observe(&mut self, index: &TraceIndex<'_>, thresholds: &Thresholds) {
         let mut resources_seen: HashSet<&str> = HashSet::new();
         for span in &index.trace.spans {
             let service = span.service_name();
-            *self.spans.entry(service.to_string()).or_default() += 1;
+            match self.spans.get_mut(service) {
+                Some(n) => *n += 1,
+                None => {
+                    self.spans.insert(service.to_string(), 1);
+                }
+            }
             for (key, value) in &span.attributes {
                 self.check(
                     service,
@@ -393,11 +415,21 @@ impl PiiDetector {
         if text.is_empty() {
             return;
         }
-        let kind =
-            classify_value(text).or_else(|| secret_key_name(key).then_some(PiiKind::SecretKey));
+        let kind = classify_value(text).or_else(|| self.is_secret_key(key).then_some(PiiKind::SecretKey));
         if let Some(kind) = kind {
             self.record(service, scope, key, kind, text, trace_id, thresholds);
         }
+    }
+
+    fn is_secret_key(&mut self, key: &str) -> bool {
+        if let Some(secret) = self.secret_keys.get(key) {
+            return *secret;
+        }
+        let secret = secret_key_name(key);
+        if self.secret_keys.len() < MAX_CACHED_KEYS {
+            self.secret_keys.insert(key.to_string(), secret);
+        }
+        secret
     }
 
     #[allow(clippy::too_many_arguments)]

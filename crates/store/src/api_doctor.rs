@@ -79,6 +79,7 @@ pub async fn run(store: &Store, tenant: &str, since_seconds: u64) -> anyhow::Res
         limit: usize::MAX,
         ..Default::default()
     };
+    let started = std::time::Instant::now();
     let state = Mutex::new((TraceAnalyzer::new(Thresholds::default()), Vec::new()));
     // Every trace of the window is folded as it is decoded; none is kept.
     store
@@ -93,13 +94,22 @@ pub async fn run(store: &Store, tenant: &str, since_seconds: u64) -> anyhow::Res
     let (mut analyzer, ids) = state
         .into_inner()
         .map_err(|_| anyhow::anyhow!("a doctor check panicked"))?;
+    let searched = started.elapsed();
     // The sampled flag is not in the TraceQL model: read it from the stored bytes.
     for id in ids {
         if let Some(data) = store.trace_by_id(tenant, &id).await? {
             analyzer.add_flags(id, &data);
         }
     }
+    let flagged = started.elapsed();
     let (findings, scanned) = analyzer.finish();
+    tracing::info!(
+        traces = scanned.traces,
+        search_ms = searched.as_millis() as u64,
+        flags_ms = (flagged - searched).as_millis() as u64,
+        finish_ms = (started.elapsed() - flagged).as_millis() as u64,
+        "doctor report"
+    );
     let mut report = Report {
         since_seconds,
         scanned,
