@@ -72,10 +72,9 @@ impl NameDetector {
 
     pub fn findings(self, thresholds: &Thresholds) -> Vec<Finding> {
         let mut findings = Vec::new();
-        let groups = self
-            .groups
-            .into_iter()
-            .flat_map(|(service, kinds)| kinds.into_iter().map(move |(k, g)| (service.clone(), k, g)));
+        let groups = self.groups.into_iter().flat_map(|(service, kinds)| {
+            kinds.into_iter().map(move |(k, g)| (service.clone(), k, g))
+        });
         for (service, kind, group) in groups {
             let mut explained = 0usize;
             for (template, stats) in &group.templates {

@@ -415,7 +415,8 @@ impl PiiDetector {
         if text.is_empty() {
             return;
         }
-        let kind = classify_value(text).or_else(|| self.is_secret_key(key).then_some(PiiKind::SecretKey));
+        let kind =
+            classify_value(text).or_else(|| self.is_secret_key(key).then_some(PiiKind::SecretKey));
         if let Some(kind) = kind {
             self.record(service, scope, key, kind, text, trace_id, thresholds);
         }

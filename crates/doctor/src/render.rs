@@ -76,7 +76,12 @@ fn finding(out: &mut String, f: &Finding) {
         place.push(format!("where {}", f.services.join(", ")));
     }
     if let Some(attribute) = &f.attribute {
-        place.push(format!("key {attribute}"));
+        // Span-name findings carry the route template there, the others an attribute key.
+        let label = match f.category {
+            Category::SpanNames => "template",
+            _ => "key",
+        };
+        place.push(format!("{label} {attribute}"));
     }
     if f.total > 0 {
         place.push(format!("{} of {}", f.count, f.total));
@@ -86,7 +91,7 @@ fn finding(out: &mut String, f: &Finding) {
     if !place.is_empty() {
         let _ = writeln!(out, "  {}", place.join(" · "));
     }
-    let _ = writeln!(out, "  {}", f.detail);
+    wrap(out, "  ", "  ", &f.detail);
     for e in &f.examples {
         let mut line = format!("  trace {}", e.trace_id);
         if let Some(linked) = &e.linked_trace_id {
@@ -97,12 +102,35 @@ fn finding(out: &mut String, f: &Finding) {
         }
         let _ = writeln!(out, "{line}");
     }
-    let _ = writeln!(out, "  fix: {}", f.fix);
+    wrap(out, "  fix: ", "       ", &f.fix);
     if let Some(config) = &f.fix_config {
         for line in config.lines() {
             let _ = writeln!(out, "    {line}");
         }
     }
+}
+
+/// Terminal width the prose of a finding is wrapped to (titles, ids and snippets are not).
+const WIDTH: usize = 100;
+
+/// Writes `text` word-wrapped at [`WIDTH`]: `first` before the first line, `indent` before the
+/// others.
+fn wrap(out: &mut String, first: &str, indent: &str, text: &str) {
+    let mut line = String::from(first);
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            let _ = writeln!(out, "{line}");
+            line = String::from(indent);
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    let _ = writeln!(out, "{line}");
 }
 
 fn window(seconds: u64) -> String {

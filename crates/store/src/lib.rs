@@ -3,9 +3,9 @@
 //! retention, and Grafana Tempo's HTTP API.
 
 pub mod api;
+pub mod api_doctor;
 pub mod api_insight;
 pub mod api_metrics;
-pub mod api_doctor;
 pub mod block;
 pub mod config;
 pub mod engine;

@@ -136,4 +136,3 @@ otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total{processor
     );
     assert!(parse_prometheus("otelcol_x{a=\"b\" 1").is_err());
 }
-

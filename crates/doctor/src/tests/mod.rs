@@ -154,3 +154,33 @@ fn reports_order_by_impact_and_count_severities() {
     assert_eq!(parse_since("1h").unwrap(), 3600);
     assert!(parse_since("1x").is_err() && parse_since("").is_err() && parse_since("0m").is_err());
 }
+
+#[test]
+fn the_text_report_wraps_prose_and_keeps_every_word() {
+    let traces: Vec<Trace> = (0..3u32)
+        .flat_map(|i| checkout(i, i as u64 * 100, false))
+        .collect();
+    let mut report = Report {
+        since_seconds: 3600,
+        findings: analyze(&traces),
+        ..Default::default()
+    };
+    report.sort();
+    let lost = &report.findings[0];
+    assert_eq!(lost.kind, "lost_context");
+    let text = render::text(&report);
+    assert!(text.contains("[CRITICAL] orders → payments loses context on 100% of calls"));
+    // Prose (detail, fix) is wrapped to 100 columns; the words all survive, in order.
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with("  trace ") && !l.starts_with("    "))
+    {
+        assert!(
+            line.chars().count() <= 100 || line.starts_with('['),
+            "too long: {line}"
+        );
+    }
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains(&lost.detail), "{flat}");
+    assert!(flat.contains(&format!("fix: {}", lost.fix)), "{flat}");
+}

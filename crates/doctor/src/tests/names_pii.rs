@@ -195,7 +195,6 @@ fn pii_in_attributes_is_reported_masked_with_a_processor_snippet() {
         .contains("action: delete"));
 }
 
-
 #[test]
 fn pii_inside_array_attributes_is_found_under_the_arrays_key() {
     let traces: Vec<Trace> = (0..2u32)

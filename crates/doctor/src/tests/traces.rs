@@ -249,4 +249,3 @@ fn no_skew_when_children_lie_inside_their_parents() {
     let traces: Vec<Trace> = (0..10).map(|i| shipping(i, i as u64 * 1000, 5)).collect();
     assert_eq!(analyze(&traces), vec![]);
 }
-
