@@ -6,7 +6,7 @@ Starts `threadline store` on a fresh directory, fills it with the load generator
 each), stops it (the head is written as blocks) and starts it again, so the doctor reads blocks as
 a long-running store would. Then runs `threadline doctor --format json` against it several times and
 reports wall time, the store's peak RSS (VmHWM, which after the restart covers reopening and the
-doctor runs) and the CLI's own peak RSS. Standard library only; uses target/release/threadline.
+doctor runs), the CLI's own peak RSS, and for comparison a search that decodes every trace. Standard library only; uses target/release/threadline.
 
     python3 bench/doctor.py [--spans 1000000] [--runs 3]
 """
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -112,6 +113,12 @@ def main() -> None:
             seconds, cli_rss, report = doctor(api, data / "report.json")
             runs.append((seconds, cli_rss))
         store_hwm_kib = status_kib(store.pid, "VmHWM")
+        # The floor: a search that decodes every trace and matches none.
+        started = time.perf_counter()
+        query = urllib.parse.urlencode({"q": '{ span.nonexistent = "x" }', "limit": 1_000_000,
+                                        "start": 1, "end": int(time.time()) + 60})
+        urllib.request.urlopen(f"{api}/api/search?{query}", timeout=600).read()
+        decode_all_seconds = time.perf_counter() - started
         kinds: dict[str, int] = {}
         for f in report["findings"]:
             kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
@@ -120,6 +127,7 @@ def main() -> None:
             "traces_scanned": report["scanned"]["traces"],
             "doctor_seconds": [round(s, 2) for s, _ in runs],
             "doctor_seconds_median": round(statistics.median(s for s, _ in runs), 2),
+            "search_decoding_every_trace_seconds": round(decode_all_seconds, 2),
             "store_rss_idle_mb": round(rss_idle_kib / 1024),
             "store_peak_rss_mb": round(store_hwm_kib / 1024),
             "cli_peak_rss_mb": round(max(r for _, r in runs) / 1024),
