@@ -37,7 +37,7 @@ MS = 1_000_000
 class Service:
     """One instrumented HTTP service: a ThreadingHTTPServer on 127.0.0.1 and its own SDK."""
 
-    def __init__(self, name, store, *, sampler=None, clock_offset_ms=0, resource=None):
+    def __init__(self, name, store, *, sampler=None, clock_offset_ms=0, resource=None, tenant=None):
         self.name = name
         self.port = free_port()
         self.clock_offset_ns = clock_offset_ms * MS
@@ -47,7 +47,9 @@ class Service:
             sampler=sampler or ParentBased(TraceIdRatioBased(0.5)),
         )
         self.provider.add_span_processor(BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=store.grpc_endpoint, insecure=True), schedule_delay_millis=200))
+            OTLPSpanExporter(endpoint=store.grpc_endpoint, insecure=True,
+                             headers={"x-scope-orgid": tenant} if tenant else None),
+            schedule_delay_millis=200))
         self.tracer = self.provider.get_tracer("doctor-e2e")
         self.routes = {}
         self.server = None
@@ -358,3 +360,29 @@ def test_doctor_checks_collector_metrics_and_the_seed_configs(collector_factory,
     assert "split_trace_layout" not in {f["kind"] for f in json.loads(fixed.stdout)["findings"]}
     bad = doctor("--no-store", "--config", str(tmp_path / "missing.yaml"), check=False)
     assert bad.returncode != 0 and "missing.yaml" in bad.stderr
+
+
+def test_doctor_reads_one_tenant_of_a_multitenant_store(store_factory):
+    store = store_factory(sets=["multitenancy_enabled=true"])
+    orders = Service("orders", store, sampler=ALWAYS_ON, tenant="acme")
+    payments = Service("payments", store, sampler=ALWAYS_ON, tenant="acme")
+    orders.route("/orders", lambda _p: orders.call(payments, "/charge", propagate=False))
+    payments.route("/charge", lambda _p: time.sleep(0.002))
+    orders.start()
+    payments.start()
+    for _ in range(10):
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{orders.port}/orders", timeout=10) as r:
+            r.read()
+    orders.stop()
+    payments.stop()
+    acme = {"X-Scope-OrgID": "acme"}
+    wait_until(lambda: len(store.json("/api/search?q=%7B%20%7D&limit=100", acme)["traces"]) >= 20, 30,
+               "acme's traces did not arrive")
+    out = json.loads(doctor("--store", store.api, "--org-id", "acme", "--format", "json").stdout)
+    assert summary(out["findings"]) == {("lost_context", "orders", "orders->payments")}, out["findings"]
+    assert out["findings"][0]["count"] == 10 and len(out["findings"][0]["examples"]) == 5
+    # The API's tenant rules: 401 without an org id, 404 for a tenant without data.
+    missing = doctor("--store", store.api, check=False)
+    assert missing.returncode == 1 and "401" in missing.stderr and "X-Scope-OrgID" in missing.stderr
+    unknown = doctor("--store", store.api, "--org-id", "nobody", check=False)
+    assert unknown.returncode == 1 and "404" in unknown.stderr and "nobody" in unknown.stderr

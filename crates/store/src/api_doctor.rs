@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use threadline_doctor::{parse_since, Report, Thresholds, TraceAnalyzer};
 
-use crate::engine::{SearchRequest, Store, SINGLE_TENANT};
+use crate::engine::{SearchRequest, Store};
 
 /// The doctor's route, to merge into the API router (any state: it carries its own).
 pub fn router<S: Clone + Send + Sync + 'static>(store: Arc<Store>) -> Router<S> {
@@ -24,37 +24,16 @@ fn reject(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
 }
 
-/// The tenant as the Tempo API reads it (`X-Scope-OrgID` when multitenancy is on).
-fn tenant(store: &Store, headers: &HeaderMap) -> Result<String, (StatusCode, String)> {
-    if !store.config().multitenancy_enabled {
-        return Ok(SINGLE_TENANT.to_string());
-    }
-    match headers
-        .get("x-scope-orgid")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-    {
-        Some(id) if crate::api::valid_tenant(id) => Ok(id.to_string()),
-        Some(id) => Err((
-            StatusCode::BAD_REQUEST,
-            format!("invalid X-Scope-OrgID {id:?}: use letters, digits, '-', '_' and '.'"),
-        )),
-        None => Err((
-            StatusCode::UNAUTHORIZED,
-            "no org id: set the X-Scope-OrgID header".into(),
-        )),
-    }
-}
-
 async fn doctor(
     State(store): State<Arc<Store>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let tenant = match tenant(&store, &headers) {
+    // The API's tenant rules: 401 without X-Scope-OrgID when multitenancy is on, 404 for a
+    // tenant the store holds nothing for.
+    let tenant = match crate::api::tenant(&store, &headers) {
         Ok(t) => t,
-        Err((status, message)) => return reject(status, message),
+        Err(response) => return response.into_response(),
     };
     let since = params.get("since").map_or("1h", String::as_str);
     let since_seconds = match parse_since(since) {
@@ -63,7 +42,8 @@ async fn doctor(
     };
     match run(&store, &tenant, since_seconds).await {
         Ok(report) => axum::Json(report).into_response(),
-        Err(err) => reject(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")),
+        // 503 while the store closes or replaces blocks faster than the read follows, 500 a fault.
+        Err(err) => crate::api::engine_error(err).into_response(),
     }
 }
 
