@@ -1,9 +1,12 @@
 //! Lost context: a CLIENT or PRODUCER span without a SERVER or CONSUMER child although the callee
 //! is instrumented. When the callee's server span started a trace of its own inside the client
-//! span's interval, the hop does not propagate context and the two halves are paired; when it
+//! span's interval (a consumer's up to [`QUEUE_WAIT_NANOS`] after its producer span: messages
+//! wait in queues), the hop does not propagate context and the two halves are paired; when it
 //! is nowhere, the callee did not record a call its caller sampled.
 
 use std::collections::HashMap;
+
+use threadline_traceql::model::SpanKind;
 
 use crate::finding::{percent, Category, Example, Finding, Hop, Severity};
 use crate::spans::{callee_keys, is_incoming, is_outgoing, own_keys, TraceIndex};
@@ -13,9 +16,15 @@ struct Childless {
     caller: String,
     keys: Vec<String>,
     start: u64,
-    end: u64,
+    /// The latest start of the callee's span that can still answer this call: the end of a
+    /// CLIENT span; for a PRODUCER, [`QUEUE_WAIT_NANOS`] later (a consumer runs after the send).
+    answer_by: u64,
     trace_id: [u8; 16],
 }
+
+/// How long after a PRODUCER span ends its message may still be consumed, for pairing the
+/// consumer's new trace with it. Longer waits are not paired (and count as unpaired).
+pub const QUEUE_WAIT_NANOS: u64 = 10_000_000_000;
 
 struct Root {
     start: u64,
@@ -73,7 +82,11 @@ impl ContextDetector {
                                 caller: service.to_string(),
                                 keys,
                                 start: span.start_unix_nano,
-                                end: span.end_unix_nano,
+                                answer_by: if span.kind == SpanKind::Producer {
+                                    span.end_unix_nano.saturating_add(QUEUE_WAIT_NANOS)
+                                } else {
+                                    span.end_unix_nano
+                                },
                                 trace_id: trace.trace_id,
                             });
                         }
@@ -167,7 +180,8 @@ impl ContextDetector {
     }
 
     /// The root server span answering `call`: the first unused one, in another trace, with one
-    /// of the call's keys, starting inside the call's interval.
+    /// of the call's keys, starting inside the call's interval (for a producer: up to
+    /// [`QUEUE_WAIT_NANOS`] after it).
     fn pair(&self, call: &Childless, used: &mut HashMap<String, Vec<bool>>) -> Option<[u8; 16]> {
         for key in &call.keys {
             let Some(roots) = self.roots.get(key) else {
@@ -178,7 +192,7 @@ impl ContextDetector {
             };
             let first = roots.partition_point(|r| r.start < call.start);
             for (j, root) in roots.iter().enumerate().skip(first) {
-                if root.start > call.end {
+                if root.start > call.answer_by {
                     break;
                 }
                 if !flags[j] && root.trace_id != call.trace_id {

@@ -2,6 +2,7 @@
 //! The helpers here build traces; each file below tests one group of checks.
 
 mod configs;
+mod hops;
 mod names_pii;
 mod traces;
 
