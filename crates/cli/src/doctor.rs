@@ -22,10 +22,10 @@ const CHECKS: &str = "\
 Checks (each finding says what, where, how often, example trace ids, and the fix):
   Trace checks (run in the store over the traces of --since):
     lost_context             a CLIENT/PRODUCER span with no SERVER/CONSUMER child while the callee's
-                             server span started a new trace inside the call (a consumer: up
-                             to 10 s after the producer span; matched by
-                             server.address, peer.service, url.full, rpc.service, messaging
-                             destination); the two halves are paired as example trace ids
+                             server span started a new trace inside the call (a consumer: up to
+                             10 s after the producer span), matched by server.address,
+                             peer.service, url.full, rpc.service or messaging destination; the
+                             two halves are paired as example trace ids
     callee_not_parent_based  the callee records no span for calls its caller sampled
     orphan_spans             spans whose parent never arrived, by service
     several_roots            traces with more than one root span
