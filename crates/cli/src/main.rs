@@ -5,6 +5,7 @@
 mod all_in_one;
 mod collector;
 mod demo;
+mod doctor;
 mod operator;
 mod query;
 mod store;
@@ -55,6 +56,9 @@ enum Command {
     Search(query::SearchArgs),
     /// Print one trace from a running store as a waterfall.
     Trace(query::TraceArgs),
+    /// Find where traces break: lost context, broken traces, span-name cardinality, PII, and
+    /// collector pipeline health (--metrics, --config).
+    Doctor(doctor::DoctorArgs),
     /// Run the trace store: OTLP in, blocks on disk or S3, Grafana Tempo's HTTP API out.
     Store(store::StoreArgs),
     /// The Kubernetes operator: reconcile OpenTelemetryCollector resources, inject
@@ -115,6 +119,10 @@ fn main() -> std::process::ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|r| r),
             Command::Trace(args) => tokio::task::spawn_blocking(move || query::trace(args))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r),
+            Command::Doctor(args) => tokio::task::spawn_blocking(move || doctor::run(args))
                 .await
                 .map_err(anyhow::Error::from)
                 .and_then(|r| r),

@@ -3,6 +3,7 @@
 //! retention, and Grafana Tempo's HTTP API.
 
 pub mod api;
+pub mod api_doctor;
 pub mod api_insight;
 pub mod api_metrics;
 pub mod block;
