@@ -3,6 +3,7 @@
 //! retention, and Grafana Tempo's HTTP API.
 
 pub mod api;
+pub mod api_grpc;
 pub mod api_insight;
 pub mod api_metrics;
 pub mod block;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod exporter;
 pub mod model;
 pub mod search;
+pub mod tempopb;
 #[cfg(test)]
 mod tests;
 pub mod ui;
