@@ -2,7 +2,9 @@
 //! grafana/tempo ad33aa8 `pkg/tempopb/tempo.proto`: the protobuf answers of the HTTP API and the
 //! messages of the gRPC streaming API. There is no protoc at build time; `proto/tempo_streaming.proto`
 //! is the same subset as a .proto file (clients generate from it) and a test checks that each
-//! message there has the fields, numbers and types written here.
+//! message there has the fields, numbers and types written here. The one field beyond Tempo's
+//! today is `prom_labels` (number 3 of the series), which Tempo retired and reserved: older
+//! clients read it, newer ones skip it.
 //!
 //! Attributes are OTLP's `KeyValue`: Tempo's `tempopb.common.v1` is OTLP's common.proto under
 //! another package name, the same wire format.
@@ -290,4 +292,137 @@ pub struct SearchTagValuesV2Response {
     pub tag_values: Vec<TagValue>,
     #[prost(message, optional, tag = "2")]
     pub metrics: Option<MetadataMetrics>,
+}
+
+/// `proto/tempo_streaming.proto` and the messages above agree: same message names, and for
+/// each field of a Rust message a field of the .proto message with the same number, name and
+/// type (both files read as text; the e2e test decodes every RPC with a client generated from
+/// the .proto).
+#[cfg(test)]
+mod proto_matches {
+    use std::collections::BTreeMap;
+
+    /// message -> field number -> (name without `_`, lowercase; kind; repeated).
+    type Fields = BTreeMap<String, BTreeMap<u32, (String, String, bool)>>;
+
+    const RESERVED: &str = "(reserved)";
+
+    fn name(text: &str) -> String {
+        text.trim_start_matches("r#")
+            .replace('_', "")
+            .to_lowercase()
+    }
+
+    fn rust_fields(source: &str) -> Fields {
+        let mut fields = Fields::new();
+        let mut message = String::new();
+        let mut attribute: Option<(String, bool, u32)> = None;
+        for line in source.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("pub struct ") {
+                message = rest.trim_end_matches(" {").to_string();
+            } else if let Some(attr) = line.strip_prefix("#[prost(") {
+                let kind = attr.split([',', ' ']).next().unwrap_or("");
+                let kind = if kind.ends_with("map") { "map" } else { kind };
+                let tag = attr
+                    .split("tag = \"")
+                    .nth(1)
+                    .and_then(|t| t.split('"').next());
+                let tag = tag.and_then(|t| t.parse().ok()).expect(attr);
+                attribute = Some((kind.to_string(), attr.contains("repeated"), tag));
+            } else if let (Some(rest), Some((kind, repeated, tag))) =
+                (line.strip_prefix("pub "), attribute.take())
+            {
+                let field = rest.split(':').next().unwrap_or("");
+                fields
+                    .entry(message.clone())
+                    .or_default()
+                    .insert(tag, (name(field), kind, repeated));
+            }
+        }
+        fields
+    }
+
+    fn proto_fields(source: &str) -> Fields {
+        const SCALARS: &[&str] = &["double", "uint32", "uint64", "int64", "string", "bool"];
+        let mut fields = Fields::new();
+        let mut message = String::new();
+        for line in source
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or("").trim())
+        {
+            if let Some(rest) = line.strip_prefix("message ") {
+                message = rest.trim_end_matches(" {").to_string();
+                continue;
+            }
+            if line.starts_with("enum ") || line.starts_with("service ") {
+                message = format!("({line})");
+                continue;
+            }
+            // A number Tempo retired: the Rust side may still send the old field there.
+            if let Some(number) = line.strip_prefix("reserved ") {
+                if let Ok(number) = number.trim_end_matches(';').parse::<u32>() {
+                    let retired = (RESERVED.to_string(), String::new(), false);
+                    fields
+                        .entry(message.clone())
+                        .or_default()
+                        .insert(number, retired);
+                }
+                continue;
+            }
+            let Some((declaration, number)) = line.split_once(" = ") else {
+                continue;
+            };
+            let Ok(number) = number.trim_end_matches(';').parse::<u32>() else {
+                continue;
+            };
+            let words: Vec<&str> = declaration.split_whitespace().collect();
+            let (repeated, words) = match words.split_first() {
+                Some((&"repeated", rest)) => (true, rest),
+                Some((&"optional", rest)) => (false, rest),
+                _ => (false, &words[..]),
+            };
+            let (Some(field), Some(kind)) = (words.last(), words.first()) else {
+                continue;
+            };
+            let kind = if kind.starts_with("map<") {
+                "map"
+            } else if SCALARS.contains(kind) {
+                kind
+            } else {
+                "message"
+            };
+            fields
+                .entry(message.clone())
+                .or_default()
+                .insert(number, (name(field), kind.to_string(), repeated));
+        }
+        fields
+    }
+
+    #[test]
+    fn every_rust_field_is_in_the_proto_with_its_number_and_type() {
+        let rust = rust_fields(include_str!("tempopb.rs"));
+        let proto = proto_fields(include_str!("../proto/tempo_streaming.proto"));
+        assert!(rust.len() >= 20, "{:?}", rust.keys());
+        for (message, fields) in &rust {
+            let Some(declared) = proto.get(message) else {
+                panic!("{message} is not in tempo_streaming.proto");
+            };
+            for (number, field) in fields {
+                let found = declared.get(number);
+                if found.is_some_and(|(name, _, _)| name == RESERVED) {
+                    continue;
+                }
+                assert_eq!(found, Some(field), "{message} field {number}");
+            }
+        }
+        // And the service's request and response messages are all here.
+        for message in [
+            "SearchRequest",
+            "SearchTagsV2Response",
+            "QueryInstantRequest",
+        ] {
+            assert!(rust.contains_key(message), "{message}");
+        }
+    }
 }
