@@ -277,15 +277,6 @@ impl Store {
                 self.consider(trace_id, data, matches, &mut found, &mut stats);
             }
         }
-        let blocks = self.blocks_of(tenant);
-        progress(Progress {
-            found: &found,
-            stats,
-            completed_jobs: 1,
-            total_jobs: blocks.len() as u32 + 1,
-            total_blocks: blocks.len() as u32,
-            total_block_bytes: blocks.iter().map(|b| b.meta.size_bytes).sum(),
-        });
 
         // Blocks: a block that goes away under the search is read again from the list that
         // replaced it, skipping the traces already considered.
@@ -316,6 +307,8 @@ impl Store {
     ) -> anyhow::Result<()> {
         let (found, stats, seen) = state;
         let blocks = self.blocks_of(tenant);
+        let total_block_bytes = blocks.iter().map(|b| b.meta.size_bytes).sum();
+        // Jobs: the heads (done when this runs), then each block.
         let report = |found: &[Found], stats: SearchStats, blocks_done: usize| {
             progress(Progress {
                 found,
@@ -323,9 +316,10 @@ impl Store {
                 completed_jobs: blocks_done as u32 + 1,
                 total_jobs: blocks.len() as u32 + 1,
                 total_blocks: blocks.len() as u32,
-                total_block_bytes: blocks.iter().map(|b| b.meta.size_bytes).sum(),
+                total_block_bytes,
             })
         };
+        report(found.as_slice(), **stats, 0);
         let mut pages_read = 0u64;
         for block_number in 0..blocks.len() {
             if found.len() >= limit {
