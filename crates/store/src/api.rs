@@ -17,8 +17,9 @@ use crate::engine::{SearchRequest, Store, SINGLE_TENANT};
 use crate::error::StoreError;
 use crate::search::{Matcher, SearchError};
 
+/// Tempo's HTTP API, with its gRPC streaming API on the same port (see [`crate::api_grpc`]).
 pub fn router(store: Arc<Store>) -> Router {
-    Router::new()
+    let http = Router::new()
         .route("/ready", get(|| async { "ready" }))
         .route("/api/echo", get(|| async { "echo" }))
         .route("/api/status/buildinfo", get(buildinfo))
@@ -36,7 +37,8 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/metrics/query", get(crate::api_metrics::query_instant))
         .merge(crate::ui::router())
         .merge(crate::api_doctor::router(store.clone()))
-        .with_state(store)
+        .with_state(store.clone());
+    crate::api_grpc::beside(http, store)
 }
 
 /// An error answer: Tempo answers errors in plain text.
@@ -284,6 +286,66 @@ fn parse_duration(name: &str, value: &Option<String>) -> Result<Option<u64>, Api
     }
 }
 
+/// The search a request asks: bounds for the engine, the matcher, and spans per span set.
+/// The HTTP and the gRPC search share it.
+pub(crate) fn parse_search(
+    params: &SearchParams,
+) -> Result<(SearchRequest, Matcher, usize), ApiError> {
+    let limit: Option<usize> = parse_number("limit", &params.limit)?;
+    let start: Option<u64> = parse_number("start", &params.start)?;
+    let end: Option<u64> = parse_number("end", &params.end)?;
+    let spss: Option<usize> = parse_number("spss", &params.spss)?;
+    let min = parse_duration("minDuration", &params.min_duration)?;
+    let max = parse_duration("maxDuration", &params.max_duration)?;
+    if let (Some(min), Some(max)) = (min, max) {
+        if min > max {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid maxDuration: must be greater than minDuration",
+            ));
+        }
+    }
+    if let (Some(start), Some(end)) = (start, end) {
+        if start > end {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid start: must be before end",
+            ));
+        }
+    }
+    let matcher =
+        Matcher::parse(params.q.as_deref(), params.tags.as_deref()).map_err(|e| match e {
+            SearchError::Query(message) => error(StatusCode::BAD_REQUEST, message),
+        })?;
+    let request = SearchRequest {
+        start_unix_nano: start.map(|s| s.saturating_mul(1_000_000_000)),
+        end_unix_nano: end.map(|e| e.saturating_mul(1_000_000_000).saturating_add(999_999_999)),
+        min_duration_nanos: min,
+        max_duration_nanos: max,
+        limit: limit.unwrap_or(20),
+        service_hint: matcher.service_hint(),
+        error_hint: matcher.error_hint(),
+    };
+    Ok((request, matcher, spss.unwrap_or(3)))
+}
+
+/// One found trace as Tempo's `TraceSearchMetadata` JSON (the gRPC search sends the same,
+/// as protobuf).
+pub(crate) fn trace_json(f: &crate::engine::Found, matcher: &Matcher, spss: usize) -> Json {
+    let spans = matcher.matches(&f.trace).unwrap_or_default();
+    let span_set = span_set_json(&f.trace, &spans, spss);
+    json!({
+        "traceID": hex::encode(f.trace_id),
+        "rootServiceName": if f.summary.root_service.is_empty() { "<root span not yet received>" } else { &f.summary.root_service },
+        "rootTraceName": f.summary.root_name,
+        "startTimeUnixNano": f.summary.start_unix_nano.to_string(),
+        "durationMs": f.summary.duration_nanos() / 1_000_000,
+        "spanSet": span_set,
+        "spanSets": [span_set],
+        "serviceStats": crate::api_insight::service_stats(&f.trace),
+    })
+}
+
 async fn search(
     State(store): State<Arc<Store>>,
     Query(params): Query<SearchParams>,
@@ -293,45 +355,7 @@ async fn search(
         Ok(t) => t,
         Err(response) => return response.into_response(),
     };
-    let parsed = (|| {
-        let limit: Option<usize> = parse_number("limit", &params.limit)?;
-        let start: Option<u64> = parse_number("start", &params.start)?;
-        let end: Option<u64> = parse_number("end", &params.end)?;
-        let spss: Option<usize> = parse_number("spss", &params.spss)?;
-        let min = parse_duration("minDuration", &params.min_duration)?;
-        let max = parse_duration("maxDuration", &params.max_duration)?;
-        if let (Some(min), Some(max)) = (min, max) {
-            if min > max {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid maxDuration: must be greater than minDuration",
-                ));
-            }
-        }
-        if let (Some(start), Some(end)) = (start, end) {
-            if start > end {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid start: must be before end",
-                ));
-            }
-        }
-        let matcher =
-            Matcher::parse(params.q.as_deref(), params.tags.as_deref()).map_err(|e| match e {
-                SearchError::Query(message) => error(StatusCode::BAD_REQUEST, message),
-            })?;
-        let request = SearchRequest {
-            start_unix_nano: start.map(|s| s.saturating_mul(1_000_000_000)),
-            end_unix_nano: end.map(|e| e.saturating_mul(1_000_000_000).saturating_add(999_999_999)),
-            min_duration_nanos: min,
-            max_duration_nanos: max,
-            limit: limit.unwrap_or(20),
-            service_hint: matcher.service_hint(),
-            error_hint: matcher.error_hint(),
-        };
-        Ok((request, matcher, spss.unwrap_or(3)))
-    })();
-    let (request, matcher, spss) = match parsed {
+    let (request, matcher, spss) = match parse_search(&params) {
         Ok(parsed) => parsed,
         Err(response) => return response.into_response(),
     };
@@ -342,20 +366,7 @@ async fn search(
     };
     let traces: Vec<Json> = found
         .iter()
-        .map(|f| {
-            let spans = matcher.matches(&f.trace).unwrap_or_default();
-            let span_set = span_set_json(&f.trace, &spans, spss);
-            json!({
-                "traceID": hex::encode(f.trace_id),
-                "rootServiceName": if f.summary.root_service.is_empty() { "<root span not yet received>" } else { &f.summary.root_service },
-                "rootTraceName": f.summary.root_name,
-                "startTimeUnixNano": f.summary.start_unix_nano.to_string(),
-                "durationMs": f.summary.duration_nanos() / 1_000_000,
-                "spanSet": span_set,
-                "spanSets": [span_set],
-                "serviceStats": crate::api_insight::service_stats(&f.trace),
-            })
-        })
+        .map(|f| trace_json(f, &matcher, spss))
         .collect();
     axum::Json(json!({
         "traces": traces,

@@ -26,7 +26,8 @@ use threadline_traceql::metrics::{self, Evaluator, Labels, RangeRequest, TimeSer
 use threadline_traceql::model::{Trace, Value};
 
 use crate::api::{engine_error, error, tenant, value_json, wants_protobuf, ApiError};
-use crate::engine::{SearchRequest, Store};
+use crate::engine::{Progress, SearchRequest, Store};
+use crate::tempopb as pb;
 
 /// Exemplars returned when the request names none (Tempo's `max_exemplars` default).
 const DEFAULT_EXEMPLARS: u32 = 100;
@@ -35,13 +36,13 @@ const DEFAULT_SINCE_NANOS: u64 = 3600 * 1_000_000_000;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct MetricsParams {
-    q: Option<String>,
-    query: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    since: Option<String>,
-    step: Option<String>,
-    exemplars: Option<String>,
+    pub(crate) q: Option<String>,
+    pub(crate) query: Option<String>,
+    pub(crate) start: Option<String>,
+    pub(crate) end: Option<String>,
+    pub(crate) since: Option<String>,
+    pub(crate) step: Option<String>,
+    pub(crate) exemplars: Option<String>,
 }
 
 pub async fn query_range(
@@ -49,9 +50,9 @@ pub async fn query_range(
     Query(params): Query<MetricsParams>,
     headers: HeaderMap,
 ) -> Response {
-    match run(&store, &params, &headers, false).await {
+    match run(&store, &params, &headers, false, &|_| {}).await {
         Ok((series, figures)) if wants_protobuf(&headers) => {
-            protobuf(range_response_proto(&series, &figures))
+            protobuf(range_response_message(&series, &figures).encode_to_vec())
         }
         Ok((series, figures)) => axum::Json(range_response_json(&series, &figures)).into_response(),
         Err(err) => err.into_response(),
@@ -63,9 +64,9 @@ pub async fn query_instant(
     Query(params): Query<MetricsParams>,
     headers: HeaderMap,
 ) -> Response {
-    match run(&store, &params, &headers, true).await {
+    match run(&store, &params, &headers, true, &|_| {}).await {
         Ok((series, figures)) if wants_protobuf(&headers) => {
-            protobuf(instant_response_proto(&series, &figures))
+            protobuf(instant_response_message(&series, &figures).encode_to_vec())
         }
         Ok((series, figures)) => {
             axum::Json(instant_response_json(&series, &figures)).into_response()
@@ -76,18 +77,20 @@ pub async fn query_instant(
 
 /// What the scan looked at (Tempo's `SearchMetrics`).
 #[derive(Debug, Default)]
-struct Figures {
-    inspected_traces: u64,
-    inspected_bytes: u64,
-    inspected_spans: u64,
+pub(crate) struct Figures {
+    pub(crate) inspected_traces: u64,
+    pub(crate) inspected_bytes: u64,
+    pub(crate) inspected_spans: u64,
 }
 
-/// Parses the request, scans every trace of the range once, and evaluates the query.
-async fn run(
+/// Parses the request, scans every trace of the range once, and evaluates the query, telling
+/// `progress` how far the scan is (the gRPC streaming API sends it on).
+pub(crate) async fn run(
     store: &Store,
     params: &MetricsParams,
     headers: &HeaderMap,
     instant: bool,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<(Vec<TimeSeries>, Figures), ApiError> {
     let tenant = tenant(store, headers)?;
     let text = params
@@ -125,7 +128,7 @@ async fn run(
         false
     };
     let (_, stats) = store
-        .search(&tenant, &request, &observe)
+        .search_with_progress(&tenant, &request, &observe, progress)
         .await
         .map_err(engine_error)?;
     let evaluator = evaluator.into_inner();
@@ -413,78 +416,6 @@ fn number(value: f64) -> Json {
     }
 }
 
-// tempopb's messages for the protobuf answers, with tempo.proto's field numbers.
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoSample {
-    #[prost(double, tag = "1")]
-    value: f64,
-    #[prost(int64, tag = "2")]
-    timestamp_ms: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoExemplar {
-    #[prost(message, repeated, tag = "1")]
-    labels: Vec<KeyValue>,
-    #[prost(double, tag = "2")]
-    value: f64,
-    #[prost(int64, tag = "3")]
-    timestamp_ms: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoTimeSeries {
-    #[prost(message, repeated, tag = "1")]
-    labels: Vec<KeyValue>,
-    #[prost(message, repeated, tag = "2")]
-    samples: Vec<ProtoSample>,
-    #[prost(string, tag = "3")]
-    prom_labels: String,
-    #[prost(message, repeated, tag = "4")]
-    exemplars: Vec<ProtoExemplar>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoSearchMetrics {
-    #[prost(uint32, tag = "1")]
-    inspected_traces: u32,
-    #[prost(uint64, tag = "2")]
-    inspected_bytes: u64,
-    #[prost(uint32, tag = "4")]
-    total_jobs: u32,
-    #[prost(uint32, tag = "5")]
-    completed_jobs: u32,
-    #[prost(uint64, tag = "7")]
-    inspected_spans: u64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoQueryRangeResponse {
-    #[prost(message, repeated, tag = "1")]
-    series: Vec<ProtoTimeSeries>,
-    #[prost(message, optional, tag = "2")]
-    metrics: Option<ProtoSearchMetrics>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoInstantSeries {
-    #[prost(message, repeated, tag = "1")]
-    labels: Vec<KeyValue>,
-    #[prost(double, tag = "2")]
-    value: f64,
-    #[prost(string, tag = "3")]
-    prom_labels: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoQueryInstantResponse {
-    #[prost(message, repeated, tag = "1")]
-    series: Vec<ProtoInstantSeries>,
-    #[prost(message, optional, tag = "2")]
-    metrics: Option<ProtoSearchMetrics>,
-}
-
 fn any_value(value: &Value) -> AnyValue {
     let value = match value {
         Value::Str(s) => any_value::Value::StringValue(s.clone()),
@@ -509,25 +440,29 @@ fn proto_labels(labels: &Labels) -> Vec<KeyValue> {
         .collect()
 }
 
-fn proto_figures(figures: &Figures) -> Option<ProtoSearchMetrics> {
-    Some(ProtoSearchMetrics {
+fn proto_figures(figures: &Figures) -> Option<pb::SearchMetrics> {
+    Some(pb::SearchMetrics {
         inspected_traces: u32::try_from(figures.inspected_traces).unwrap_or(u32::MAX),
         inspected_bytes: figures.inspected_bytes,
         total_jobs: 1,
         completed_jobs: 1,
         inspected_spans: figures.inspected_spans,
+        ..Default::default()
     })
 }
 
-fn range_response_proto(series: &[TimeSeries], figures: &Figures) -> Vec<u8> {
+pub(crate) fn range_response_message(
+    series: &[TimeSeries],
+    figures: &Figures,
+) -> pb::QueryRangeResponse {
     let series = series
         .iter()
-        .map(|s| ProtoTimeSeries {
+        .map(|s| pb::TimeSeries {
             labels: proto_labels(&s.labels),
             samples: s
                 .samples
                 .iter()
-                .map(|p| ProtoSample {
+                .map(|p| pb::Sample {
                     value: p.value,
                     timestamp_ms: p.timestamp_ms,
                 })
@@ -536,7 +471,7 @@ fn range_response_proto(series: &[TimeSeries], figures: &Figures) -> Vec<u8> {
             exemplars: s
                 .exemplars
                 .iter()
-                .map(|e| ProtoExemplar {
+                .map(|e| pb::Exemplar {
                     labels: e
                         .labels
                         .iter()
@@ -552,27 +487,28 @@ fn range_response_proto(series: &[TimeSeries], figures: &Figures) -> Vec<u8> {
                 .collect(),
         })
         .collect();
-    ProtoQueryRangeResponse {
+    pb::QueryRangeResponse {
         series,
         metrics: proto_figures(figures),
     }
-    .encode_to_vec()
 }
 
-fn instant_response_proto(series: &[TimeSeries], figures: &Figures) -> Vec<u8> {
+pub(crate) fn instant_response_message(
+    series: &[TimeSeries],
+    figures: &Figures,
+) -> pb::QueryInstantResponse {
     let series = series
         .iter()
-        .map(|s| ProtoInstantSeries {
+        .map(|s| pb::InstantSeries {
             labels: proto_labels(&s.labels),
             value: s.samples.last().map_or(0.0, |p| p.value),
             prom_labels: prom_labels(&s.labels),
         })
         .collect();
-    ProtoQueryInstantResponse {
+    pb::QueryInstantResponse {
         series,
         metrics: proto_figures(figures),
     }
-    .encode_to_vec()
 }
 
 fn protobuf(body: Vec<u8>) -> Response {
@@ -677,10 +613,8 @@ mod tests {
             s["promLabels"],
             "{resource.service.name=\"api\", span.http.route=\"nil\"}"
         );
-        let decoded = ProtoQueryRangeResponse::decode(
-            range_response_proto(&series, &Figures::default()).as_slice(),
-        )
-        .unwrap();
+        let encoded = range_response_message(&series, &Figures::default()).encode_to_vec();
+        let decoded = pb::QueryRangeResponse::decode(encoded.as_slice()).unwrap();
         assert_eq!(decoded.series[0].samples[0].timestamp_ms, 1_700_000_000_000);
         assert_eq!(decoded.series[0].labels[0].key, "resource.service.name");
     }

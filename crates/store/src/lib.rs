@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod api_doctor;
+pub mod api_grpc;
 pub mod api_insight;
 pub mod api_metrics;
 pub mod block;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod exporter;
 pub mod model;
 pub mod search;
+pub mod tempopb;
 #[cfg(test)]
 mod tests;
 pub mod ui;

@@ -121,6 +121,19 @@ pub struct Found {
     pub trace: Trace,
 }
 
+/// What a search has so far, told after the heads and after each block: the gRPC streaming
+/// API sends partial results from it. A job is the heads or one block (Tempo's jobs are
+/// shards of blocks).
+pub struct Progress<'a> {
+    /// Every trace found so far, in the order found: the list only grows.
+    pub found: &'a [Found],
+    pub stats: SearchStats,
+    pub completed_jobs: u32,
+    pub total_jobs: u32,
+    pub total_blocks: u32,
+    pub total_block_bytes: u64,
+}
+
 /// Figures of a search, as Tempo reports them.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SearchStats {

@@ -203,6 +203,19 @@ impl Store {
         request: &SearchRequest,
         matches: &(dyn Fn(&Trace) -> bool + Sync),
     ) -> anyhow::Result<(Vec<Found>, SearchStats)> {
+        self.search_with_progress(tenant, request, matches, &|_| {})
+            .await
+    }
+
+    /// [`Store::search`], telling `progress` what it has after the heads and after each block
+    /// (the gRPC streaming API sends partial results from it).
+    pub async fn search_with_progress(
+        &self,
+        tenant: &str,
+        request: &SearchRequest,
+        matches: &(dyn Fn(&Trace) -> bool + Sync),
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+    ) -> anyhow::Result<(Vec<Found>, SearchStats)> {
         self.check_open()?;
         if let (Some(start), Some(end)) = (request.start_unix_nano, request.end_unix_nano) {
             if start > end {
@@ -269,9 +282,9 @@ impl Store {
         // replaced it, skipping the traces already considered.
         let mut attempts = 0;
         loop {
-            let mut progress = (&mut found, &mut stats, &mut seen);
+            let mut state = (&mut found, &mut stats, &mut seen);
             match self
-                .search_blocks(tenant, request, matches, limit, &mut progress)
+                .search_blocks(tenant, request, matches, limit, &mut state, progress)
                 .await
             {
                 Ok(()) => break,
@@ -282,87 +295,125 @@ impl Store {
     }
 
     /// The block part of [`Store::search`], over the block list as it is now, adding to
-    /// `progress` (found, stats, trace ids considered).
+    /// `state` (found, stats, trace ids considered) and telling `progress` after each block.
     async fn search_blocks(
         &self,
         tenant: &str,
         request: &SearchRequest,
         matches: &(dyn Fn(&Trace) -> bool + Sync),
         limit: usize,
-        progress: &mut SearchProgress<'_>,
+        state: &mut SearchProgress<'_>,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> anyhow::Result<()> {
-        let (found, stats, seen) = progress;
+        let (found, stats, seen) = state;
         let blocks = self.blocks_of(tenant);
+        let total_block_bytes = blocks.iter().map(|b| b.meta.size_bytes).sum();
+        // Jobs: the heads (done when this runs), then each block.
+        let report = |found: &[Found], stats: SearchStats, blocks_done: usize| {
+            progress(Progress {
+                found,
+                stats,
+                completed_jobs: blocks_done as u32 + 1,
+                total_jobs: blocks.len() as u32 + 1,
+                total_blocks: blocks.len() as u32,
+                total_block_bytes,
+            })
+        };
+        report(found.as_slice(), **stats, 0);
         let mut pages_read = 0u64;
-        for (block_number, block) in blocks.iter().enumerate() {
+        for block_number in 0..blocks.len() {
             if found.len() >= limit {
                 break;
             }
-            if request
-                .start_unix_nano
-                .is_some_and(|s| block.meta.end_unix_nano < s)
-                || request
-                    .end_unix_nano
-                    .is_some_and(|e| block.meta.start_unix_nano > e)
-            {
+            self.search_block(
+                tenant,
+                request,
+                matches,
+                limit,
+                (&mut **found, &mut **stats, &mut **seen),
+                (&blocks, block_number, &mut pages_read),
+            )
+            .await?;
+            report(found.as_slice(), **stats, block_number + 1);
+        }
+        report(found.as_slice(), **stats, blocks.len());
+        Ok(())
+    }
+
+    /// One block of [`Store::search_blocks`]: `blocks[block_number]`.
+    async fn search_block(
+        &self,
+        tenant: &str,
+        request: &SearchRequest,
+        matches: &(dyn Fn(&Trace) -> bool + Sync),
+        limit: usize,
+        (found, stats, seen): SearchProgress<'_>,
+        (blocks, block_number, pages_read): (&[Arc<Block>], usize, &mut u64),
+    ) -> anyhow::Result<()> {
+        let block = &blocks[block_number];
+        if request
+            .start_unix_nano
+            .is_some_and(|s| block.meta.end_unix_nano < s)
+            || request
+                .end_unix_nano
+                .is_some_and(|e| block.meta.start_unix_nano > e)
+        {
+            return Ok(());
+        }
+        // The service hint as an id of this block's string table; a block without the name
+        // holds no candidate.
+        let service = match &request.service_hint {
+            Some(name) => match block.index.string_id(name) {
+                Some(id) => Some(id),
+                None => return Ok(()),
+            },
+            None => None,
+        };
+        // Rows are in trace id order, as pages: each run of rows of one page is checked
+        // against the index, then the page is read if any row may match. The rows are
+        // compared as they are: this loop runs over every trace of the block.
+        for rows in block.index.rows.chunk_by(|a, b| a.page == b.page) {
+            if found.len() >= limit {
+                break;
+            }
+            let candidates: std::collections::HashSet<[u8; 16]> = rows
+                .iter()
+                .filter(|row| {
+                    request.admits(row.start_unix_nano, row.end_unix_nano, row.has_error)
+                        && service.is_none_or(|id| row.services.contains(&id))
+                        && !seen.contains(&row.trace_id)
+                })
+                .map(|row| row.trace_id)
+                .collect();
+            if candidates.is_empty() {
                 continue;
             }
-            // The service hint as an id of this block's string table; a block without the name
-            // holds no candidate.
-            let service = match &request.service_hint {
-                Some(name) => match block.index.string_id(name) {
-                    Some(id) => Some(id),
-                    None => continue,
-                },
-                None => None,
-            };
-            // Rows are in trace id order, as pages: each run of rows of one page is checked
-            // against the index, then the page is read if any row may match. The rows are
-            // compared as they are: this loop runs over every trace of the block.
-            for rows in block.index.rows.chunk_by(|a, b| a.page == b.page) {
+            // Pages in the cache never wait: yield now and then, so that a long search
+            // over cached pages does not hold a runtime worker to itself.
+            *pages_read += 1;
+            if pages_read.is_multiple_of(16) {
+                tokio::task::yield_now().await;
+            }
+            let traces = self.page(block, rows[0].page).await?;
+            for (trace_id, data) in traces.iter().filter(|(id, _)| candidates.contains(id)) {
                 if found.len() >= limit {
                     break;
                 }
-                let candidates: std::collections::HashSet<[u8; 16]> = rows
-                    .iter()
-                    .filter(|row| {
-                        request.admits(row.start_unix_nano, row.end_unix_nano, row.has_error)
-                            && service.is_none_or(|id| row.services.contains(&id))
-                            && !seen.contains(&row.trace_id)
-                    })
-                    .map(|row| row.trace_id)
-                    .collect();
-                if candidates.is_empty() {
+                if seen.contains(trace_id) {
                     continue;
                 }
-                // Pages in the cache never wait: yield now and then, so that a long search
-                // over cached pages does not hold a runtime worker to itself.
-                pages_read += 1;
-                if pages_read.is_multiple_of(16) {
-                    tokio::task::yield_now().await;
-                }
-                let traces = self.page(block, rows[0].page).await?;
-                for (trace_id, data) in traces.iter().filter(|(id, _)| candidates.contains(id)) {
-                    if found.len() >= limit {
-                        break;
+                // The whole trace: parts in other blocks or the head (rare) are merged in.
+                // Marked seen only once read, so a retry after a vanished block reads it.
+                let data = if self.has_parts_elsewhere(tenant, trace_id, blocks, block_number) {
+                    match self.trace_by_id_once(tenant, trace_id).await? {
+                        Some(data) => data,
+                        None => continue,
                     }
-                    if seen.contains(trace_id) {
-                        continue;
-                    }
-                    // The whole trace: parts in other blocks or the head (rare) are merged in.
-                    // Marked seen only once read, so a retry after a vanished block reads it.
-                    let data = if self.has_parts_elsewhere(tenant, trace_id, &blocks, block_number)
-                    {
-                        match self.trace_by_id_once(tenant, trace_id).await? {
-                            Some(data) => data,
-                            None => continue,
-                        }
-                    } else {
-                        data.clone()
-                    };
-                    seen.insert(*trace_id);
-                    self.consider(*trace_id, data, matches, found, stats);
-                }
+                } else {
+                    data.clone()
+                };
+                seen.insert(*trace_id);
+                self.consider(*trace_id, data, matches, found, stats);
             }
         }
         Ok(())
