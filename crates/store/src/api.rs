@@ -35,6 +35,7 @@ pub fn router(store: Arc<Store>) -> Router {
         )
         .route("/api/metrics/query", get(crate::api_metrics::query_instant))
         .merge(crate::ui::router())
+        .merge(crate::api_service_graph::router(store.clone()))
         .with_state(store)
 }
 

@@ -5,11 +5,13 @@
 pub mod api;
 pub mod api_insight;
 pub mod api_metrics;
+pub mod api_service_graph;
 pub mod block;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod exporter;
+pub mod generator;
 pub mod model;
 pub mod search;
 #[cfg(test)]
