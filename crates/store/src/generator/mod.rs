@@ -146,18 +146,22 @@ impl Generator {
     pub fn observe(&self, tenant: &str, data: &TraceData, now: Instant) {
         let instance = self.instance(tenant);
         let mut instance = instance.lock().unwrap_or_else(|e| e.into_inner());
-        // A trace has few resources: service.name is looked up once per resource.
-        let mut service: (*const u8, &str) = (std::ptr::null(), "");
-        data.for_each_span(|resource, _scope, span| {
-            let raw = resource.raw();
-            if raw.as_ptr() != service.0 {
-                let name = resource
-                    .attribute("service.name")
-                    .and_then(|v| v.as_str())
+        // A batch has few resources: their attributes are decoded once each.
+        let mut resource: (*const u8, span::DecodedAttributes<'_>, &str) =
+            (std::ptr::null(), Vec::new(), "");
+        data.for_each_span(|resource_view, _scope, span| {
+            let raw = resource_view.raw();
+            if raw.as_ptr() != resource.0 {
+                let attributes: span::DecodedAttributes<'_> =
+                    resource_view.raw_attributes().collect();
+                let service = attributes
+                    .iter()
+                    .find(|(k, _)| *k == b"service.name")
+                    .and_then(|(_, v)| v.decode().as_str())
                     .unwrap_or("");
-                service = (raw.as_ptr(), name);
+                resource = (raw.as_ptr(), attributes, service);
             }
-            let wire = WireSpan::new(*resource, *span, service.1);
+            let wire = WireSpan::new(&resource.1, *span, resource.2);
             instance.add(&wire, now);
         });
     }

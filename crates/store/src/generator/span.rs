@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use threadline_otlp::wire::{FieldIter, WireValue};
-use threadline_otlp::{AnyValueView, ResourceView, SpanView};
+use threadline_otlp::{AnyValueView, EncodedValue, SpanView};
 use threadline_traceql::model::{self, Value};
 
 pub const KIND_SERVER: i32 = 2;
@@ -66,15 +66,35 @@ fn view_text(value: AnyValueView<'_>) -> Option<Cow<'_, str>> {
     })
 }
 
-/// A span of OTLP bytes.
-pub struct WireSpan<'a> {
-    pub essentials: Essentials<'a>,
-    pub resource: ResourceView<'a>,
-    pub span: SpanView<'a>,
+/// Attributes decoded from OTLP bytes once, looked up many times: the processors ask up to a
+/// dozen keys per span (peer and database attributes, dimensions, filters), and scanning the
+/// encoded attributes for each made the generator cost as much CPU as the rest of ingest
+/// (bench/generator.py: +90-150% CPU per span before, see BENCHMARKS.md).
+/// Keys are kept as bytes and values encoded: only a match is decoded.
+pub type DecodedAttributes<'a> = Vec<(&'a [u8], EncodedValue<'a>)>;
+
+fn lookup<'a>(attributes: &[(&'a [u8], EncodedValue<'a>)], key: &str) -> Option<Cow<'a, str>> {
+    attributes
+        .iter()
+        .find(|(k, _)| *k == key.as_bytes())
+        .and_then(|(_, v)| view_text(v.decode()))
 }
 
-impl<'a> WireSpan<'a> {
-    pub fn new(resource: ResourceView<'a>, span: SpanView<'a>, service: &'a str) -> Self {
+/// A span of OTLP bytes, with its resource's attributes decoded by the caller (once per
+/// resource) and its own decoded on the first lookup.
+pub struct WireSpan<'a, 'r> {
+    pub essentials: Essentials<'a>,
+    span: SpanView<'a>,
+    span_attributes: std::cell::OnceCell<DecodedAttributes<'a>>,
+    resource_attributes: &'r [(&'a [u8], EncodedValue<'a>)],
+}
+
+impl<'a, 'r> WireSpan<'a, 'r> {
+    pub fn new(
+        resource_attributes: &'r [(&'a [u8], EncodedValue<'a>)],
+        span: SpanView<'a>,
+        service: &'a str,
+    ) -> Self {
         let raw = span.raw();
         let mut e = Essentials {
             service,
@@ -108,23 +128,27 @@ impl<'a> WireSpan<'a> {
         }
         WireSpan {
             essentials: e,
-            resource,
             span,
+            span_attributes: std::cell::OnceCell::new(),
+            resource_attributes,
         }
     }
 }
 
-impl<'a> SpanSource<'a> for WireSpan<'a> {
+impl<'a> SpanSource<'a> for WireSpan<'a, '_> {
     fn essentials(&self) -> &Essentials<'a> {
         &self.essentials
     }
 
     fn span_attribute(&self, key: &str) -> Option<Cow<'a, str>> {
-        self.span.attribute(key).and_then(view_text)
+        let decoded = self
+            .span_attributes
+            .get_or_init(|| self.span.raw_attributes().collect());
+        lookup(decoded, key)
     }
 
     fn resource_attribute(&self, key: &str) -> Option<Cow<'a, str>> {
-        self.resource.attribute(key).and_then(view_text)
+        lookup(self.resource_attributes, key)
     }
 }
 
