@@ -129,13 +129,15 @@ impl Pairer {
                 .map(|d| span.attribute(d).map(|v| v.into_owned()))
                 .collect(),
         };
-        let (peer_attribute, peer) = self.peer(span);
+        // Peer attributes matter for client halves and root server spans only: a server span
+        // with a parent is not searched (decoding its attributes cost ~10% of ingest CPU).
         if client {
             if let Some(edge) = self.database_edge(span, &side) {
                 return Some(edge);
             }
         } else if e.parent_span_id.is_none() {
             // A root server span: called by someone who sends no spans.
+            let (_, peer) = self.peer(span);
             let client_name = if peer.is_empty() { "user" } else { &peer };
             return Some(Edge {
                 client: client_name.to_string(),
@@ -162,8 +164,9 @@ impl Pairer {
             self.dropped_spans += 1;
             return None;
         }
+        let client_peer = client.then(|| self.peer(span));
         let pending = self.pending.entry(key).or_default();
-        if client {
+        if let Some((peer_attribute, peer)) = client_peer {
             pending.client = Some(side);
             pending.peer_attribute = peer_attribute;
             pending.peer = peer;
