@@ -24,7 +24,9 @@ def _documented_examples() -> list[str]:
 
 
 def test_every_endpoint_in_the_api_doc_answers(store_factory):
-    store = store_factory()
+    # The metrics generator is off by default in `threadline store` (as Tempo's): on here so its
+    # scrape page is checked too.
+    store = store_factory(sets=["metrics_generator::processors=[service-graphs, span-metrics]"])
     provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=store.grpc_endpoint, insecure=True)))
     with provider.get_tracer("e2e.doc").start_as_current_span("GET /cart") as span:

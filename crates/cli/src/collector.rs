@@ -9,6 +9,7 @@ use threadline_collector::registry::{list, Registry};
 use threadline_collector::service::{self, Service};
 use threadline_config::{CollectorConfig, ConfigSources};
 use threadline_store::exporter::StoreExporterFactory;
+use threadline_store::generator::processor::GeneratorProcessorFactory;
 use threadline_store::Store;
 
 /// The config used when no `--config` is given.
@@ -37,9 +38,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `collector`, `store` and `all-in-one` accept and reject the same configs.
 pub fn registry(store: Option<Arc<Store>>) -> Registry {
     let mut registry = Registry::builtin();
-    registry.add_exporter(Box::new(match store {
-        Some(store) => StoreExporterFactory::new(store),
+    registry.add_exporter(Box::new(match &store {
+        Some(store) => StoreExporterFactory::new(store.clone()),
         None => StoreExporterFactory::without_store(),
+    }));
+    registry.add_processor(Box::new(match store {
+        Some(store) => GeneratorProcessorFactory::new(store),
+        None => GeneratorProcessorFactory::without_store(),
     }));
     registry
 }

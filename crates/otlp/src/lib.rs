@@ -12,6 +12,6 @@ pub mod traces;
 pub mod wire;
 
 pub use traces::{
-    count_spans, AnyValueView, Attributes, DecodeError, Rejected, ResourceView, ScopeView,
-    SliceWriter, SpanView, TraceData, TraceDataBuilder, TraceSlice,
+    count_spans, AnyValueView, Attributes, DecodeError, EncodedValue, RawAttributes, Rejected,
+    ResourceView, ScopeView, SliceWriter, SpanView, TraceData, TraceDataBuilder, TraceSlice,
 };

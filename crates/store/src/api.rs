@@ -37,6 +37,7 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/metrics/query", get(crate::api_metrics::query_instant))
         .merge(crate::ui::router())
         .merge(crate::api_doctor::router(store.clone()))
+        .merge(crate::api_service_graph::router())
         .with_state(store.clone());
     crate::api_grpc::beside(http, store)
 }

@@ -33,6 +33,9 @@ pub struct StoreConfig {
     /// tenant, `single-tenant`, as Tempo.
     #[serde(default)]
     pub multitenancy_enabled: bool,
+    /// Metrics from traces (service graphs, span metrics), with Tempo's keys.
+    #[serde(default)]
+    pub metrics_generator: crate::generator::MetricsGeneratorConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +324,7 @@ impl StoreConfig {
 
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
+        self.metrics_generator.validate(&mut errors);
         if !matches!(
             self.target.as_str(),
             "all" | "ingester" | "querier" | "compactor"

@@ -84,6 +84,7 @@ impl ExporterFactory for StoreExporterFactory {
             store: store.clone(),
             tenant: config.tenant,
             metrics: ctx.telemetry.exporter(ctx.id),
+            generator: store.generator(),
         }))
     }
 }
@@ -92,6 +93,7 @@ struct StoreExporter {
     store: Arc<Store>,
     tenant: String,
     metrics: threadline_collector::telemetry::ExporterMetrics,
+    generator: Option<Arc<crate::generator::Generator>>,
 }
 
 #[async_trait]
@@ -121,6 +123,9 @@ impl TracesConsumer for StoreExporter {
         match self.store.append(&tenant, &data).await {
             Ok(()) => {
                 self.metrics.sent_spans.inc_by(spans);
+                if let Some(generator) = &self.generator {
+                    generator.observe_stored(&tenant, &data);
+                }
                 Ok(())
             }
             Err(err) => {

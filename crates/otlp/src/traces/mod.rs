@@ -29,7 +29,10 @@ use rebuild::{SCOPE_SPANS_FIELD, SPANS_FIELD};
 pub use error::DecodeError;
 pub use slice::{SliceWriter, TraceSlice};
 pub use validate::count_spans;
-pub use view::{AnyValueView, Attributes, ResourceView, ScopeView, SpanEssentials, SpanView};
+pub use view::{
+    AnyValueView, Attributes, EncodedValue, RawAttributes, ResourceView, ScopeView, SpanEssentials,
+    SpanView,
+};
 
 /// Encoded trace data: a valid `ExportTraceServiceRequest` encoding holding only `resource_spans`
 /// fields, plus the number of spans in it. Cloning shares the bytes.

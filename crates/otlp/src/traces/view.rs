@@ -62,9 +62,10 @@ fn find_attribute<'a>(
     number: u32,
     key: &str,
 ) -> Option<AnyValueView<'a>> {
+    // Keys are compared as bytes: values are decoded only for the match.
     containers
-        .flat_map(|container| Attributes::new(container, number))
-        .find_map(|(k, value)| (k == key).then_some(value))
+        .flat_map(|container| RawAttributes::new(container, number))
+        .find_map(|(k, value)| (k == key.as_bytes()).then(|| value.decode()))
 }
 
 /// An attribute value (`AnyValue`), borrowed from the encoded bytes.
@@ -131,24 +132,36 @@ impl<'a> AnyValueView<'a> {
     }
 }
 
-/// Iterator over `(key, value)` of the `KeyValue` fields of a message.
+/// An attribute's encoded `AnyValue`, decoded on request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EncodedValue<'a>(Option<&'a [u8]>);
+
+impl<'a> EncodedValue<'a> {
+    pub fn decode(self) -> AnyValueView<'a> {
+        self.0
+            .map_or(AnyValueView::Empty, AnyValueView::from_encoded)
+    }
+}
+
+/// Iterator over `(key bytes, encoded value)` of the `KeyValue` fields of a message: each
+/// `KeyValue` read in one pass, nothing decoded (for callers that look for a few keys).
 #[derive(Clone, Debug)]
-pub struct Attributes<'a> {
+pub struct RawAttributes<'a> {
     fields: FieldIter<'a>,
     number: u32,
 }
 
-impl<'a> Attributes<'a> {
+impl<'a> RawAttributes<'a> {
     fn new(container: &'a [u8], number: u32) -> Self {
-        Attributes {
+        RawAttributes {
             fields: FieldIter::new(container),
             number,
         }
     }
 }
 
-impl<'a> Iterator for Attributes<'a> {
-    type Item = (&'a str, AnyValueView<'a>);
+impl<'a> Iterator for RawAttributes<'a> {
+    type Item = (&'a [u8], EncodedValue<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -159,13 +172,38 @@ impl<'a> Iterator for Attributes<'a> {
             if number != self.number {
                 continue;
             }
-            let key = last_str(key_value, 1);
-            let value = match last_field(key_value, 2) {
-                Some(WireValue::Bytes(any_value)) => AnyValueView::from_encoded(any_value),
-                _ => AnyValueView::Empty,
-            };
-            return Some((key, value));
+            // The last of each field wins, whatever its wire type (as `last_field`).
+            let (mut key, mut any_value): (&[u8], Option<&[u8]>) = (&[], None);
+            for (field, value) in FieldIter::new(key_value).map_while(Result::ok) {
+                match (field, value) {
+                    (1, WireValue::Bytes(k)) => key = k,
+                    (1, _) => key = &[],
+                    (2, WireValue::Bytes(v)) => any_value = Some(v),
+                    (2, _) => any_value = None,
+                    _ => {}
+                }
+            }
+            return Some((key, EncodedValue(any_value)));
         }
+    }
+}
+
+/// Iterator over `(key, value)` of the `KeyValue` fields of a message.
+#[derive(Clone, Debug)]
+pub struct Attributes<'a>(RawAttributes<'a>);
+
+impl<'a> Attributes<'a> {
+    fn new(container: &'a [u8], number: u32) -> Self {
+        Attributes(RawAttributes::new(container, number))
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (&'a str, AnyValueView<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, value) = self.0.next()?;
+        Some((std::str::from_utf8(key).unwrap_or_default(), value.decode()))
     }
 }
 
@@ -286,6 +324,11 @@ impl<'a> SpanView<'a> {
     pub fn attributes(&self) -> Attributes<'a> {
         Attributes::new(self.raw, 9)
     }
+
+    /// All attributes in encoding order, undecoded.
+    pub fn raw_attributes(&self) -> RawAttributes<'a> {
+        RawAttributes::new(self.raw, 9)
+    }
 }
 
 /// The resource of a `ResourceSpans`, read from the encoded message.
@@ -325,6 +368,11 @@ impl<'a> ResourceView<'a> {
     /// All resource attributes in encoding order.
     pub fn attributes(&self) -> Attributes<'a> {
         Attributes::new(self.raw(), 1)
+    }
+
+    /// All resource attributes in encoding order, undecoded.
+    pub fn raw_attributes(&self) -> RawAttributes<'a> {
+        RawAttributes::new(self.raw(), 1)
     }
 }
 

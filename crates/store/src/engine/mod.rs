@@ -73,6 +73,8 @@ pub struct Store {
     compacted_last_listing: tokio::sync::Mutex<std::collections::HashSet<String>>,
     /// Decompressed pages recently read: (block id, page) → traces.
     page_cache: Mutex<PageCache>,
+    /// Service-graph and span metrics from what this store ingests: started on first use.
+    generator: std::sync::OnceLock<Arc<crate::generator::Generator>>,
     stop: CancellationToken,
 }
 
@@ -269,6 +271,7 @@ impl Store {
             blocks: RwLock::new(Vec::new()),
             compacted_last_listing: tokio::sync::Mutex::new(std::collections::HashSet::new()),
             page_cache: Mutex::new(PageCache::default()),
+            generator: std::sync::OnceLock::new(),
             stop: CancellationToken::new(),
         });
         let replayed = records.len();
@@ -287,6 +290,10 @@ impl Store {
         }
         tokio::spawn(run_compaction_loop(store.clone()));
         Ok(store)
+    }
+
+    pub(crate) fn generator_cell(&self) -> &std::sync::OnceLock<Arc<crate::generator::Generator>> {
+        &self.generator
     }
 
     pub fn config(&self) -> &StoreConfig {
