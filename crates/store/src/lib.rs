@@ -5,6 +5,9 @@
 pub mod api;
 pub mod api_insight;
 pub mod api_metrics;
+pub mod api_search_metrics;
+pub mod api_tags;
+pub mod attr_keys;
 pub mod block;
 pub mod config;
 pub mod engine;
@@ -12,6 +15,7 @@ pub mod error;
 pub mod exporter;
 pub mod model;
 pub mod search;
+pub mod tags;
 #[cfg(test)]
 mod tests;
 pub mod ui;

@@ -6,6 +6,7 @@
 //! ran; a block whose `meta.json` is still there but whose data is gone is a fault.
 
 use super::*;
+use crate::attr_keys::RequiredKey;
 
 /// Times a read takes the block list again before giving up with 503: each retry means
 /// blocks were replaced under it, and compaction replaces a tenant's blocks once per cycle.
@@ -17,6 +18,43 @@ type SearchProgress<'a> = (
     &'a mut SearchStats,
     &'a mut std::collections::HashSet<[u8; 16]>,
 );
+
+/// What a search may use beyond the request: attributes every match has (blocks without one of
+/// them are skipped from their index), and blocks already answered another way.
+#[derive(Debug, Clone, Default)]
+pub struct SearchOptions {
+    pub required_keys: Vec<RequiredKey>,
+    /// Ids of blocks not to read (a tag listing took their keys from their index).
+    pub skip_blocks: std::collections::HashSet<String>,
+}
+
+/// Blocks a search did not read, per reason (reported in the search response's `metrics`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SkippedBlocks {
+    /// The block's time range lies outside the search's.
+    pub outside_time_range: u64,
+    /// The block's key set lacks an attribute every match has.
+    pub attribute_absent: u64,
+    /// The block's string table lacks the service the query asks for.
+    pub service_absent: u64,
+    /// No trace row of the block passes the time range, duration bounds and error hint.
+    pub no_candidate_trace: u64,
+    /// The search had its `limit` of traces before it came to the block.
+    pub limit_reached: u64,
+    /// Answered from the block's index (tag names over a whole block).
+    pub answered_from_index: u64,
+}
+
+impl SkippedBlocks {
+    pub fn total(&self) -> u64 {
+        self.outside_time_range
+            + self.attribute_absent
+            + self.service_absent
+            + self.no_candidate_trace
+            + self.limit_reached
+            + self.answered_from_index
+    }
+}
 
 impl Store {
     pub(super) async fn page(&self, block: &Block, page: u32) -> anyhow::Result<PageTraces> {
@@ -203,6 +241,18 @@ impl Store {
         request: &SearchRequest,
         matches: &(dyn Fn(&Trace) -> bool + Sync),
     ) -> anyhow::Result<(Vec<Found>, SearchStats)> {
+        self.search_with(tenant, request, &SearchOptions::default(), matches)
+            .await
+    }
+
+    /// [`Store::search`] with `options` (attributes every match has, blocks not to read).
+    pub async fn search_with(
+        &self,
+        tenant: &str,
+        request: &SearchRequest,
+        options: &SearchOptions,
+        matches: &(dyn Fn(&Trace) -> bool + Sync),
+    ) -> anyhow::Result<(Vec<Found>, SearchStats)> {
         self.check_open()?;
         if let (Some(start), Some(end)) = (request.start_unix_nano, request.end_unix_nano) {
             if start > end {
@@ -269,9 +319,13 @@ impl Store {
         // replaced it, skipping the traces already considered.
         let mut attempts = 0;
         loop {
+            // Block figures are those of the last listing: a retry starts them again.
+            stats.total_blocks = 0;
+            stats.inspected_blocks = 0;
+            stats.skipped = SkippedBlocks::default();
             let mut progress = (&mut found, &mut stats, &mut seen);
             match self
-                .search_blocks(tenant, request, matches, limit, &mut progress)
+                .search_blocks(tenant, request, options, matches, limit, &mut progress)
                 .await
             {
                 Ok(()) => break,
@@ -287,16 +341,23 @@ impl Store {
         &self,
         tenant: &str,
         request: &SearchRequest,
+        options: &SearchOptions,
         matches: &(dyn Fn(&Trace) -> bool + Sync),
         limit: usize,
         progress: &mut SearchProgress<'_>,
     ) -> anyhow::Result<()> {
         let (found, stats, seen) = progress;
         let blocks = self.blocks_of(tenant);
+        stats.total_blocks = blocks.len() as u64;
         let mut pages_read = 0u64;
         for (block_number, block) in blocks.iter().enumerate() {
             if found.len() >= limit {
-                break;
+                stats.skipped.limit_reached += 1;
+                continue;
+            }
+            if options.skip_blocks.contains(&block.meta.block_id) {
+                stats.skipped.answered_from_index += 1;
+                continue;
             }
             if request
                 .start_unix_nano
@@ -305,17 +366,30 @@ impl Store {
                     .end_unix_nano
                     .is_some_and(|e| block.meta.start_unix_nano > e)
             {
+                stats.skipped.outside_time_range += 1;
                 continue;
+            }
+            // An attribute every match has, missing from the block's key set: no page can hold
+            // a match (answered from the index alone, grafana/tempo #4422).
+            if let Some(keys) = &block.index.keys {
+                if options.required_keys.iter().any(|k| !k.present_in(keys)) {
+                    stats.skipped.attribute_absent += 1;
+                    continue;
+                }
             }
             // The service hint as an id of this block's string table; a block without the name
             // holds no candidate.
             let service = match &request.service_hint {
                 Some(name) => match block.index.string_id(name) {
                     Some(id) => Some(id),
-                    None => continue,
+                    None => {
+                        stats.skipped.service_absent += 1;
+                        continue;
+                    }
                 },
                 None => None,
             };
+            let mut block_read = false;
             // Rows are in trace id order, as pages: each run of rows of one page is checked
             // against the index, then the page is read if any row may match. The rows are
             // compared as they are: this loop runs over every trace of the block.
@@ -335,6 +409,7 @@ impl Store {
                 if candidates.is_empty() {
                     continue;
                 }
+                block_read = true;
                 // Pages in the cache never wait: yield now and then, so that a long search
                 // over cached pages does not hold a runtime worker to itself.
                 pages_read += 1;
@@ -363,6 +438,11 @@ impl Store {
                     seen.insert(*trace_id);
                     self.consider(*trace_id, data, matches, found, stats);
                 }
+            }
+            if block_read {
+                stats.inspected_blocks += 1;
+            } else {
+                stats.skipped.no_candidate_trace += 1;
             }
         }
         Ok(())
@@ -407,6 +487,11 @@ impl Store {
                 trace,
             });
         }
+    }
+
+    /// The blocks of `tenant`, newest first (their meta and index, in memory).
+    pub fn blocks(&self, tenant: &str) -> Vec<Arc<Block>> {
+        self.blocks_of(tenant)
     }
 
     /// Recent traces of `tenant` (head first, then the newest blocks), for tag listings.

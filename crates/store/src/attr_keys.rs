@@ -1,0 +1,290 @@
+//! Attribute keys per scope: what a block's index keeps so that a query on an attribute no span
+//! of the block has skips the block without reading a page (the complaint of grafana/tempo
+//! #4422, where such a query scans every block), and what a query needs to be present.
+
+use std::collections::{HashMap, HashSet};
+
+use threadline_otlp::wire::{FieldIter, WireValue};
+use threadline_otlp::TraceData;
+use threadline_traceql::ast::{BinaryOp, FieldExpr, Literal, Root, Scope, SpansetExpr, SpansetOp};
+use threadline_traceql::Query;
+
+/// The scope of an attribute key, as stored in a block index (one byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum KeyScope {
+    Span = 1,
+    Resource = 2,
+    Event = 3,
+    Link = 4,
+    Instrumentation = 5,
+}
+
+impl KeyScope {
+    pub const ALL: [KeyScope; 5] = [
+        KeyScope::Span,
+        KeyScope::Resource,
+        KeyScope::Event,
+        KeyScope::Link,
+        KeyScope::Instrumentation,
+    ];
+
+    pub fn from_byte(byte: u8) -> Option<KeyScope> {
+        KeyScope::ALL.into_iter().find(|s| *s as u8 == byte)
+    }
+
+    /// Tempo's name of the scope (`span`, `resource`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyScope::Span => "span",
+            KeyScope::Resource => "resource",
+            KeyScope::Event => "event",
+            KeyScope::Link => "link",
+            KeyScope::Instrumentation => "instrumentation",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<KeyScope> {
+        KeyScope::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Attribute keys per scope (a block's, or a trace's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeySet {
+    scopes: HashMap<KeyScope, HashSet<String>>,
+}
+
+impl KeySet {
+    /// Adds a key; allocates only for a key not seen before (most keys repeat on every span).
+    pub fn insert(&mut self, scope: KeyScope, key: &str) {
+        let keys = self.scopes.entry(scope).or_default();
+        if !keys.contains(key) {
+            keys.insert(key.to_string());
+        }
+    }
+
+    pub fn contains(&self, scope: KeyScope, key: &str) -> bool {
+        self.scopes.get(&scope).is_some_and(|keys| keys.contains(key))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (KeyScope, &str)> {
+        self.scopes
+            .iter()
+            .flat_map(|(scope, keys)| keys.iter().map(|k| (*scope, k.as_str())))
+    }
+
+    pub fn of_scope(&self, scope: KeyScope) -> impl Iterator<Item = &str> {
+        self.scopes.get(&scope).into_iter().flatten().map(String::as_str)
+    }
+}
+
+/// Calls `visit` with every (scope, key) of the spans of `data`, repeats included. Reads the
+/// encoded bytes as they are: this runs for every trace written to a block.
+pub fn for_each_key(data: &TraceData, mut visit: impl FnMut(KeyScope, &str)) {
+    // Resources and scopes repeat for every span: each distinct one is walked once.
+    let mut resources: Vec<&[u8]> = Vec::new();
+    let mut scopes: Vec<&[u8]> = Vec::new();
+    data.for_each_span(|resource, scope, span| {
+        if !resources.contains(&resource.raw()) {
+            resources.push(resource.raw());
+            for (key, _) in resource.attributes() {
+                visit(KeyScope::Resource, key);
+            }
+        }
+        if !scopes.contains(&scope.raw()) {
+            scopes.push(scope.raw());
+            for (key, _) in scope.attributes() {
+                visit(KeyScope::Instrumentation, key);
+            }
+        }
+        for (number, field) in FieldIter::new(span.raw()).map_while(Result::ok) {
+            match (number, field) {
+                (9, WireValue::Bytes(kv)) => visit_key(kv, KeyScope::Span, &mut visit),
+                // Span.Event: attributes are field 3; Span.Link: field 4.
+                (11, WireValue::Bytes(event)) => nested_keys(event, 3, KeyScope::Event, &mut visit),
+                (13, WireValue::Bytes(link)) => nested_keys(link, 4, KeyScope::Link, &mut visit),
+                _ => {}
+            }
+        }
+    });
+}
+
+fn nested_keys(raw: &[u8], field: u32, scope: KeyScope, visit: &mut impl FnMut(KeyScope, &str)) {
+    for (number, value) in FieldIter::new(raw).map_while(Result::ok) {
+        if let (n, WireValue::Bytes(kv)) = (number, value) {
+            if n == field {
+                visit_key(kv, scope, visit);
+            }
+        }
+    }
+}
+
+fn visit_key(key_value: &[u8], scope: KeyScope, visit: &mut impl FnMut(KeyScope, &str)) {
+    for (number, field) in FieldIter::new(key_value).map_while(Result::ok) {
+        if let (1, WireValue::Bytes(key)) = (number, field) {
+            if let Ok(key) = std::str::from_utf8(key) {
+                visit(scope, key);
+            }
+        }
+    }
+}
+
+/// An attribute a matching trace must have: `key` in one of `scopes` (an unscoped `.key` is
+/// the span's or the resource's, as TraceQL evaluates it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredKey {
+    pub scopes: Vec<KeyScope>,
+    pub key: String,
+}
+
+impl RequiredKey {
+    /// Whether a block whose key set is `keys` may hold a trace with this attribute.
+    pub fn present_in(&self, keys: &KeySet) -> bool {
+        self.scopes.iter().any(|scope| keys.contains(*scope, &self.key))
+    }
+}
+
+/// Attributes every trace matching `query` has, for skipping blocks without them. Never
+/// narrower than the query: only conditions that cannot hold on a missing attribute count
+/// (`=`, `>`, `>=`, `<`, `<=`, `=~` against a value that is not `nil`), found in the top-level
+/// `&&` of filters joined by operators that need both sides (`&&`, `>`, `>>`, `<`, `<<`, `~`
+/// and their union forms); `||`, negated structural operators and anything after a pipeline
+/// stage other than `select` give nothing.
+pub fn required_keys(query: &Query) -> Vec<RequiredKey> {
+    let mut out = Vec::new();
+    if let Root::Spans(pipeline) = &query.ast().root {
+        let only_selects = pipeline
+            .stages
+            .iter()
+            .all(|s| matches!(s, threadline_traceql::ast::Stage::Select(_)));
+        if only_selects {
+            spanset_keys(&pipeline.spanset, &mut out);
+        }
+    }
+    out
+}
+
+fn spanset_keys(expr: &SpansetExpr, out: &mut Vec<RequiredKey>) {
+    match expr {
+        SpansetExpr::Filter(Some(field)) => conjunct_keys(field, out),
+        SpansetExpr::Filter(None) | SpansetExpr::Pipeline(_) => {}
+        SpansetExpr::Binary { op, lhs, rhs } => {
+            let both = matches!(
+                op,
+                SpansetOp::And
+                    | SpansetOp::Child
+                    | SpansetOp::Descendant
+                    | SpansetOp::Parent
+                    | SpansetOp::Ancestor
+                    | SpansetOp::Sibling
+                    | SpansetOp::UnionChild
+                    | SpansetOp::UnionDescendant
+                    | SpansetOp::UnionParent
+                    | SpansetOp::UnionAncestor
+                    | SpansetOp::UnionSibling
+            );
+            if both {
+                spanset_keys(lhs, out);
+                spanset_keys(rhs, out);
+            }
+        }
+    }
+}
+
+fn conjunct_keys(expr: &FieldExpr, out: &mut Vec<RequiredKey>) {
+    let FieldExpr::Binary { op, lhs, rhs, .. } = expr else {
+        return;
+    };
+    if *op == BinaryOp::And {
+        conjunct_keys(lhs, out);
+        conjunct_keys(rhs, out);
+        return;
+    }
+    let needs_value = matches!(
+        op,
+        BinaryOp::Eq
+            | BinaryOp::Gt
+            | BinaryOp::Gte
+            | BinaryOp::Lt
+            | BinaryOp::Lte
+            | BinaryOp::Regex
+    );
+    if !needs_value {
+        return;
+    }
+    let (attribute, literal) = match (&**lhs, &**rhs) {
+        (FieldExpr::Attribute { scope, name }, FieldExpr::Literal(l))
+        | (FieldExpr::Literal(l), FieldExpr::Attribute { scope, name }) => ((scope, name), l),
+        _ => return,
+    };
+    if matches!(literal, Literal::Nil) {
+        return;
+    }
+    let (scope, name) = attribute;
+    let scopes = match scope {
+        Scope::Span => vec![KeyScope::Span],
+        Scope::Resource => vec![KeyScope::Resource],
+        Scope::Event => vec![KeyScope::Event],
+        Scope::Link => vec![KeyScope::Link],
+        Scope::Instrumentation => vec![KeyScope::Instrumentation],
+        Scope::Unscoped => vec![KeyScope::Span, KeyScope::Resource],
+    };
+    out.push(RequiredKey {
+        scopes,
+        key: name.clone(),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(q: &str) -> Vec<(Vec<KeyScope>, String)> {
+        let query = threadline_traceql::parse(q).expect("query parses");
+        required_keys(&query)
+            .into_iter()
+            .map(|r| (r.scopes, r.key))
+            .collect()
+    }
+
+    #[test]
+    fn conjuncts_of_comparisons_need_their_attribute() {
+        assert_eq!(
+            keys(r#"{ span.a = "x" && resource.b > 3 && .c =~ "y.*" }"#),
+            vec![
+                (vec![KeyScope::Span], "a".to_string()),
+                (vec![KeyScope::Resource], "b".to_string()),
+                (vec![KeyScope::Span, KeyScope::Resource], "c".to_string()),
+            ]
+        );
+        assert_eq!(
+            keys(r#"{ event.e = "x" } >> { link.l = 1 }"#),
+            vec![
+                (vec![KeyScope::Event], "e".to_string()),
+                (vec![KeyScope::Link], "l".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn conditions_that_hold_without_the_attribute_need_nothing() {
+        for q in [
+            r#"{ span.a = "x" || span.b = "y" }"#,
+            r#"{ span.a != "x" }"#,
+            r#"{ span.a !~ "x" }"#,
+            r#"{ span.a = nil }"#,
+            r#"{ span.a = "x" } || { span.b = "y" }"#,
+            r#"{ span.a = "x" } !>> { span.b = "y" }"#,
+            r#"{ span.a = "x" } | count() > 1"#,
+            r#"{ !(span.a = "x") }"#,
+            "{ }",
+        ] {
+            let found = keys(q);
+            assert!(
+                found.iter().all(|(_, k)| k != "a" && k != "b"),
+                "{q}: {found:?}"
+            );
+        }
+    }
+}
