@@ -26,8 +26,14 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/search", get(search))
         .route("/api/search/tags", get(crate::api_tags::tags_v1))
         .route("/api/v2/search/tags", get(crate::api_tags::tags_v2))
-        .route("/api/search/tag/{name}/values", get(crate::api_tags::tag_values_v1))
-        .route("/api/v2/search/tag/{name}/values", get(crate::api_tags::tag_values_v2))
+        .route(
+            "/api/search/tag/{name}/values",
+            get(crate::api_tags::tag_values_v1),
+        )
+        .route(
+            "/api/v2/search/tag/{name}/values",
+            get(crate::api_tags::tag_values_v2),
+        )
         .route(
             "/api/metrics/query_range",
             get(crate::api_metrics::query_range),
@@ -124,9 +130,17 @@ pub fn valid_tenant(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
+/// The Tempo version reported to Grafana. Grafana's Tempo data source reads `version` from
+/// here and enables a feature only when `semver.gte(version, minimum)`, with the minimums in
+/// `featuresToTempoVersion` (grafana/grafana `public/app/plugins/datasource/tempo/datasource.ts`:
+/// search streaming 2.2.0, metrics streaming 2.7.0); Threadline's own version (0.x) would
+/// disable both. 2.7.0 is the lowest version that enables every gated feature.
+pub const TEMPO_COMPATIBLE_VERSION: &str = "2.7.0";
+
 async fn buildinfo() -> impl IntoResponse {
     axum::Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": TEMPO_COMPATIBLE_VERSION,
+        "threadlineVersion": env!("CARGO_PKG_VERSION"),
         "revision": "",
         "branch": "",
         "buildUser": "",
@@ -190,9 +204,11 @@ async fn load_trace(
     match store.trace_by_id(&tenant, &trace_id).await {
         Ok(Some(data)) => {
             let summary = crate::model::TraceSummary::of(&data);
-            let outside = start.is_some_and(|s| summary.end_unix_nano < s.saturating_mul(1_000_000_000))
+            let outside = start
+                .is_some_and(|s| summary.end_unix_nano < s.saturating_mul(1_000_000_000))
                 || end.is_some_and(|e| {
-                    summary.start_unix_nano > e.saturating_mul(1_000_000_000).saturating_add(999_999_999)
+                    summary.start_unix_nano
+                        > e.saturating_mul(1_000_000_000).saturating_add(999_999_999)
                 });
             Ok((data, outside))
         }
@@ -226,9 +242,10 @@ async fn trace_v1(
     };
     let mut response = trace_v1_body(&headers, data);
     if outside {
-        response
-            .headers_mut()
-            .insert(OUTSIDE_RANGE_HEADER, header::HeaderValue::from_static("true"));
+        response.headers_mut().insert(
+            OUTSIDE_RANGE_HEADER,
+            header::HeaderValue::from_static("true"),
+        );
     }
     response
 }
@@ -260,9 +277,10 @@ async fn trace_v2(
     };
     let mut response = trace_v2_body(&headers, data);
     if outside {
-        response
-            .headers_mut()
-            .insert(OUTSIDE_RANGE_HEADER, header::HeaderValue::from_static("true"));
+        response.headers_mut().insert(
+            OUTSIDE_RANGE_HEADER,
+            header::HeaderValue::from_static("true"),
+        );
     }
     response
 }

@@ -65,7 +65,9 @@ impl KeySet {
     }
 
     pub fn contains(&self, scope: KeyScope, key: &str) -> bool {
-        self.scopes.get(&scope).is_some_and(|keys| keys.contains(key))
+        self.scopes
+            .get(&scope)
+            .is_some_and(|keys| keys.contains(key))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (KeyScope, &str)> {
@@ -75,7 +77,11 @@ impl KeySet {
     }
 
     pub fn of_scope(&self, scope: KeyScope) -> impl Iterator<Item = &str> {
-        self.scopes.get(&scope).into_iter().flatten().map(String::as_str)
+        self.scopes
+            .get(&scope)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
     }
 }
 
@@ -141,7 +147,9 @@ pub struct RequiredKey {
 impl RequiredKey {
     /// Whether a block whose key set is `keys` may hold a trace with this attribute.
     pub fn present_in(&self, keys: &KeySet) -> bool {
-        self.scopes.iter().any(|scope| keys.contains(*scope, &self.key))
+        self.scopes
+            .iter()
+            .any(|scope| keys.contains(*scope, &self.key))
     }
 }
 
@@ -286,5 +294,86 @@ mod tests {
                 "{q}: {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn block_indexes_keep_keys_of_every_scope_and_old_indexes_still_read() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{
+            any_value, AnyValue, InstrumentationScope, KeyValue,
+        };
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let kv = |key: &str| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::BoolValue(true)),
+            }),
+            ..Default::default()
+        };
+        let data = TraceData::from_request(&ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("r")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        attributes: vec![kv("i")],
+                        ..Default::default()
+                    }),
+                    spans: vec![Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![1; 8],
+                        attributes: vec![kv("s")],
+                        events: vec![Event {
+                            attributes: vec![kv("e")],
+                            ..Default::default()
+                        }],
+                        links: vec![Link {
+                            attributes: vec![kv("l")],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        });
+        let built = crate::block::build("b".into(), "t", [([1u8; 16], data)].into(), 0)
+            .expect("block builds");
+        let encoded = built.index.encode();
+        assert_eq!(encoded.len(), built.index.encoded_len());
+        let index = crate::block::BlockIndex::decode(&encoded).expect("index decodes");
+        let mut keys: Vec<(KeyScope, String)> = index
+            .keys
+            .iter()
+            .flat_map(KeySet::iter)
+            .map(|(s, k)| (s, k.to_string()))
+            .collect();
+        keys.sort();
+        let expected: Vec<(KeyScope, String)> = [
+            (KeyScope::Span, "s"),
+            (KeyScope::Resource, "r"),
+            (KeyScope::Event, "e"),
+            (KeyScope::Link, "l"),
+            (KeyScope::Instrumentation, "i"),
+        ]
+        .into_iter()
+        .map(|(s, k)| (s, k.to_string()))
+        .collect();
+        assert_eq!(keys, expected);
+        assert!(!index.may_have_key(KeyScope::Span, "r"));
+        // An index written before keys (TLIDX1: no key section) reads with no key set, so its
+        // block is never skipped for a key.
+        let key_section: usize = 4 + expected.iter().map(|(_, k)| 5 + k.len()).sum::<usize>();
+        let mut old = encoded[..encoded.len() - key_section].to_vec();
+        old[..6].copy_from_slice(b"TLIDX1");
+        let old = crate::block::BlockIndex::decode(&old).expect("old index decodes");
+        assert_eq!(old.keys, None);
+        assert_eq!(old.rows, index.rows);
+        assert!(old.may_have_key(KeyScope::Span, "anything"));
     }
 }

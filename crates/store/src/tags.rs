@@ -180,7 +180,11 @@ pub fn virtual_values_v2(name: &TagName) -> Option<Vec<(&'static str, String)>> 
         TagName::Intrinsic("duration" | "traceDuration") => Some(Vec::new()),
         // Ids and offsets: every value differs; Tempo lists none for them either.
         TagName::Intrinsic(
-            "trace:id" | "span:id" | "span:parentID" | "link:traceID" | "link:spanID"
+            "trace:id"
+            | "span:id"
+            | "span:parentID"
+            | "link:traceID"
+            | "link:spanID"
             | "event:timeSinceStart",
         ) => Some(Vec::new()),
         _ => None,
