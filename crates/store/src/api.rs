@@ -405,10 +405,7 @@ async fn search(
     };
     let matches = |trace: &Trace| matcher.matches(trace).is_some();
     let options = crate::engine::SearchOptions {
-        required_keys: match &matcher {
-            Matcher::TraceQl(query) => crate::attr_keys::required_keys(query),
-            Matcher::Tags(_) => Vec::new(),
-        },
+        required_keys: crate::attr_keys::matcher_required_keys(&matcher),
         ..Default::default()
     };
     let (found, stats) = match store

@@ -18,7 +18,7 @@ use serde_json::{json, Value as Json};
 use threadline_traceql::model::{Span, Trace};
 
 use crate::api::{engine_error, error, tenant, ApiError};
-use crate::attr_keys::{required_keys, KeyScope, RequiredKey};
+use crate::attr_keys::{matcher_required_keys, KeyScope, RequiredKey};
 use crate::engine::{SearchOptions, SearchRequest, SearchStats, Store};
 use crate::search::Matcher;
 use crate::tags::{self, Distinct, TagName, INTRINSICS};
@@ -111,10 +111,10 @@ fn parse(store: &Store, headers: &HeaderMap, params: &TagParams) -> Result<TagRe
 
 impl TagRequest {
     fn required_keys(&self) -> Vec<RequiredKey> {
-        match &self.filter {
-            Some(Matcher::TraceQl(query)) => required_keys(query),
-            _ => Vec::new(),
-        }
+        self.filter
+            .as_ref()
+            .map(matcher_required_keys)
+            .unwrap_or_default()
     }
 
     /// Calls `visit` with each span of the range that passes `q`, and its trace.

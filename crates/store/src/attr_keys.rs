@@ -173,6 +173,22 @@ pub fn required_keys(query: &Query) -> Vec<RequiredKey> {
     out
 }
 
+/// [`required_keys`] of a search's matcher: a TraceQL query's, or every `tags=` key but the
+/// intrinsics `name` and `status` (a `tags=` pair matches span or resource attributes).
+pub fn matcher_required_keys(matcher: &crate::search::Matcher) -> Vec<RequiredKey> {
+    match matcher {
+        crate::search::Matcher::TraceQl(query) => required_keys(query),
+        crate::search::Matcher::Tags(tags) => tags
+            .iter()
+            .filter(|(key, _)| key != "name" && key != "status")
+            .map(|(key, _)| RequiredKey {
+                scopes: vec![KeyScope::Span, KeyScope::Resource],
+                key: key.clone(),
+            })
+            .collect(),
+    }
+}
+
 fn spanset_keys(expr: &SpansetExpr, out: &mut Vec<RequiredKey>) {
     match expr {
         SpansetExpr::Filter(Some(field)) => conjunct_keys(field, out),

@@ -429,3 +429,73 @@ async fn buildinfo_reports_a_version_grafana_enables_streaming_for() {
     assert!(parts >= vec![2, 7, 0], "{info}");
     assert_eq!(info["threadlineVersion"], env!("CARGO_PKG_VERSION"));
 }
+
+/// One span of trace `id` with span id `span` and one attribute `key` = 1, at `secs`.
+fn span_with(id: u8, span: u8, key: &str, secs: u64) -> TraceData {
+    let start = secs * 1_000_000_000;
+    TraceData::from_request(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: vec![id; 16],
+                    span_id: vec![span; 8],
+                    name: "part".into(),
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: start + 1000,
+                    attributes: vec![kv(key, any_value::Value::IntValue(1))],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+#[tokio::test]
+async fn a_match_split_over_blocks_that_each_lack_one_attribute_is_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    let t = at(1);
+    store
+        .append(SINGLE_TENANT, &span_with(7, 1, "left", t))
+        .await
+        .unwrap();
+    store.cut().await.unwrap();
+    store
+        .append(SINGLE_TENANT, &span_with(7, 2, "right", t))
+        .await
+        .unwrap();
+    store.cut().await.unwrap();
+    // A trace elsewhere, in a third block lacking both keys: skipped from its index.
+    store
+        .append(SINGLE_TENANT, &span_with(8, 1, "other", t + 60))
+        .await
+        .unwrap();
+    store.cut().await.unwrap();
+    let api = serve(store.clone()).await;
+    let q = urlencode("{ span.left = 1 } && { span.right = 1 }");
+    let found = json_of(api, &format!("/api/search?q={q}")).await;
+    let traces = found["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 1, "{found}");
+    assert_eq!(traces[0]["traceID"], hex::encode([7u8; 16]));
+    let reasons = &found["metrics"]["threadlineSkippedBlocks"];
+    assert_eq!(reasons["attribute absent from block"], 1, "{found}");
+    // One required attribute: both blocks without it are skipped, the match is found.
+    let q = urlencode("{ span.right = 1 }");
+    let found = json_of(api, &format!("/api/search?q={q}")).await;
+    assert_eq!(found["traces"].as_array().unwrap().len(), 1, "{found}");
+    let reasons = &found["metrics"]["threadlineSkippedBlocks"];
+    assert_eq!(reasons["attribute absent from block"], 2, "{found}");
+}
+
+#[tokio::test]
+async fn a_tags_search_skips_blocks_without_its_keys() {
+    let (_dir, _store, api, _) = three_hours().await;
+    let tags = urlencode("mid.span=2");
+    let found = json_of(api, &format!("/api/search?tags={tags}")).await;
+    assert_eq!(found["traces"].as_array().unwrap().len(), 1, "{found}");
+    let reasons = &found["metrics"]["threadlineSkippedBlocks"];
+    assert_eq!(reasons["attribute absent from block"], 1, "{found}");
+    assert_eq!(found["metrics"]["inspectedBlocks"], 1, "{found}");
+}

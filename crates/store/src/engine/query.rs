@@ -370,9 +370,14 @@ impl Store {
                 continue;
             }
             // An attribute every match has, missing from the block's key set: no page can hold
-            // a match (answered from the index alone, grafana/tempo #4422).
+            // a match (answered from the index alone, grafana/tempo #4422). With one required
+            // attribute, a match split over blocks is found from the part that has it; with
+            // several, its parts may each lack one, so a block holding split traces is read.
             if let Some(keys) = &block.index.keys {
-                if options.required_keys.iter().any(|k| !k.present_in(keys)) {
+                if options.required_keys.iter().any(|k| !k.present_in(keys))
+                    && (options.required_keys.len() < 2
+                        || !self.has_split_traces(tenant, &blocks, block_number))
+                {
                     stats.skipped.attribute_absent += 1;
                     continue;
                 }
@@ -446,6 +451,38 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Whether a trace of `blocks[at]` has spans in another block or in a head. Only blocks
+    /// whose time range overlaps this one's can hold parts of its traces.
+    fn has_split_traces(&self, tenant: &str, blocks: &[Arc<Block>], at: usize) -> bool {
+        let block = &blocks[at];
+        let others: Vec<&Arc<Block>> = blocks
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| {
+                *i != at
+                    && b.meta.start_unix_nano <= block.meta.end_unix_nano
+                    && b.meta.end_unix_nano >= block.meta.start_unix_nano
+            })
+            .map(|(_, b)| b)
+            .collect();
+        let in_head = |head: &Head| {
+            head.tenants.get(tenant).is_some_and(|traces| {
+                block
+                    .index
+                    .rows
+                    .iter()
+                    .any(|row| traces.contains_key(&row.trace_id))
+            })
+        };
+        in_head(&self.head.lock())
+            || self.flushing.read().iter().any(|h| in_head(h))
+            || block.index.rows.iter().any(|row| {
+                others
+                    .iter()
+                    .any(|other| other.index.find(&row.trace_id).is_some())
+            })
     }
 
     /// Whether a trace has spans outside `blocks[except]`: in another block or in a head.
