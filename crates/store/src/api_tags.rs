@@ -374,7 +374,12 @@ pub async fn tag_values_v2(
         let tag = TagName::parse_v2(&name).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
         let (values, stats) = match tags::virtual_values_v2(&tag) {
             // Tempo answers these without reading data, and so do we.
-            Some(values) => (values, SearchStats::default()),
+            Some(mut values) => {
+                if request.limit > 0 {
+                    values.truncate(request.limit);
+                }
+                (values, SearchStats::default())
+            }
             None => collect_values(&store, &request, &tag).await?,
         };
         let values: Vec<Json> = values
