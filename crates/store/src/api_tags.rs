@@ -185,6 +185,10 @@ async fn collect_names(
     request: &TagRequest,
     scopes: &[KeyScope],
 ) -> Result<(Vec<Vec<String>>, SearchStats), ApiError> {
+    if scopes.is_empty() {
+        // `scope=intrinsic`: Tempo's fixed list, nothing to read.
+        return Ok((Vec::new(), SearchStats::default()));
+    }
     let collected: Vec<Mutex<Distinct<String>>> = scopes
         .iter()
         .map(|_| Mutex::new(Distinct::new(request.max_stale)))
@@ -194,7 +198,7 @@ async fn collect_names(
         ..SearchOptions::default()
     };
     // Without `q`, a block wholly inside the range gives its keys from its index: no page read.
-    if request.filter.is_none() && !scopes.is_empty() {
+    if request.filter.is_none() {
         for block in store.blocks(&request.tenant) {
             let inside = block.meta.start_unix_nano >= request.range.0
                 && block.meta.end_unix_nano <= request.range.1;

@@ -499,3 +499,24 @@ async fn a_tags_search_skips_blocks_without_its_keys() {
     assert_eq!(reasons["attribute absent from block"], 1, "{found}");
     assert_eq!(found["metrics"]["inspectedBlocks"], 1, "{found}");
 }
+
+#[tokio::test]
+async fn the_intrinsic_scope_is_tempos_list_and_reads_nothing() {
+    let (_dir, _store, api, _) = three_hours().await;
+    let v2 = json_of(api, "/api/v2/search/tags?scope=intrinsic").await;
+    let intrinsics = strings(threadline_store::tags::INTRINSICS);
+    assert_eq!(
+        scopes(&v2),
+        vec![("intrinsic".to_string(), intrinsics.clone())]
+    );
+    assert_eq!(v2["metrics"]["inspectedTraces"], 0, "{v2}");
+    let v1 = json_of(api, "/api/search/tags?scope=intrinsic").await;
+    let mut sorted = intrinsics;
+    sorted.sort();
+    assert_eq!(v1["tagNames"], json!(sorted));
+    let kinds = json_of(api, "/api/v2/search/tag/span:kind/values?limit=2").await;
+    assert_eq!(
+        kinds["tagValues"],
+        json!([{"type": "keyword", "value": "client"}, {"type": "keyword", "value": "server"}])
+    );
+}
