@@ -251,7 +251,7 @@ async fn trace_v1(
 }
 
 fn trace_v1_body(headers: &HeaderMap, data: threadline_otlp::TraceData) -> Response {
-    if wants_protobuf(&headers) {
+    if wants_protobuf(headers) {
         // tempopb.Trace is `repeated ResourceSpans batches = 1`: the stored bytes as they are.
         return (
             [(header::CONTENT_TYPE, "application/protobuf")],
@@ -286,7 +286,7 @@ async fn trace_v2(
 }
 
 fn trace_v2_body(headers: &HeaderMap, data: threadline_otlp::TraceData) -> Response {
-    if wants_protobuf(&headers) {
+    if wants_protobuf(headers) {
         // TraceByIDResponse { Trace trace = 1; ... }: the trace as field 1.
         let trace = data.into_bytes();
         let mut body = Vec::with_capacity(trace.len() + 6);
