@@ -124,8 +124,13 @@ async fn run(
         evaluator.lock().observe(trace);
         false
     };
+    // Blocks without an attribute the query's filter requires hold no span it counts.
+    let options = crate::engine::SearchOptions {
+        required_keys: crate::attr_keys::required_keys(&query),
+        ..Default::default()
+    };
     let (_, stats) = store
-        .search(&tenant, &request, &observe)
+        .search_with(&tenant, &request, &options, &observe)
         .await
         .map_err(engine_error)?;
     let evaluator = evaluator.into_inner();

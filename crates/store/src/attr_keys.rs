@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 
 use threadline_otlp::wire::{FieldIter, WireValue};
 use threadline_otlp::TraceData;
-use threadline_traceql::ast::{BinaryOp, FieldExpr, Literal, Root, Scope, SpansetExpr, SpansetOp};
+use threadline_traceql::ast::{
+    BinaryOp, FieldExpr, Literal, MetricsExpr, Root, Scope, SpansetExpr, SpansetOp,
+};
 use threadline_traceql::Query;
 
 /// The scope of an attribute key, as stored in a block index (one byte).
@@ -161,7 +163,18 @@ impl RequiredKey {
 /// stage other than `select` give nothing.
 pub fn required_keys(query: &Query) -> Vec<RequiredKey> {
     let mut out = Vec::new();
-    if let Root::Spans(pipeline) = &query.ast().root {
+    // A metrics query counts only the spans its pipeline selects (`{ ... } | rate()`, with
+    // second stages such as `topk`); arithmetic between queries gives nothing.
+    let pipeline = match &query.ast().root {
+        Root::Spans(pipeline) => Some(pipeline),
+        Root::Metrics(MetricsExpr::Pipeline { pipeline, .. }) => Some(pipeline),
+        Root::Metrics(MetricsExpr::Staged { inner, .. }) => match &**inner {
+            MetricsExpr::Pipeline { pipeline, .. } => Some(pipeline),
+            _ => None,
+        },
+        Root::Metrics(_) => None,
+    };
+    if let Some(pipeline) = pipeline {
         let only_selects = pipeline
             .stages
             .iter()
@@ -282,6 +295,15 @@ mod tests {
                 (vec![KeyScope::Span, KeyScope::Resource], "c".to_string()),
             ]
         );
+        assert_eq!(
+            keys(r#"{ event.exception.type = "x" } | rate() by (span.a)"#),
+            vec![(vec![KeyScope::Event], "exception.type".to_string())]
+        );
+        assert_eq!(
+            keys(r#"{ span.a = 1 } | count_over_time() | topk(2)"#),
+            vec![(vec![KeyScope::Span], "a".to_string())]
+        );
+        assert!(keys(r#"({ span.a = 1 } | rate()) / ({ } | rate())"#).is_empty());
         assert_eq!(
             keys(r#"{ event.e = "x" } >> { link.l = 1 }"#),
             vec![
