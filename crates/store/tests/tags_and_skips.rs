@@ -520,3 +520,28 @@ async fn the_intrinsic_scope_is_tempos_list_and_reads_nothing() {
         json!([{"type": "keyword", "value": "client"}, {"type": "keyword", "value": "server"}])
     );
 }
+
+#[tokio::test]
+async fn metrics_queries_count_the_same_when_blocks_are_skipped_for_a_missing_attribute() {
+    let (_dir, _store, api, t) = three_hours().await;
+    let range = format!("start={}&end={}", t[0] - 60, t[2] + 60);
+    for (q, count) in [
+        ("{ span.mid.span = 2 } | count_over_time()", 1.0),
+        (
+            "{ span.mid.span = 2 || span.old.span = 1 } | count_over_time()",
+            2.0,
+        ),
+        ("{ .shared =~ \"o.*|n.*\" } | count_over_time()", 2.0),
+        ("{ span.nowhere = 1 } | count_over_time()", 0.0),
+    ] {
+        let path = format!("/api/metrics/query?q={}&{range}", urlencode(q));
+        let answer = json_of(api, &path).await;
+        let total: f64 = answer["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["value"].as_f64().unwrap_or(0.0))
+            .sum();
+        assert_eq!(total, count, "{q}: {answer}");
+    }
+}
