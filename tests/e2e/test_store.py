@@ -151,7 +151,7 @@ def test_bad_queries_and_ids_get_4xx_with_a_message(store_factory):
     assert status == 400 and b"minDuration" in body
     status, body = store.get("/api/search?limit=-1")
     assert status == 400 and b"limit" in body
-    status, body = store.get("/api/v2/search/tags?scope=event")
+    status, body = store.get("/api/v2/search/tags?scope=bogus")
     assert status == 400 and b"scope" in body
 
 

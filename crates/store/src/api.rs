@@ -1,7 +1,6 @@
 //! Grafana Tempo's HTTP API over the store, with Tempo's paths, parameters and bodies, so that
 //! Grafana's Tempo data source works against Threadline.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -11,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
-use threadline_traceql::model::{Span, StatusCode as SpanStatus, Trace, Value};
+use threadline_traceql::model::{Span, Trace, Value};
 
 use crate::engine::{SearchRequest, Store, SINGLE_TENANT};
 use crate::error::StoreError;
@@ -26,10 +25,16 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
         .route("/api/search", get(search))
-        .route("/api/search/tags", get(tags_v1))
-        .route("/api/v2/search/tags", get(tags_v2))
-        .route("/api/search/tag/{name}/values", get(tag_values_v1))
-        .route("/api/v2/search/tag/{name}/values", get(tag_values_v2))
+        .route("/api/search/tags", get(crate::api_tags::tags_v1))
+        .route("/api/v2/search/tags", get(crate::api_tags::tags_v2))
+        .route(
+            "/api/search/tag/{name}/values",
+            get(crate::api_tags::tag_values_v1),
+        )
+        .route(
+            "/api/v2/search/tag/{name}/values",
+            get(crate::api_tags::tag_values_v2),
+        )
         .route(
             "/api/metrics/query_range",
             get(crate::api_metrics::query_range),
@@ -129,9 +134,17 @@ pub fn valid_tenant(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
+/// The Tempo version reported to Grafana. Grafana's Tempo data source reads `version` from
+/// here and enables a feature only when `semver.gte(version, minimum)`, with the minimums in
+/// `featuresToTempoVersion` (grafana/grafana `public/app/plugins/datasource/tempo/datasource.ts`:
+/// search streaming 2.2.0, metrics streaming 2.7.0); Threadline's own version (0.x) would
+/// disable both. 2.7.0 is the lowest version that enables every gated feature.
+pub const TEMPO_COMPATIBLE_VERSION: &str = "2.7.0";
+
 async fn buildinfo() -> impl IntoResponse {
     axum::Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": TEMPO_COMPATIBLE_VERSION,
+        "threadlineVersion": env!("CARGO_PKG_VERSION"),
         "revision": "",
         "branch": "",
         "buildUser": "",
@@ -162,15 +175,47 @@ pub(crate) fn wants_protobuf(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/protobuf") || v.contains("application/x-protobuf"))
 }
 
+/// `start` and `end` of a trace lookup (unix seconds, as Tempo's).
+#[derive(Debug, Default, Deserialize)]
+pub struct TraceParams {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+/// The header set on a trace answer when the trace lies wholly outside the `start`/`end` asked:
+/// Tempo would answer 404 (grafana/tempo #4889); Threadline finds it (every block's index is in
+/// memory, so looking in all of them costs a binary search each) and says so.
+pub const OUTSIDE_RANGE_HEADER: &str = "threadline-trace-outside-range";
+
 async fn load_trace(
     store: &Store,
     headers: &HeaderMap,
     id: &str,
-) -> Result<threadline_otlp::TraceData, ApiError> {
+    params: &TraceParams,
+) -> Result<(threadline_otlp::TraceData, bool), ApiError> {
     let tenant = tenant(store, headers)?;
     let trace_id = parse_trace_id(id).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    let start: Option<u64> = parse_number("start", &params.start)?;
+    let end: Option<u64> = parse_number("end", &params.end)?;
+    if let (Some(start), Some(end)) = (start, end) {
+        if start > end {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid start: must be before end",
+            ));
+        }
+    }
     match store.trace_by_id(&tenant, &trace_id).await {
-        Ok(Some(data)) => Ok(data),
+        Ok(Some(data)) => {
+            let summary = crate::model::TraceSummary::of(&data);
+            let outside = start
+                .is_some_and(|s| summary.end_unix_nano < s.saturating_mul(1_000_000_000))
+                || end.is_some_and(|e| {
+                    summary.start_unix_nano
+                        > e.saturating_mul(1_000_000_000).saturating_add(999_999_999)
+                });
+            Ok((data, outside))
+        }
         Ok(None) => Err(error(
             StatusCode::NOT_FOUND,
             format!("trace {} not found", hex::encode(trace_id)),
@@ -192,13 +237,25 @@ fn resource_spans_json(data: &threadline_otlp::TraceData) -> Result<Json, ApiErr
 async fn trace_v1(
     State(store): State<Arc<Store>>,
     Path(id): Path<String>,
+    Query(params): Query<TraceParams>,
     headers: HeaderMap,
 ) -> Response {
-    let data = match load_trace(&store, &headers, &id).await {
-        Ok(data) => data,
+    let (data, outside) = match load_trace(&store, &headers, &id, &params).await {
+        Ok(found) => found,
         Err(response) => return response.into_response(),
     };
-    if wants_protobuf(&headers) {
+    let mut response = trace_v1_body(&headers, data);
+    if outside {
+        response.headers_mut().insert(
+            OUTSIDE_RANGE_HEADER,
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+fn trace_v1_body(headers: &HeaderMap, data: threadline_otlp::TraceData) -> Response {
+    if wants_protobuf(headers) {
         // tempopb.Trace is `repeated ResourceSpans batches = 1`: the stored bytes as they are.
         return (
             [(header::CONTENT_TYPE, "application/protobuf")],
@@ -215,13 +272,25 @@ async fn trace_v1(
 async fn trace_v2(
     State(store): State<Arc<Store>>,
     Path(id): Path<String>,
+    Query(params): Query<TraceParams>,
     headers: HeaderMap,
 ) -> Response {
-    let data = match load_trace(&store, &headers, &id).await {
-        Ok(data) => data,
+    let (data, outside) = match load_trace(&store, &headers, &id, &params).await {
+        Ok(found) => found,
         Err(response) => return response.into_response(),
     };
-    if wants_protobuf(&headers) {
+    let mut response = trace_v2_body(&headers, data);
+    if outside {
+        response.headers_mut().insert(
+            OUTSIDE_RANGE_HEADER,
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+fn trace_v2_body(headers: &HeaderMap, data: threadline_otlp::TraceData) -> Response {
+    if wants_protobuf(headers) {
         // TraceByIDResponse { Trace trace = 1; ... }: the trace as field 1.
         let trace = data.into_bytes();
         let mut body = Vec::with_capacity(trace.len() + 6);
@@ -361,7 +430,14 @@ async fn search(
         Err(response) => return response.into_response(),
     };
     let matches = |trace: &Trace| matcher.matches(trace).is_some();
-    let (found, stats) = match store.search(&tenant, &request, &matches).await {
+    let options = crate::engine::SearchOptions {
+        required_keys: crate::attr_keys::matcher_required_keys(&matcher),
+        ..Default::default()
+    };
+    let (found, stats) = match store
+        .search_with(&tenant, &request, &options, &matches, &|_| {})
+        .await
+    {
         Ok(result) => result,
         Err(err) => return engine_error(err).into_response(),
     };
@@ -371,12 +447,7 @@ async fn search(
         .collect();
     axum::Json(json!({
         "traces": traces,
-        "metrics": {
-            "inspectedTraces": stats.inspected_traces,
-            "inspectedBytes": stats.inspected_bytes.to_string(),
-            "completedJobs": 1,
-            "totalJobs": 1,
-        }
+        "metrics": crate::api_search_metrics::metrics_json(&stats),
     }))
     .into_response()
 }
@@ -414,192 +485,4 @@ fn span_set_json(trace: &Trace, matched: &[threadline_traceql::SpanMatch], spss:
         })
         .collect();
     json!({ "spans": spans, "matched": matched.len() })
-}
-
-/// Intrinsics, as Tempo lists them in the `intrinsic` scope.
-const INTRINSICS: &[&str] = &[
-    "duration",
-    "event:name",
-    "kind",
-    "name",
-    "rootName",
-    "rootServiceName",
-    "span:duration",
-    "span:kind",
-    "span:name",
-    "span:status",
-    "span:statusMessage",
-    "status",
-    "statusMessage",
-    "trace:duration",
-    "trace:rootName",
-    "trace:rootService",
-    "traceDuration",
-];
-
-const TAG_SAMPLE_TRACES: usize = 5000;
-
-async fn sample(store: &Store, headers: &HeaderMap) -> Result<Vec<Trace>, ApiError> {
-    let tenant = tenant(store, headers)?;
-    store
-        .recent_traces(&tenant, TAG_SAMPLE_TRACES)
-        .await
-        .map_err(engine_error)
-}
-
-fn attribute_keys(traces: &[Trace]) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut span = BTreeSet::new();
-    let mut resource = BTreeSet::new();
-    for trace in traces {
-        for s in &trace.spans {
-            span.extend(s.attributes.iter().map(|(k, _)| k.clone()));
-            resource.extend(s.resource_attributes.iter().map(|(k, _)| k.clone()));
-        }
-    }
-    (span, resource)
-}
-
-async fn tags_v1(State(store): State<Arc<Store>>, headers: HeaderMap) -> Response {
-    let traces = match sample(&store, &headers).await {
-        Ok(t) => t,
-        Err(response) => return response.into_response(),
-    };
-    let (span, resource) = attribute_keys(&traces);
-    let names: BTreeSet<String> = span.into_iter().chain(resource).collect();
-    axum::Json(json!({ "tagNames": names })).into_response()
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ScopeParams {
-    scope: Option<String>,
-}
-
-async fn tags_v2(
-    State(store): State<Arc<Store>>,
-    Query(params): Query<ScopeParams>,
-    headers: HeaderMap,
-) -> Response {
-    let wanted = params.scope.unwrap_or_else(|| "all".into());
-    if !matches!(
-        wanted.as_str(),
-        "all" | "span" | "resource" | "intrinsic" | "none" | ""
-    ) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid scope {wanted:?}: expected span, resource, intrinsic or none"),
-        )
-        .into_response();
-    }
-    let traces = match sample(&store, &headers).await {
-        Ok(t) => t,
-        Err(response) => return response.into_response(),
-    };
-    let (span, resource) = attribute_keys(&traces);
-    let mut scopes = Vec::new();
-    let all = matches!(wanted.as_str(), "all" | "none" | "");
-    if all || wanted == "span" {
-        scopes.push(json!({ "name": "span", "tags": span }));
-    }
-    if all || wanted == "resource" {
-        scopes.push(json!({ "name": "resource", "tags": resource }));
-    }
-    if all || wanted == "intrinsic" {
-        scopes.push(json!({ "name": "intrinsic", "tags": INTRINSICS }));
-    }
-    axum::Json(json!({ "scopes": scopes })).into_response()
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Str(_) => "string",
-        Value::Int(_) => "int",
-        Value::Float(_) => "float",
-        Value::Bool(_) => "bool",
-        Value::Array(_) => "array",
-    }
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::Str(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Array(_) => value.text(),
-    }
-}
-
-/// Values of a (scoped or unscoped) tag in the sample, typed.
-fn values_of(traces: &[Trace], name: &str) -> BTreeMap<String, &'static str> {
-    let (scope, key) = match name.split_once('.') {
-        Some((scope @ ("span" | "resource"), key)) => (scope, key),
-        _ => ("", name.strip_prefix('.').unwrap_or(name)),
-    };
-    let mut values = BTreeMap::new();
-    for trace in traces {
-        for span in &trace.spans {
-            match key {
-                "name" | "span:name" if scope.is_empty() => {
-                    values.insert(span.name.clone(), "string");
-                    continue;
-                }
-                "status" | "span:status" if scope.is_empty() => {
-                    let status = match span.status {
-                        SpanStatus::Error => "error",
-                        SpanStatus::Ok => "ok",
-                        SpanStatus::Unset => "unset",
-                    };
-                    values.insert(status.to_string(), "keyword");
-                    continue;
-                }
-                "kind" | "span:kind" if scope.is_empty() => {
-                    values.insert(format!("{:?}", span.kind).to_lowercase(), "keyword");
-                    continue;
-                }
-                _ => {}
-            }
-            let lists: Vec<&Vec<(String, Value)>> = match scope {
-                "span" => vec![&span.attributes],
-                "resource" => vec![&span.resource_attributes],
-                _ => vec![&span.attributes, &span.resource_attributes],
-            };
-            for list in lists {
-                for (k, v) in list {
-                    if k == key {
-                        values.insert(text(v), type_name(v));
-                    }
-                }
-            }
-        }
-    }
-    values
-}
-
-async fn tag_values_v1(
-    State(store): State<Arc<Store>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let traces = match sample(&store, &headers).await {
-        Ok(t) => t,
-        Err(response) => return response.into_response(),
-    };
-    let values: Vec<String> = values_of(&traces, &name).into_keys().collect();
-    axum::Json(json!({ "tagValues": values })).into_response()
-}
-
-async fn tag_values_v2(
-    State(store): State<Arc<Store>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let traces = match sample(&store, &headers).await {
-        Ok(t) => t,
-        Err(response) => return response.into_response(),
-    };
-    let values: Vec<Json> = values_of(&traces, &name)
-        .into_iter()
-        .map(|(value, kind)| json!({ "type": kind, "value": value }))
-        .collect();
-    axum::Json(json!({ "tagValues": values })).into_response()
 }

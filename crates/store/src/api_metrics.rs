@@ -127,8 +127,13 @@ pub(crate) async fn run(
         evaluator.lock().observe(trace);
         false
     };
+    // Blocks without an attribute the query's filter requires hold no span it counts.
+    let options = crate::engine::SearchOptions {
+        required_keys: crate::attr_keys::required_keys(&query),
+        ..Default::default()
+    };
     let (_, stats) = store
-        .search_with_progress(&tenant, &request, &observe, progress)
+        .search_with(&tenant, &request, &options, &observe, progress)
         .await
         .map_err(engine_error)?;
     let evaluator = evaluator.into_inner();

@@ -7,6 +7,9 @@
 //! * `index`: per trace its id, page, time bounds, root service and name, error flag, span count
 //!   and services (names in a string table), sorted by trace id; loaded in memory, so trace by id
 //!   is a binary search and one page read, and most searches read no page at all.
+//!   Since `TLIDX2` the index also lists every attribute key of the block's spans per scope
+//!   (span, resource, event, link, instrumentation): a query on an attribute the block does not
+//!   have skips the block, and tag listings over a whole block read no page.
 //! * `meta.json`: tenant, time range, counts, size, compaction level. Written last: a block
 //!   without it is incomplete and ignored.
 
@@ -17,9 +20,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use threadline_otlp::{TraceData, TraceDataBuilder};
 
+use crate::attr_keys::{self, KeyScope, KeySet};
 use crate::model::TraceSummary;
 
-const INDEX_MAGIC: &[u8; 6] = b"TLIDX1";
+/// Indexes written since attribute keys were added; `TLIDX1` (no keys) is still read.
+const INDEX_MAGIC: &[u8; 6] = b"TLIDX2";
+const INDEX_MAGIC_V1: &[u8; 6] = b"TLIDX1";
 /// Uncompressed bytes per page.
 const PAGE_BYTES: usize = 1 << 20;
 const ZSTD_LEVEL: i32 = 6;
@@ -60,6 +66,9 @@ pub struct BlockIndex {
     pub strings: Vec<String>,
     /// Sorted by trace id.
     pub rows: Vec<TraceRow>,
+    /// Every attribute key of the block's spans, per scope; None for an index written before
+    /// keys were kept (such a block is never skipped for a missing key).
+    pub keys: Option<KeySet>,
 }
 
 impl BlockIndex {
@@ -99,7 +108,21 @@ impl BlockIndex {
             .iter()
             .map(|row| 16 + 4 + 8 + 8 + 4 + 4 + 1 + 4 + 4 + 4 * row.services.len())
             .sum();
-        INDEX_MAGIC.len() + 4 + 12 * self.pages.len() + 4 + strings + 4 + rows
+        let keys: usize = self
+            .keys
+            .iter()
+            .flat_map(KeySet::iter)
+            .map(|(_, key)| 5 + key.len())
+            .sum();
+        INDEX_MAGIC.len() + 4 + 12 * self.pages.len() + 4 + strings + 4 + rows + 4 + keys
+    }
+
+    /// Whether the block's spans may have attribute `key` in `scope` (true when the index
+    /// predates key sets).
+    pub fn may_have_key(&self, scope: KeyScope, key: &str) -> bool {
+        self.keys
+            .as_ref()
+            .is_none_or(|keys| keys.contains(scope, key))
     }
 
     /// The id of `text` in the string table, if the block has it.
@@ -138,14 +161,27 @@ impl BlockIndex {
                 put_u32(&mut out, *s);
             }
         }
+        // Keys are written with their text (not string ids): the builder's string table is
+        // final before keys are known to be complete, and key sets are small.
+        let mut keys: Vec<(KeyScope, &str)> = self.keys.iter().flat_map(KeySet::iter).collect();
+        keys.sort_unstable();
+        put_u32(&mut out, keys.len() as u32);
+        for (scope, key) in keys {
+            out.push(scope as u8);
+            put_u32(&mut out, key.len() as u32);
+            out.extend_from_slice(key.as_bytes());
+        }
         out
     }
 
     pub fn decode(buf: &[u8]) -> Result<BlockIndex, BlockError> {
         let mut r = Reader { buf, at: 0 };
-        if r.take(INDEX_MAGIC.len())? != INDEX_MAGIC {
-            return Err(BlockError::Corrupt("index: bad magic".into()));
-        }
+        let magic = r.take(INDEX_MAGIC.len())?;
+        let has_keys = match magic {
+            m if m == INDEX_MAGIC => true,
+            m if m == INDEX_MAGIC_V1 => false,
+            _ => return Err(BlockError::Corrupt("index: bad magic".into())),
+        };
         let mut index = BlockIndex::default();
         for _ in 0..r.u32()? {
             index.pages.push((r.u64()?, r.u32()?));
@@ -178,6 +214,18 @@ impl BlockIndex {
                 spans,
                 services,
             });
+        }
+        if has_keys {
+            let mut keys = KeySet::default();
+            for _ in 0..r.u32()? {
+                let scope = KeyScope::from_byte(r.take(1)?[0])
+                    .ok_or_else(|| BlockError::Corrupt("index: unknown key scope".into()))?;
+                let len = r.u32()? as usize;
+                let key = std::str::from_utf8(r.take(len)?)
+                    .map_err(|_| BlockError::Corrupt("index: key is not UTF-8".into()))?;
+                keys.insert(scope, key);
+            }
+            index.keys = Some(keys);
         }
         Ok(index)
     }
@@ -377,6 +425,8 @@ impl BlockBuilder {
             services: summary.services.iter().map(|s| self.intern(s)).collect(),
         };
         self.index.rows.push(row);
+        let keys = self.index.keys.get_or_insert_with(KeySet::default);
+        attr_keys::for_each_key(trace, |scope, key| keys.insert(scope, key));
         if self.page.len() >= PAGE_BYTES {
             return self.last_page();
         }

@@ -7,7 +7,10 @@ pub mod api_doctor;
 pub mod api_grpc;
 pub mod api_insight;
 pub mod api_metrics;
+pub mod api_search_metrics;
 pub mod api_service_graph;
+pub mod api_tags;
+pub mod attr_keys;
 pub mod block;
 pub mod config;
 pub mod engine;
@@ -16,6 +19,7 @@ pub mod exporter;
 pub mod generator;
 pub mod model;
 pub mod search;
+pub mod tags;
 pub mod tempopb;
 #[cfg(test)]
 mod tests;

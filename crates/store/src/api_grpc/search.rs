@@ -57,8 +57,13 @@ pub(super) async fn search(
             }));
         };
         let matches = |trace: &Trace| matcher.matches(trace).is_some();
+        // As the HTTP search: blocks without an attribute every match needs are skipped.
+        let options = crate::engine::SearchOptions {
+            required_keys: crate::attr_keys::matcher_required_keys(&matcher),
+            ..Default::default()
+        };
         let result = store
-            .search_with_progress(&tenant, &request, &matches, &progress)
+            .search_with(&tenant, &request, &options, &matches, &progress)
             .await;
         let message = match result {
             Ok((found, _)) => Ok(final_message(

@@ -29,6 +29,8 @@ use crate::wal::Wal;
 mod compactor;
 mod query;
 
+pub use query::{SearchOptions, SkippedBlocks};
+
 use compactor::run_compaction_loop;
 
 /// The tenant of every trace when multitenancy is off, as Tempo's.
@@ -136,11 +138,16 @@ pub struct Progress<'a> {
     pub total_block_bytes: u64,
 }
 
-/// Figures of a search, as Tempo reports them.
+/// Figures of a search, as Tempo reports them, and which blocks were skipped and why.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SearchStats {
     pub inspected_traces: u64,
     pub inspected_bytes: u64,
+    /// Blocks of the tenant when the search started.
+    pub total_blocks: u64,
+    /// Blocks with at least one page read.
+    pub inspected_blocks: u64,
+    pub skipped: query::SkippedBlocks,
 }
 
 fn with_prefix<S: ObjectStore>(store: S, prefix: &str) -> Arc<dyn ObjectStore> {

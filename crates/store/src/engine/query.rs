@@ -6,6 +6,7 @@
 //! ran; a block whose `meta.json` is still there but whose data is gone is a fault.
 
 use super::*;
+use crate::attr_keys::RequiredKey;
 
 /// Times a read takes the block list again before giving up with 503: each retry means
 /// blocks were replaced under it, and compaction replaces a tenant's blocks once per cycle.
@@ -17,6 +18,43 @@ type SearchProgress<'a> = (
     &'a mut SearchStats,
     &'a mut std::collections::HashSet<[u8; 16]>,
 );
+
+/// What a search may use beyond the request: attributes every match has (blocks without one of
+/// them are skipped from their index), and blocks already answered another way.
+#[derive(Debug, Clone, Default)]
+pub struct SearchOptions {
+    pub required_keys: Vec<RequiredKey>,
+    /// Ids of blocks not to read (a tag listing took their keys from their index).
+    pub skip_blocks: std::collections::HashSet<String>,
+}
+
+/// Blocks a search did not read, per reason (reported in the search response's `metrics`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SkippedBlocks {
+    /// The block's time range lies outside the search's.
+    pub outside_time_range: u64,
+    /// The block's key set lacks an attribute every match has.
+    pub attribute_absent: u64,
+    /// The block's string table lacks the service the query asks for.
+    pub service_absent: u64,
+    /// No trace row of the block passes the time range, duration bounds and error hint.
+    pub no_candidate_trace: u64,
+    /// The search had its `limit` of traces before it came to the block.
+    pub limit_reached: u64,
+    /// Answered from the block's index (tag names over a whole block).
+    pub answered_from_index: u64,
+}
+
+impl SkippedBlocks {
+    pub fn total(&self) -> u64 {
+        self.outside_time_range
+            + self.attribute_absent
+            + self.service_absent
+            + self.no_candidate_trace
+            + self.limit_reached
+            + self.answered_from_index
+    }
+}
 
 impl Store {
     pub(super) async fn page(&self, block: &Block, page: u32) -> anyhow::Result<PageTraces> {
@@ -203,16 +241,18 @@ impl Store {
         request: &SearchRequest,
         matches: &(dyn Fn(&Trace) -> bool + Sync),
     ) -> anyhow::Result<(Vec<Found>, SearchStats)> {
-        self.search_with_progress(tenant, request, matches, &|_| {})
+        self.search_with(tenant, request, &SearchOptions::default(), matches, &|_| {})
             .await
     }
 
-    /// [`Store::search`], telling `progress` what it has after the heads and after each block
-    /// (the gRPC streaming API sends partial results from it).
-    pub async fn search_with_progress(
+    /// [`Store::search`] with `options` (attributes every match has, blocks not to read),
+    /// telling `progress` what it has after the heads and after each block (the gRPC streaming
+    /// API sends partial results from it).
+    pub async fn search_with(
         &self,
         tenant: &str,
         request: &SearchRequest,
+        options: &SearchOptions,
         matches: &(dyn Fn(&Trace) -> bool + Sync),
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> anyhow::Result<(Vec<Found>, SearchStats)> {
@@ -282,9 +322,20 @@ impl Store {
         // replaced it, skipping the traces already considered.
         let mut attempts = 0;
         loop {
+            // Block figures are those of the last listing: a retry starts them again.
+            stats.total_blocks = 0;
+            stats.inspected_blocks = 0;
+            stats.skipped = SkippedBlocks::default();
             let mut state = (&mut found, &mut stats, &mut seen);
             match self
-                .search_blocks(tenant, request, matches, limit, &mut state, progress)
+                .search_blocks(
+                    tenant,
+                    request,
+                    (options, matches),
+                    limit,
+                    &mut state,
+                    progress,
+                )
                 .await
             {
                 Ok(()) => break,
@@ -300,13 +351,14 @@ impl Store {
         &self,
         tenant: &str,
         request: &SearchRequest,
-        matches: &(dyn Fn(&Trace) -> bool + Sync),
+        (options, matches): (&SearchOptions, &(dyn Fn(&Trace) -> bool + Sync)),
         limit: usize,
         state: &mut SearchProgress<'_>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> anyhow::Result<()> {
         let (found, stats, seen) = state;
         let blocks = self.blocks_of(tenant);
+        stats.total_blocks = blocks.len() as u64;
         let total_block_bytes = blocks.iter().map(|b| b.meta.size_bytes).sum();
         // Jobs: the heads (done when this runs), then each block.
         let report = |found: &[Found], stats: SearchStats, blocks_done: usize| {
@@ -319,104 +371,143 @@ impl Store {
                 total_block_bytes,
             })
         };
-        report(found.as_slice(), **stats, 0);
         let mut pages_read = 0u64;
-        for block_number in 0..blocks.len() {
+        for (block_number, block) in blocks.iter().enumerate() {
+            // Told at the start of each block (every `continue` below ends one), and at the end.
+            report(found.as_slice(), **stats, block_number);
             if found.len() >= limit {
-                break;
+                stats.skipped.limit_reached += 1;
+                continue;
             }
-            self.search_block(
-                tenant,
-                request,
-                matches,
-                limit,
-                (&mut **found, &mut **stats, &mut **seen),
-                (&blocks, block_number, &mut pages_read),
-            )
-            .await?;
-            report(found.as_slice(), **stats, block_number + 1);
+            if options.skip_blocks.contains(&block.meta.block_id) {
+                stats.skipped.answered_from_index += 1;
+                continue;
+            }
+            if request
+                .start_unix_nano
+                .is_some_and(|s| block.meta.end_unix_nano < s)
+                || request
+                    .end_unix_nano
+                    .is_some_and(|e| block.meta.start_unix_nano > e)
+            {
+                stats.skipped.outside_time_range += 1;
+                continue;
+            }
+            // An attribute every match has, missing from the block's key set: no page can hold
+            // a match (answered from the index alone, grafana/tempo #4422). With one required
+            // attribute, a match split over blocks is found from the part that has it; with
+            // several, its parts may each lack one, so a block holding split traces is read.
+            if let Some(keys) = &block.index.keys {
+                if options.required_keys.iter().any(|k| !k.present_in(keys))
+                    && (options.required_keys.len() < 2
+                        || !self.has_split_traces(tenant, &blocks, block_number))
+                {
+                    stats.skipped.attribute_absent += 1;
+                    continue;
+                }
+            }
+            // The service hint as an id of this block's string table; a block without the name
+            // holds no candidate.
+            let service = match &request.service_hint {
+                Some(name) => match block.index.string_id(name) {
+                    Some(id) => Some(id),
+                    None => {
+                        stats.skipped.service_absent += 1;
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let mut block_read = false;
+            // Rows are in trace id order, as pages: each run of rows of one page is checked
+            // against the index, then the page is read if any row may match. The rows are
+            // compared as they are: this loop runs over every trace of the block.
+            for rows in block.index.rows.chunk_by(|a, b| a.page == b.page) {
+                if found.len() >= limit {
+                    break;
+                }
+                let candidates: std::collections::HashSet<[u8; 16]> = rows
+                    .iter()
+                    .filter(|row| {
+                        request.admits(row.start_unix_nano, row.end_unix_nano, row.has_error)
+                            && service.is_none_or(|id| row.services.contains(&id))
+                            && !seen.contains(&row.trace_id)
+                    })
+                    .map(|row| row.trace_id)
+                    .collect();
+                if candidates.is_empty() {
+                    continue;
+                }
+                block_read = true;
+                // Pages in the cache never wait: yield now and then, so that a long search
+                // over cached pages does not hold a runtime worker to itself.
+                pages_read += 1;
+                if pages_read.is_multiple_of(16) {
+                    tokio::task::yield_now().await;
+                }
+                let traces = self.page(block, rows[0].page).await?;
+                for (trace_id, data) in traces.iter().filter(|(id, _)| candidates.contains(id)) {
+                    if found.len() >= limit {
+                        break;
+                    }
+                    if seen.contains(trace_id) {
+                        continue;
+                    }
+                    // The whole trace: parts in other blocks or the head (rare) are merged in.
+                    // Marked seen only once read, so a retry after a vanished block reads it.
+                    let data = if self.has_parts_elsewhere(tenant, trace_id, &blocks, block_number)
+                    {
+                        match self.trace_by_id_once(tenant, trace_id).await? {
+                            Some(data) => data,
+                            None => continue,
+                        }
+                    } else {
+                        data.clone()
+                    };
+                    seen.insert(*trace_id);
+                    self.consider(*trace_id, data, matches, found, stats);
+                }
+            }
+            if block_read {
+                stats.inspected_blocks += 1;
+            } else {
+                stats.skipped.no_candidate_trace += 1;
+            }
         }
         report(found.as_slice(), **stats, blocks.len());
         Ok(())
     }
 
-    /// One block of [`Store::search_blocks`]: `blocks[block_number]`.
-    async fn search_block(
-        &self,
-        tenant: &str,
-        request: &SearchRequest,
-        matches: &(dyn Fn(&Trace) -> bool + Sync),
-        limit: usize,
-        (found, stats, seen): SearchProgress<'_>,
-        (blocks, block_number, pages_read): (&[Arc<Block>], usize, &mut u64),
-    ) -> anyhow::Result<()> {
-        let block = &blocks[block_number];
-        if request
-            .start_unix_nano
-            .is_some_and(|s| block.meta.end_unix_nano < s)
-            || request
-                .end_unix_nano
-                .is_some_and(|e| block.meta.start_unix_nano > e)
-        {
-            return Ok(());
-        }
-        // The service hint as an id of this block's string table; a block without the name
-        // holds no candidate.
-        let service = match &request.service_hint {
-            Some(name) => match block.index.string_id(name) {
-                Some(id) => Some(id),
-                None => return Ok(()),
-            },
-            None => None,
+    /// Whether a trace of `blocks[at]` has spans in another block or in a head. Only blocks
+    /// whose time range overlaps this one's can hold parts of its traces.
+    fn has_split_traces(&self, tenant: &str, blocks: &[Arc<Block>], at: usize) -> bool {
+        let block = &blocks[at];
+        let others: Vec<&Arc<Block>> = blocks
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| {
+                *i != at
+                    && b.meta.start_unix_nano <= block.meta.end_unix_nano
+                    && b.meta.end_unix_nano >= block.meta.start_unix_nano
+            })
+            .map(|(_, b)| b)
+            .collect();
+        let in_head = |head: &Head| {
+            head.tenants.get(tenant).is_some_and(|traces| {
+                block
+                    .index
+                    .rows
+                    .iter()
+                    .any(|row| traces.contains_key(&row.trace_id))
+            })
         };
-        // Rows are in trace id order, as pages: each run of rows of one page is checked
-        // against the index, then the page is read if any row may match. The rows are
-        // compared as they are: this loop runs over every trace of the block.
-        for rows in block.index.rows.chunk_by(|a, b| a.page == b.page) {
-            if found.len() >= limit {
-                break;
-            }
-            let candidates: std::collections::HashSet<[u8; 16]> = rows
-                .iter()
-                .filter(|row| {
-                    request.admits(row.start_unix_nano, row.end_unix_nano, row.has_error)
-                        && service.is_none_or(|id| row.services.contains(&id))
-                        && !seen.contains(&row.trace_id)
-                })
-                .map(|row| row.trace_id)
-                .collect();
-            if candidates.is_empty() {
-                continue;
-            }
-            // Pages in the cache never wait: yield now and then, so that a long search
-            // over cached pages does not hold a runtime worker to itself.
-            *pages_read += 1;
-            if pages_read.is_multiple_of(16) {
-                tokio::task::yield_now().await;
-            }
-            let traces = self.page(block, rows[0].page).await?;
-            for (trace_id, data) in traces.iter().filter(|(id, _)| candidates.contains(id)) {
-                if found.len() >= limit {
-                    break;
-                }
-                if seen.contains(trace_id) {
-                    continue;
-                }
-                // The whole trace: parts in other blocks or the head (rare) are merged in.
-                // Marked seen only once read, so a retry after a vanished block reads it.
-                let data = if self.has_parts_elsewhere(tenant, trace_id, blocks, block_number) {
-                    match self.trace_by_id_once(tenant, trace_id).await? {
-                        Some(data) => data,
-                        None => continue,
-                    }
-                } else {
-                    data.clone()
-                };
-                seen.insert(*trace_id);
-                self.consider(*trace_id, data, matches, found, stats);
-            }
-        }
-        Ok(())
+        in_head(&self.head.lock())
+            || self.flushing.read().iter().any(|h| in_head(h))
+            || block.index.rows.iter().any(|row| {
+                others
+                    .iter()
+                    .any(|other| other.index.find(&row.trace_id).is_some())
+            })
     }
 
     /// Whether a trace has spans outside `blocks[except]`: in another block or in a head.
@@ -458,6 +549,11 @@ impl Store {
                 trace,
             });
         }
+    }
+
+    /// The blocks of `tenant`, newest first (their meta and index, in memory).
+    pub fn blocks(&self, tenant: &str) -> Vec<Arc<Block>> {
+        self.blocks_of(tenant)
     }
 
     /// Recent traces of `tenant` (head first, then the newest blocks), for tag listings.
