@@ -100,6 +100,13 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     let decision_wait = decision_wait_secs(&pipeline);
 
     crate::collector::init_default_logging();
+    let api_address = format!(
+        "{}:{}",
+        store_config.server.http_listen_address, store_config.server.http_listen_port
+    );
+    // Bound first: 503 "starting" until the store has replayed its WAL.
+    let (starting, opener) = threadline_store::api_admission::until_open();
+    let api = crate::store::serve_router(starting, &api_address).await?;
     let store = Store::open(store_config.clone())
         .await
         .context("cannot open the store")?;
@@ -107,11 +114,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     let service = Service::start(&registry, &pipeline)
         .await
         .context("cannot start the collector pipeline")?;
-    let api_address = format!(
-        "{}:{}",
-        store_config.server.http_listen_address, store_config.server.http_listen_port
-    );
-    let api = serve_api(store.clone(), &api_address, decision_wait).await?;
+    opener.open(api_router(store.clone(), decision_wait));
 
     let otlp = |protocol: &str| {
         root.get("receivers")
@@ -153,11 +156,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
 
 /// Tempo's HTTP API of the embedded store, each response telling how long the pipeline holds
 /// traces before storing them (see [`DECISION_WAIT_HEADER`]).
-async fn serve_api(
-    store: Arc<Store>,
-    address: &str,
-    decision_wait: Option<u64>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+fn api_router(store: Arc<Store>, decision_wait: Option<u64>) -> axum::Router {
     let mut router = threadline_store::api::router(store);
     if let Some(seconds) = decision_wait {
         let value = axum::http::HeaderValue::from(seconds);
@@ -171,7 +170,7 @@ async fn serve_api(
             },
         ));
     }
-    crate::store::serve_router(router, address).await
+    router
 }
 
 /// The longest `decision_wait` of the `tail_sampling` processors on the way to the store, in

@@ -69,6 +69,14 @@ pub fn ingest_pipeline(
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let config = load(&args.configs, &args.sets)?;
     crate::collector::init_default_logging();
+    let address = format!(
+        "{}:{}",
+        config.server.http_listen_address, config.server.http_listen_port
+    );
+    // Bound before the store opens: while it replays its WAL, requests get 503 "starting"
+    // rather than a refused connection.
+    let (starting, opener) = threadline_store::api_admission::until_open();
+    let api = serve_router(starting, &address).await?;
     let store = Store::open(config.clone())
         .await
         .context("cannot open the store")?;
@@ -82,11 +90,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let address = format!(
-        "{}:{}",
-        config.server.http_listen_address, config.server.http_listen_port
-    );
-    let api = serve_api(store.clone(), &address).await?;
+    opener.open(threadline_store::api::router(store.clone()));
     tracing::info!(api = %address, target = %config.target, "threadline store is ready: Tempo's HTTP API and the web UI on http://{address}/");
     crate::collector::wait_for_signal().await;
     tracing::info!("shutting down: finishing requests and writing the head");
@@ -97,14 +101,6 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     store.flush_and_close().await.context("writing the head")?;
     tracing::info!("shutdown complete");
     Ok(())
-}
-
-/// Serves Tempo's HTTP API on `address` until the task is aborted.
-pub async fn serve_api(
-    store: Arc<Store>,
-    address: &str,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    serve_router(threadline_store::api::router(store), address).await
 }
 
 /// Serves `router` (the store's API, possibly wrapped) on `address` until the task is aborted.

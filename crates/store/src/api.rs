@@ -43,7 +43,13 @@ pub fn router(store: Arc<Store>) -> Router {
         .merge(crate::ui::router())
         .merge(crate::api_doctor::router(store.clone()))
         .merge(crate::api_service_graph::router())
-        .with_state(store.clone());
+        .with_state(store.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            crate::api_admission::Outstanding::new(
+                store.config().query_frontend.max_outstanding_per_tenant,
+            ),
+            crate::api_admission::limit_outstanding,
+        ));
     crate::api_grpc::beside(http, store)
 }
 

@@ -28,6 +28,8 @@ pub struct StoreConfig {
     pub ingester: IngesterConfig,
     #[serde(default)]
     pub compactor: CompactorConfig,
+    #[serde(default)]
+    pub query_frontend: QueryFrontendConfig,
     pub storage: StorageConfig,
     /// Separate tenants by the `X-Scope-OrgID` header (queries without it are refused). Off: one
     /// tenant, `single-tenant`, as Tempo.
@@ -69,6 +71,29 @@ fn default_listen_address() -> String {
 
 fn default_http_port() -> u16 {
     3200
+}
+
+/// How many queries the API takes at once, with Tempo's key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryFrontendConfig {
+    /// Queries (search, tags, metrics, Threadline's insight endpoints) one tenant may have in
+    /// flight; one more is refused with 503 and `Retry-After`, so an overloaded store says so
+    /// instead of slowing every query down. Default 2000, as Tempo (which answers 429).
+    #[serde(default = "default_max_outstanding_per_tenant")]
+    pub max_outstanding_per_tenant: usize,
+}
+
+impl Default for QueryFrontendConfig {
+    fn default() -> Self {
+        QueryFrontendConfig {
+            max_outstanding_per_tenant: default_max_outstanding_per_tenant(),
+        }
+    }
+}
+
+fn default_max_outstanding_per_tenant() -> usize {
+    2000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -325,6 +350,12 @@ impl StoreConfig {
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         self.metrics_generator.validate(&mut errors);
+        if self.query_frontend.max_outstanding_per_tenant == 0 {
+            errors.push(ConfigError::new(
+                "query_frontend::max_outstanding_per_tenant",
+                "0 would refuse every query: use a number of queries of at least 1",
+            ));
+        }
         if !matches!(
             self.target.as_str(),
             "all" | "ingester" | "querier" | "compactor"

@@ -3,6 +3,7 @@
 //! retention, and Grafana Tempo's HTTP API.
 
 pub mod api;
+pub mod api_admission;
 pub mod api_doctor;
 pub mod api_grpc;
 pub mod api_insight;
