@@ -116,9 +116,14 @@ impl Drop for Admitted {
 /// Whether a path runs a query (work that grows with the data), as opposed to a probe, a
 /// static page or a trace-by-id read.
 fn is_query(path: &str) -> bool {
-    ["/api/search", "/api/v2/search", "/api/metrics/", "/api/threadline/"]
-        .iter()
-        .any(|prefix| path.starts_with(prefix))
+    [
+        "/api/search",
+        "/api/v2/search",
+        "/api/metrics/",
+        "/api/threadline/",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix))
 }
 
 /// Middleware: queries beyond `max_outstanding_per_tenant` of their tenant get 503.
@@ -158,18 +163,31 @@ mod tests {
         let a1 = outstanding.admit("a");
         let a2 = outstanding.admit("a");
         assert!(a1.is_some() && a2.is_some());
-        assert!(outstanding.admit("a").is_none(), "a third query of a is refused");
+        assert!(
+            outstanding.admit("a").is_none(),
+            "a third query of a is refused"
+        );
         let b = outstanding.admit("b");
         assert!(b.is_some(), "another tenant has its own places");
         drop(a1);
         assert!(outstanding.admit("a").is_some(), "a place came back");
         drop((a2, b));
-        assert!(outstanding.by_tenant.lock().is_empty(), "no entry outlives its queries");
+        assert!(
+            outstanding.by_tenant.lock().is_empty(),
+            "no entry outlives its queries"
+        );
     }
 
     #[test]
     fn probes_pages_and_trace_reads_are_not_queries() {
-        for path in ["/ready", "/api/echo", "/api/traces/00", "/api/v2/traces/00", "/", "/ui/app.js"] {
+        for path in [
+            "/ready",
+            "/api/echo",
+            "/api/traces/00",
+            "/api/v2/traces/00",
+            "/",
+            "/ui/app.js",
+        ] {
             assert!(!is_query(path), "{path}");
         }
         for path in [
