@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from harness import LOOPBACK, free_port, require_binary, seed_config, wait_until
+from harness import LOOPBACK, REPO_ROOT, free_port, require_binary, seed_config, wait_until
 
 PROPAGATOR = TraceContextTextMapPropagator()
 MS = 1_000_000
@@ -277,6 +277,44 @@ def test_doctor_names_exactly_the_broken_services_and_hops(store_factory):
     assert failed.returncode != 0 and "--fail-on" in failed.stderr
     status, body = store.get("/api/threadline/doctor?since=forever")
     assert status == 400 and b"since" in body
+
+    _the_ui_health_page_shows_the_same_findings(store.api, findings)
+
+
+def _the_ui_health_page_shows_the_same_findings(api: str, findings: list[dict]) -> None:
+    """The web UI's Health page (Debian's Chromium through Playwright) renders the store's
+    report: every finding's title under its severity, example traces linked, no PII value."""
+    from playwright.sync_api import sync_playwright
+
+    from ui_estate import launch
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{api}/#/health?since=1h")
+            page.wait_for_selector(".finding, .state")
+            kinds = page.eval_on_selector_all(".finding", "els => els.map(e => e.dataset.kind)")
+            assert sorted(kinds) == sorted(f["kind"] for f in findings)
+            titles = page.eval_on_selector_all(".finding h3", "els => els.map(e => e.textContent)")
+            for f in findings:
+                assert any(f["title"] in t and t.startswith(f["severity"]) for t in titles), (f["title"], titles)
+            lost = page.locator('.finding[data-kind="lost_context"] a.example').first
+            href = lost.get_attribute("href")
+            assert href.startswith("#/trace/") and len(href) == len("#/trace/") + 32, href
+            text = page.inner_text("main")
+            assert "jane.doe" not in text and "4111111111111111" not in text
+            assert "Scanned" in text
+            shots = REPO_ROOT / "docs" / "ui"
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / "health.png"), full_page=False)
+            lost.click()
+            page.wait_for_selector(".wf-row, .waterfall, .state")
+            assert not errors, errors
+        finally:
+            browser.close()
 
 
 def test_doctor_finds_nothing_on_a_clean_estate(store_factory):

@@ -37,6 +37,7 @@ const ASSETS: &[(&str, &str, &[u8])] = assets! {
     "js/service_map.js" => "text/javascript; charset=utf-8",
     "js/insight.js" => "text/javascript; charset=utf-8",
     "js/settings.js" => "text/javascript; charset=utf-8",
+    "js/health.js" => "text/javascript; charset=utf-8",
 };
 
 /// The UI's routes and the Threadline endpoint only it needs (`what-is-different`), to merge

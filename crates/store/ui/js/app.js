@@ -1,10 +1,11 @@
 // The single-page app: hash routes (#/search, #/trace/<id>, #/compare, #/map, #/service/<name>,
-// #/settings), so a link holds the whole view and the store serves one page.
+// #/health, #/settings), so a link holds the whole view and the store serves one page.
 import { h, clear } from "./dom.js";
 import { searchPage } from "./search.js";
 import { tracePage } from "./trace_view.js";
 import { comparePage } from "./compare.js";
 import { mapPage, servicePage } from "./service_map.js";
+import { healthPage } from "./health.js";
 import { settings, saveSettings } from "./settings.js";
 
 const main = document.getElementById("main");
@@ -53,6 +54,7 @@ function route() {
   if (page === "compare") return comparePage(main, params, navigate);
   if (page === "map") return mapPage(main, params, navigate);
   if (page === "service" && parts[1]) return servicePage(main, decodeURIComponent(parts[1]), params, navigate);
+  if (page === "health") return healthPage(main, params, navigate);
   if (page === "settings") return settingsPage(main);
   return searchPage(main, params, navigate);
 }
