@@ -1,6 +1,5 @@
 //! The `store` command: Threadline's trace backend (OTLP in, Tempo's HTTP API out).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
