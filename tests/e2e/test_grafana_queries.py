@@ -80,7 +80,7 @@ def _nearest_rank(values, q):
     return ordered[max(1, min(len(ordered), math.ceil(q * len(ordered)))) - 1]
 
 
-def range_expect(select, fn="rate", by=None):
+def range_expect(select, fn="rate", by=None, quantiles=(0.9,)):
     """{labels: {stamp_ms: value}} over the spans `select` keeps, zeros left out."""
 
     def expect(spans, range_start_ns):
@@ -93,22 +93,21 @@ def range_expect(select, fn="rate", by=None):
             groups.setdefault(_key(labels), {}).setdefault(_stamp_ms(s["start"], range_start_ns), []).append(s)
         out = {}
         for labels, stamps in groups.items():
-            if fn == "p90":
-                labels = _key(dict(labels) | {"p": 0.9})
-            out[labels] = {}
-            for stamp, members in stamps.items():
-                if fn == "rate":
-                    out[labels][stamp] = len(members) / STEP_S
-                elif fn == "histogram":
-                    out[labels][stamp] = float(len(members))
-                else:
-                    out[labels][stamp] = _nearest_rank([m["duration"] / NS for m in members], 0.9)
+            for q in quantiles if fn == "quantiles" else (None,):
+                series = out.setdefault(_key(dict(labels) | {"p": q}) if q else labels, {})
+                for stamp, members in stamps.items():
+                    if fn == "rate":
+                        series[stamp] = len(members) / STEP_S
+                    elif fn == "histogram":
+                        series[stamp] = float(len(members))
+                    else:
+                        series[stamp] = _nearest_rank([m["duration"] / NS for m in members], q)
         return out
 
     return expect
 
 
-def metrics_query(signal, filters, metric, by=None, extra=None, guard=True, sample=False):
+def metrics_query(signal, filters, metric, by=None, extra=None, guard=True, sample=False, percentiles=(0.9,)):
     """generateMetricsQuery (DD src/components/Explore/queries/generateMetricsQuery.ts) verbatim."""
     text = f"{signal[0]} && {filters[0]}"
     if metric == "errors":
@@ -117,7 +116,8 @@ def metrics_query(signal, filters, metric, by=None, extra=None, guard=True, samp
         text += f" && {extra[0]}"
     if by and guard:
         text += f" && {by} != nil"
-    fn = "quantile_over_time(duration, 0.9)" if metric == "duration" else "rate()"
+    csv = ",".join(map(str, percentiles))  # ${durationPercentiles:csv}
+    fn = f"quantile_over_time(duration, {csv})" if metric == "duration" else "rate()"
     group = f"by({by})" if by else ""
     query = f"{{{text}}} | {fn} {group}" + (" with(sample=true)" if sample else "")
 
@@ -126,7 +126,7 @@ def metrics_query(signal, filters, metric, by=None, extra=None, guard=True, samp
         keep = keep and (extra is None or extra[1](s))
         return keep and (by is None or GROUP_BY[by](s) is not None)
 
-    return query, range_expect(select, "p90" if metric == "duration" else "rate", by)
+    return query, range_expect(select, "quantiles" if metric == "duration" else "rate", by, percentiles)
 
 
 def _key(labels: dict) -> frozenset:
@@ -188,6 +188,7 @@ CASES = [
     _dd_metrics("errors-all", ALL, NO_FILTER, "errors"),
     _dd_metrics("duration-root", ROOT, NO_FILTER, "duration"),
     _dd_metrics("duration-server", SERVER, NO_FILTER, "duration"),
+    _dd_metrics("duration-server-percentiles", SERVER, NO_FILTER, "duration", percentiles=(0.5, 0.9, 0.99)),
     _dd_metrics("rate-filter-cart", ALL, CART, "rate"),
     _dd_metrics("rate-filter-array", ROOT, RED, "rate"),
     _dd_metrics("rate-filter-exception-event", ALL, VALUE_ERROR, "rate"),
@@ -236,6 +237,20 @@ CASES = [
           "{true && true && status = error} | select(resource.service.name, event.exception.message,"
           "event.exception.stacktrace,event.exception.type) with(most_recent=true)",
           spans_expect(ERROR), limit=400, spss=10, exceptions=True),
+    # An exception's accordion (ExceptionAccordion.tsx buildExceptionFilterExpr): its distribution
+    # panels (ExceptionComparison.tsx, `| select(<attribute>)`) and its trace list (ExceptionTraceResults.tsx).
+    _case("search", "exception-distribution", f"{DD} Tabs/Exceptions/accordion/ExceptionComparison.tsx",
+          '{true && true && status = error && event.exception.message = "bad item 3" && '
+          'event.exception.type = "ValueError"} | select(resource.service.name)',
+          spans_expect(lambda s: s["exception"] == "bad item 3"), limit=400, spss=10, service_attr=True),
+    _case("search", "exception-traces", f"{DD} Tabs/Exceptions/accordion/ExceptionTraceResults.tsx",
+          '{nestedSetParent<0 && true && status = error && event.exception.message = "bad item 3"} '
+          "| select(resource.service.name,span.http.route)",
+          spans_expect(lambda s: False), limit=100, spss=10),
+    _case("search", "exception-traces-all-spans", f"{DD} Tabs/Exceptions/accordion/ExceptionTraceResults.tsx",
+          '{true && true && status = error && event.exception.message = "bad item 6"} '
+          "| select(resource.service.name,event.exception.type)",
+          spans_expect(lambda s: s["exception"] == "bad item 6"), limit=100, spss=10, service_attr=True),
     # Structure tab, one query per metric.
     _case("search", "structure-rate", STRUCTURE,
           "({nestedSetParent<0 && true } &>> { kind = server }) || ({nestedSetParent<0 && true })" + STRUCTURE_SELECT,
@@ -376,6 +391,7 @@ def _search_traces(answer: dict) -> dict:
 
 def _check_search(case, world, answer, via):
     expected = {t.lstrip("0"): ids for t, ids in case.expect(world["spans"], 0).items()}
+    assert expected or case.id == "exception-traces", "a case that expects nothing proves little"
     got = _search_traces(answer)
     assert got.keys() == expected.keys(), f"{via}: traces {len(got)} != {len(expected)}"
     by_id = {s["span_id"]: s for s in world["spans"]}
@@ -387,6 +403,8 @@ def _check_search(case, world, answer, via):
             sent = by_id[span_id]
             if case.params.get("selected"):
                 assert attrs.get(case.params["selected"]) == sent["attrs"][case.params["selected"]], (via, attrs)
+            if case.params.get("service_attr"):
+                assert attrs.get("service.name") == sent["service"], (via, attrs)
             if case.params.get("exceptions") and sent["exception"]:
                 # Tempo keys attributes without their scope (ExceptionsScene.tsx reads either).
                 assert attrs.get("exception.message") == sent["exception"], (via, attrs)
@@ -462,7 +480,9 @@ def test_generated_query_over_http_and_grpc(world, case):
             if case.kind == "compare":
                 _check_compare(case, world, answer, via)
                 continue
-            _assert_series(_range_series(answer), case.expect(world["spans"], start_s * NS), via)
+            expected = case.expect(world["spans"], start_s * NS)
+            assert expected, "a case that expects nothing proves little"
+            _assert_series(_range_series(answer), expected, via)
             if "exemplars" in case.params:
                 roots = {s["trace"].lstrip("0") for s in world["spans"] if s["role"] == "root"}
                 exemplars = [e for series in answer["series"] for e in series.get("exemplars", [])]
@@ -506,3 +526,27 @@ def test_generated_query_over_http_and_grpc(world, case):
             tagName=tag, query=case.query, start=start_s, end=end_s, maxTagValues=5000))
         for via, answer in (("http", http), ("grpc", rpc)):
             assert {(v["type"], v["value"]) for v in answer.get("tagValues", [])} == case.expect, (via, answer)
+
+
+def test_the_query_builder_here_reproduces_drilldowns_unit_tests():
+    """metrics_query() is generateMetricsQuery: with the template variables left unfilled it gives
+    the strings DD's generateMetricsQuery.test.ts and queries.test.ts expect, byte for byte."""
+    var = lambda name: (name, None)  # noqa: E731
+    sig, filt, pct = var("${primarySignal}"), var("${filters}"), ("${durationPercentiles:csv}",)
+    assert metrics_query(sig, filt, "rate")[0] == "{${primarySignal} && ${filters}} | rate() "
+    assert metrics_query(sig, filt, "errors")[0] == "{${primarySignal} && ${filters} && status=error} | rate() "
+    assert metrics_query(sig, filt, "duration", percentiles=pct)[0] == (
+        "{${primarySignal} && ${filters}} | quantile_over_time(duration, ${durationPercentiles:csv}) ")
+    assert metrics_query(sig, filt, "rate", extra=('name="test"', None))[0] == (
+        '{${primarySignal} && ${filters} && name="test"} | rate() ')
+    assert metrics_query(sig, filt, "rate", by="serviceName")[0] == (
+        "{${primarySignal} && ${filters} && serviceName != nil} | rate() by(serviceName)")
+    assert metrics_query(sig, filt, "rate", by="serviceName", extra=('serviceName="foo"', None), guard=False)[0] == (
+        '{${primarySignal} && ${filters} && serviceName="foo"} | rate() by(serviceName)')
+    assert metrics_query(sig, filt, "errors", by="service")[0] == (
+        "{${primarySignal} && ${filters} && status=error && service != nil} | rate() by(service)")
+    assert metrics_query(sig, filt, "rate", by="service", sample=True)[0] == (
+        "{${primarySignal} && ${filters} && service != nil} | rate() by(service) with(sample=true)")
+    assert metrics_query(sig, filt, "duration", by="service", percentiles=pct)[0] == (
+        "{${primarySignal} && ${filters} && service != nil} | quantile_over_time(duration, "
+        "${durationPercentiles:csv}) by(service)")
