@@ -294,6 +294,15 @@ CASES = [
           spans_expect(lambda s: s["exception"] == "bad item 3"), limit=20, spss=3),
     _case("search", "editor-array", GF_EDITOR, '{span.tags="green"}',
           spans_expect(lambda s: "green" in s["attrs"].get("tags", ())), limit=20, spss=3),
+    # utils.ts (grafana@071c707) valueHelper/scopeHelper: several values joined for =~, intrinsics
+    # unscoped, the editor's static filters (service, span name, duration, status) together.
+    _case("search", "editor-multi-value", GF_EDITOR.replace("utils.test.ts", "utils.ts@071c707"),
+          '{resource.service.name=~"cart|db"}', spans_expect(lambda s: s["service"] in ("cart", "db")),
+          limit=20, spss=3),
+    _case("search", "editor-static-filters", GF_EDITOR.replace("utils.test.ts", "utils.ts@071c707"),
+          '{resource.service.name=~"cart" && name="cart.load" && duration>30ms && status=error}',
+          spans_expect(lambda s: s["role"] == "cart" and s["error"] and s["duration"] > 30 * grafana_traffic.MS),
+          limit=20, spss=3),
     # Tag autocompletion (language_provider.ts fetchTags / getOptionsV2).
     _case("tags", "tags-v2", GF_TAGS, None, {
         "span": {"http.route", "http.request.method", "http.response.status_code", "tags", "cart.items",
@@ -301,6 +310,12 @@ CASES = [
         "resource": {"service.name", "deployment.environment"},
         "event": {"exception.type", "exception.message", "exception.stacktrace", "exception.escaped"},
         "link": {"reason"}}),
+    # One scope, narrowed by the query being edited (the `scope` and `q` of /api/v2/search/tags).
+    _case("tags", "tags-v2-event-scope", GF_TAGS, "{}", {
+        "event": {"exception.type", "exception.message", "exception.stacktrace", "exception.escaped"}},
+          scope="event"),
+    _case("tags", "tags-v2-span-scope-in-db", GF_TAGS, '{resource.service.name="db"}', {"span": {"db.system.name"}},
+          scope="span"),
     _case("values", "values-service", GF_TAGS, "{}", {("string", v) for v in grafana_traffic.SERVICES},
           tag="resource.service.name"),
     _case("values", "values-name-in-cart", GF_TAGS, '{resource.service.name="cart"}',
@@ -508,14 +523,22 @@ def test_generated_query_over_http_and_grpc(world, case):
         _check_search(case, world, http, "http")
         _check_search(case, world, rpc, "grpc")
     elif case.kind == "tags":
-        http = _http(world, "/api/v2/search/tags", limit=5000, start=start_s, end=end_s)
-        rpc = _grpc(world, "SearchTagsV2", pb.SearchTagsRequest(start=start_s, end=end_s, maxTagsPerScope=5000))
+        scope = case.params.get("scope")
+        params = {"limit": 5000, "start": start_s, "end": end_s}
+        if scope:
+            params |= {"scope": scope, "q": query}
+        http = _http(world, "/api/v2/search/tags", **params)
+        rpc = _grpc(world, "SearchTagsV2", pb.SearchTagsRequest(
+            scope=scope or "", query=query or "", start=start_s, end=end_s, maxTagsPerScope=5000))
         for via, answer in (("http", http), ("grpc", rpc)):
             scopes = {s["name"]: set(s.get("tags", [])) for s in answer["scopes"]}
-            for scope, tags in case.expect.items():
+            if scope:
+                assert scopes == case.expect, (via, scopes)
+                continue
+            for name, tags in case.expect.items():
                 # The SDK adds its own resource attributes (telemetry.sdk.*, service.instance.id).
-                got = scopes.get(scope, set())
-                assert (tags <= got) if scope == "resource" else (got == tags), (via, scope, got)
+                got = scopes.get(name, set())
+                assert (tags <= got) if name == "resource" else (got == tags), (via, name, got)
             assert not scopes["resource"] & case.expect["span"], (via, "span attributes under resource")
             assert {"duration", "name", "status", "kind"} <= scopes.get("intrinsic", set()), (via, scopes)
     else:
