@@ -34,7 +34,9 @@ TENANT = "grafana"
 METADATA = [("x-scope-orgid", TENANT)]
 HEADERS = {"X-Scope-OrgID": TENANT}
 NS = grafana_traffic.NS
-STEP_S = 60
+# Drilldown's step: getStepForTimeRange (DD src/utils/dates.ts), the range over 50 data points.
+RANGE_S = 3600
+STEP_S = max(1, RANGE_S // 50)
 
 DD = "traces-drilldown@2edd9c9"
 # Drilldown's primary signals (primary-signals.ts) and what each selects.
@@ -338,13 +340,14 @@ def world(tmp_path_factory):
     store.start()
     try:
         spans = grafana_traffic.send(store, TENANT)
-        traces = {s["trace"] for s in spans}
-        wait_until(lambda: len(store.json("/api/search?limit=100&spss=10", HEADERS)["traces"]) == len(traces), 15,
-                   "not every trace became searchable")
+        # Every span searchable, not only every trace.
+        wait_until(lambda: sum(t["spanSet"]["matched"] for t in store.json(
+            "/api/search?limit=100&spss=1&q=%7B%7D", HEADERS)["traces"]) == len(spans), 15,
+            "not every span became searchable")
         end_s = int(time.time()) + 1
         with grpc.insecure_channel(f"127.0.0.1:{store.http_port}") as channel:
             yield {"store": store, "spans": spans, "stub": service.StreamingQuerierStub(channel), "pb": messages,
-                   "start_s": end_s - 3600, "end_s": end_s}
+                   "start_s": end_s - RANGE_S, "end_s": end_s}
     finally:
         store.stop(timeout=15)
 
@@ -573,3 +576,38 @@ def test_the_query_builder_here_reproduces_drilldowns_unit_tests():
     assert metrics_query(sig, filt, "duration", by="service", percentiles=pct)[0] == (
         "{${primarySignal} && ${filters} && service != nil} | quantile_over_time(duration, "
         "${durationPercentiles:csv}) by(service)")
+
+
+def test_trace_lookup_as_grafana_opens_a_trace(world):
+    """Opening a trace from a search or an exemplar: `/api/traces/<id>?start=&end=` with `Accept:
+    application/protobuf`, read as OTLP (grafana@008aba5 pkg/tsdb/tempo/trace.go createRequest).
+    The streaming service has no trace lookup; this is HTTP only."""
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    by_trace = {}
+    for s in world["spans"]:
+        by_trace.setdefault(s["trace"], []).append(s)
+    for trace_id, sent in by_trace.items():
+        status, body = world["store"].get(f"/api/traces/{trace_id}?start={world['start_s']}&end={world['end_s']}",
+                                          HEADERS | {"Accept": "application/protobuf"})
+        assert status == 200, body[:300]
+        got = {}
+        data = trace_pb2.TracesData.FromString(body)
+        for rs in data.resource_spans:
+            service = next(a.value.string_value for a in rs.resource.attributes if a.key == "service.name")
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    assert span.span_id.hex() not in got, "a span came twice"
+                    got[span.span_id.hex()] = (service, span)
+        assert set(got) == {s["span_id"] for s in sent}
+        for s in sent:
+            service, span = got[s["span_id"]]
+            assert (service, span.name, span.end_time_unix_nano - span.start_time_unix_nano) == (
+                s["service"], s["name"], s["duration"])
+            assert (span.status.code == trace_pb2.Status.STATUS_CODE_ERROR) == s["error"]
+            events = {a.key: a.value.string_value for e in span.events for a in e.attributes}
+            assert events.get("exception.message") == s["exception"]
+            assert len(span.links) == int(s["linked"])
+            if s["role"] == "root":
+                tags = next(a.value.array_value for a in span.attributes if a.key == "tags")
+                assert [v.string_value for v in tags.values] == list(s["attrs"]["tags"])
