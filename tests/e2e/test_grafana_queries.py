@@ -269,6 +269,10 @@ CASES = [
     # Traces tab span lists.
     _case("search", "traces-list", TRACES_LIST, "{nestedSetParent<0 && true} | select(span.http.route)",
           spans_expect(ROOT[1]), limit=200, spss=10, selected="http.route"),
+    # The .test.tsx passes `duration,service.name`, which is no TraceQL (Tempo's lexer rejects a bare
+    # `service.name` too); the app fills ${spanListColumns} with scoped keys from the attribute list.
+    _case("search", "traces-list-columns", TRACES_LIST, "{kind=server && true} | select(duration,resource.service.name)",
+          spans_expect(SERVER[1]), limit=200, spss=10, service_attr=True),
     _case("search", "traces-list-errors", TRACES_LIST, "{true && true && status = error}",
           spans_expect(ERROR), limit=200, spss=10),
     _case("search", "traces-list-duration", TRACES_LIST, "{kind=server && true&& duration > 100ms}",
