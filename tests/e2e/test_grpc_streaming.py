@@ -9,9 +9,6 @@ against what the upstream Python SDK sent; Search must stream partial messages a
 
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -23,7 +20,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
-from harness import REPO_ROOT, wait_until
+import tempopb_client
+from harness import wait_until
 
 TENANT = "team-a"
 # Grafana's metadata: the tenant (from the data source's custom headers) and its user agent.
@@ -36,20 +34,7 @@ NS = 1_000_000_000
 @pytest.fixture(scope="module")
 def pb(tmp_path_factory):
     """tempo_streaming_pb2 and _pb2_grpc, generated from the repository's proto."""
-    out = tmp_path_factory.mktemp("tempopb")
-    proto = REPO_ROOT / "crates" / "store" / "proto"
-    subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto}", f"--python_out={out}", f"--grpc_python_out={out}",
-         str(proto / "tempo_streaming.proto"), str(proto / "common" / "v1" / "common.proto")],
-        check=True,
-    )
-    sys.path.insert(0, str(out))
-    try:
-        messages = importlib.import_module("tempo_streaming_pb2")
-        service = importlib.import_module("tempo_streaming_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
-    return messages, service
+    return tempopb_client.generate(tmp_path_factory.mktemp("tempopb"))
 
 
 def _send_round(store, round_no: int) -> list[dict]:

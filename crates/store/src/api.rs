@@ -470,6 +470,30 @@ pub(crate) fn value_json(value: &Value) -> Json {
     }
 }
 
+/// Intrinsics Tempo leaves out of a span's attributes: they are the span's own fields
+/// (`name`, `durationNanos`, `spanID`) or the trace's (grafana/tempo ad33aa8
+/// `pkg/traceql/engine.go` asTraceSearchMetadata).
+const TEMPO_OMITTED_INTRINSICS: &[&str] = &[
+    "name",
+    "duration",
+    "traceDuration",
+    "rootServiceName",
+    "rootName",
+    "trace:id",
+    "span:id",
+];
+
+/// Tempo keys a selected attribute by its name without the scope (`Attribute.Name`):
+/// `resource.service.name` is answered as `service.name`, which is what Traces Drilldown's
+/// structure tab looks up (`src/utils/trace-merge/tree-node.ts`), and `event.exception.type`
+/// as `exception.type`. The TraceQL crate keys them as written, scope included.
+fn tempo_attribute_key(key: &str) -> &str {
+    ["span.", "resource.", "event.", "link.", "instrumentation."]
+        .iter()
+        .find_map(|scope| key.strip_prefix(scope))
+        .unwrap_or(key)
+}
+
 fn span_set_json(trace: &Trace, matched: &[threadline_traceql::SpanMatch], spss: usize) -> Json {
     let spans: Vec<Json> = matched
         .iter()
@@ -479,6 +503,13 @@ fn span_set_json(trace: &Trace, matched: &[threadline_traceql::SpanMatch], spss:
             let attributes: Vec<Json> = m
                 .attributes
                 .iter()
+                .map(|(key, value)| (tempo_attribute_key(key), value))
+                .chain(
+                    m.intrinsics
+                        .iter()
+                        .filter(|(key, _)| !TEMPO_OMITTED_INTRINSICS.contains(&key.as_str()))
+                        .map(|(key, value)| (key.as_str(), value)),
+                )
                 .map(|(key, value)| json!({ "key": key, "value": value_json(value) }))
                 .collect();
             Some(json!({
