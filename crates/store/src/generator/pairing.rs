@@ -87,7 +87,7 @@ pub struct Pairer {
     peer_attributes: Vec<String>,
     database_attributes: Vec<String>,
     dimensions: Vec<String>,
-    pending: HashMap<([u8; 16], [u8; 8]), Pending>,
+    pending: HashMap<([u8; 16], [u8; 8]), Pending, super::registry::FastHash>,
     /// Spans dropped because `max_items` halves were waiting.
     pub dropped_spans: u64,
 }
@@ -100,7 +100,7 @@ impl Pairer {
             peer_attributes: config.peer_attributes.clone(),
             database_attributes: config.database_name_attributes.clone(),
             dimensions: config.dimensions.clone(),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             dropped_spans: 0,
         }
     }

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 pub const OVERFLOW_VALUE: &str = "__cardinality_overflow__";
 const KEY_SEPARATOR: char = '\u{1f}';
 
+/// Every span looks its series up (three for span metrics, four per edge): with SipHash, the
+/// hashing was half of the generator's CPU (perf, bench/generator.py). foldhash is seeded per
+/// process; the number of series is bounded by `max_active_series`.
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricId(usize);
 
@@ -42,7 +47,7 @@ pub struct Metric {
     pub help: &'static str,
     pub kind: MetricKind,
     pub label_names: Vec<String>,
-    series: HashMap<String, Series>,
+    series: HashMap<String, Series, FastHash>,
     overflow: Option<Series>,
 }
 
@@ -103,7 +108,7 @@ impl Registry {
             help,
             kind,
             label_names,
-            series: HashMap::new(),
+            series: HashMap::default(),
             overflow: None,
         });
         MetricId(self.metrics.len() - 1)
