@@ -26,8 +26,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BINARY = ROOT / "target" / "release" / "threadline"
+from store import BINARY, store_argv, wait_ready
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -36,16 +35,6 @@ def status_kib(pid: int, field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise SystemExit(f"no {field} in /proc/{pid}/status")
-
-
-def wait_ready(url: str) -> None:
-    for _ in range(1200):
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{url} never answered")
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
@@ -88,15 +77,7 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="threadline-doctor-bench-"))
     http, grpc = args.port_base, args.port_base + 17
     api = f"http://127.0.0.1:{http}"
-    store_args = [
-        str(BINARY), "store",
-        "--set", f"server::http_listen_port={http}",
-        "--set", f"distributor::receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{grpc}",
-        "--set", f"distributor::receivers::otlp::protocols::http::endpoint=127.0.0.1:{args.port_base + 18}",
-        "--set", f"storage::trace::wal::path={data / 'wal'}",
-        "--set", f"storage::trace::local::path={data / 'blocks'}",
-        "--set", "compactor::compaction::compaction_cycle=1h",
-    ]
+    store_args = store_argv(args.port_base, data)
     store = start(store_args, data / "store.log")
     try:
         wait_ready(f"{api}/ready")

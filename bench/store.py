@@ -52,6 +52,20 @@ def wait_ready(url: str) -> None:
     raise SystemExit(f"{url} never answered")
 
 
+def store_argv(port_base: int, data: Path) -> list[str]:
+    """`threadline store` with its API on `port_base`, OTLP gRPC on `port_base + 17` and HTTP on
+    `+ 18`, data under `data`, and no compaction during the run."""
+    return [
+        str(BINARY), "store",
+        "--set", f"server::http_listen_port={port_base}",
+        "--set", f"distributor::receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{port_base + 17}",
+        "--set", f"distributor::receivers::otlp::protocols::http::endpoint=127.0.0.1:{port_base + 18}",
+        "--set", f"storage::trace::wal::path={data / 'wal'}",
+        "--set", f"storage::trace::local::path={data / 'blocks'}",
+        "--set", "compactor::compaction::compaction_cycle=1h",
+    ]
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -68,15 +82,7 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="threadline-store-bench-"))
     http, grpc = args.port_base, args.port_base + 17
     api = f"http://127.0.0.1:{http}"
-    store = subprocess.Popen([
-        str(BINARY), "store",
-        "--set", f"server::http_listen_port={http}",
-        "--set", f"distributor::receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{grpc}",
-        "--set", f"distributor::receivers::otlp::protocols::http::endpoint=127.0.0.1:{args.port_base + 18}",
-        "--set", f"storage::trace::wal::path={data / 'wal'}",
-        "--set", f"storage::trace::local::path={data / 'blocks'}",
-        "--set", "compactor::compaction::compaction_cycle=1h",
-    ], stdout=open(data / "store.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    store = subprocess.Popen(store_argv(args.port_base, data), stdout=open(data / "store.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_ready(f"{api}/ready")
         cpu_before = cpu_seconds(store.pid)

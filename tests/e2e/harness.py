@@ -1071,16 +1071,24 @@ class StoreServer(ManagedProcess):
     def grpc_endpoint(self) -> str:
         return f"{LOOPBACK}:{self.grpc_port}"
 
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    def get(
+        self, path: str, headers: dict[str, str] | None = None, timeout: float = 10.0
+    ) -> tuple[int, bytes]:
         """GET on the API: (status, body), 4xx/5xx included."""
+        return self.get_with_headers(path, headers, timeout)[:2]
+
+    def get_with_headers(
+        self, path: str, headers: dict[str, str] | None = None, timeout: float = 10.0
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """GET on the API: (status, body, response headers with lower-case names), 4xx/5xx included."""
         request = urllib.request.Request(self.api + path, headers=headers or {})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read()
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read(), {k.lower(): v for k, v in response.headers.items()}
         except urllib.error.HTTPError as err:
-            return err.code, err.read()
+            return err.code, err.read(), {k.lower(): v for k, v in err.headers.items()}
 
-    def json(self, path: str, headers: dict[str, str] | None = None):
-        status, body = self.get(path, headers)
+    def json(self, path: str, headers: dict[str, str] | None = None, timeout: float = 10.0):
+        status, body = self.get(path, headers, timeout)
         assert status == 200, f"GET {path}: {status} {body[:300]!r}"
         return json.loads(body)

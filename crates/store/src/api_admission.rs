@@ -8,11 +8,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use tower::ServiceExt;
 
@@ -143,18 +145,27 @@ pub async fn limit_outstanding(
         .filter(|v| !v.is_empty())
         .unwrap_or(SINGLE_TENANT)
         .to_string();
-    let Some(_admitted) = outstanding.admit(&tenant) else {
+    let Some(admitted) = outstanding.admit(&tenant) else {
         return unavailable(format!(
             "overloaded: tenant {tenant:?} already has {} queries in flight \
              (query_frontend::max_outstanding_per_tenant); try again in a moment",
             outstanding.limit
         ));
     };
-    next.run(request).await
+    // The place is held until the body is sent or dropped, not just until the handler returns:
+    // a streamed search (NDJSON) works while its body is being written.
+    let (parts, body) = next.run(request).await.into_parts();
+    let body = body.map_frame(move |frame| {
+        let _held = &admitted;
+        frame
+    });
+    Response::from_parts(parts, Body::new(body))
 }
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::*;
 
     #[test]
@@ -176,6 +187,38 @@ mod tests {
             outstanding.by_tenant.lock().is_empty(),
             "no entry outlives its queries"
         );
+    }
+
+    /// A streamed answer keeps its place until its body is done, not just until its headers.
+    #[tokio::test]
+    async fn a_streaming_answer_holds_its_place_until_its_body_ends() {
+        let router = Router::new()
+            .route(
+                "/api/search",
+                axum::routing::get(|| async {
+                    let lines = futures::stream::iter(["{}\n", "{}\n"])
+                        .map(Ok::<_, std::convert::Infallible>);
+                    Body::from_stream(lines)
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Outstanding::new(1),
+                limit_outstanding,
+            ));
+        let ask = || {
+            router
+                .clone()
+                .oneshot(Request::get("/api/search").body(Body::empty()).unwrap())
+        };
+        let streaming = ask().await.unwrap();
+        assert_eq!(streaming.status(), StatusCode::OK);
+        let refused = ask().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(streaming.into_body(), 1 << 10)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"{}\n{}\n");
+        assert_eq!(ask().await.unwrap().status(), StatusCode::OK, "given back");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{SearchRequest, Store, SINGLE_TENANT};
+use crate::api::{engine_error, error, tenant, ApiError};
+use crate::engine::{SearchRequest, Store};
 use crate::generator::filter::SpanFilter;
 use crate::generator::pairing::{Edge, Outcome, Pairer, VirtualKind};
 use crate::generator::span::ModelSpan;
@@ -27,14 +28,9 @@ pub fn router() -> Router<Arc<Store>> {
         .route("/api/threadline/generator/metrics", get(scrape))
 }
 
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, message.into()).into_response()
-}
-
-/// A refusal: its status and the message naming the problem (small, unlike a [`Response`]).
-type Refusal = (StatusCode, String);
-
-fn header_tenant(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+/// The scrape's tenant, when one is named: unlike queries, a scrape without `X-Scope-OrgID`
+/// is valid (it lists every tenant), and a tenant with no series yet gets an empty page.
+fn header_tenant(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let id = headers
         .get("x-scope-orgid")
         .and_then(|v| v.to_str().ok())
@@ -42,7 +38,7 @@ fn header_tenant(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
         .filter(|v| !v.is_empty());
     match id {
         Some(id) if crate::api::valid_tenant(id) => Ok(Some(id.to_string())),
-        Some(id) => Err((
+        Some(id) => Err(error(
             StatusCode::BAD_REQUEST,
             format!("invalid X-Scope-OrgID {id:?}: use letters, digits, '-', '_' and '.'"),
         )),
@@ -61,18 +57,15 @@ async fn scrape(
     State(store): State<Arc<Store>>,
     headers: HeaderMap,
     Query(params): Query<ScrapeParams>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Some(generator) = store.generator() else {
-        return problem(
+        return Err(error(
             StatusCode::NOT_FOUND,
             "the metrics generator is off: list processors in metrics_generator.processors \
              (service-graphs, span-metrics)",
-        );
+        ));
     };
-    let chosen = match header_tenant(&headers) {
-        Ok(t) => t.or(params.tenant),
-        Err(refusal) => return refusal.into_response(),
-    };
+    let chosen = header_tenant(&headers)?.or(params.tenant);
     let tenants: Vec<(String, Vec<(String, String)>)> = match chosen {
         Some(t) => {
             let extra = generator.extra_labels(&t, None);
@@ -92,14 +85,14 @@ async fn scrape(
         }
     };
     let page = crate::generator::exposition::render(&generator, &tenants);
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         page,
     )
-        .into_response()
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -247,11 +240,11 @@ pub fn build_graph(edges: &[Edge], start: u64, end: u64) -> Graph {
     }
 }
 
-fn seconds(text: Option<&str>, name: &str) -> Result<Option<u64>, Refusal> {
+fn seconds(text: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
     match text.map(str::trim).filter(|t| !t.is_empty()) {
         None => Ok(None),
         Some(t) => t.parse::<u64>().map(Some).map_err(|_| {
-            (
+            error(
                 StatusCode::BAD_REQUEST,
                 format!("invalid {name} {t:?}: expected unix seconds"),
             )
@@ -263,37 +256,19 @@ async fn service_graph(
     State(store): State<Arc<Store>>,
     headers: HeaderMap,
     Query(params): Query<GraphParams>,
-) -> Response {
-    let tenant = match header_tenant(&headers) {
-        Ok(Some(t)) => t,
-        Ok(None) if !store.config().multitenancy_enabled => SINGLE_TENANT.to_string(),
-        Ok(None) => {
-            return problem(
-                StatusCode::UNAUTHORIZED,
-                "no org id: set the X-Scope-OrgID header",
-            )
-        }
-        Err(refusal) => return refusal.into_response(),
-    };
+) -> Result<Json<Graph>, ApiError> {
+    let tenant = tenant(&store, &headers)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (start, end) = match (
-        seconds(params.start.as_deref(), "start"),
-        seconds(params.end.as_deref(), "end"),
-    ) {
-        (Ok(s), Ok(e)) => {
-            let end = e.unwrap_or(now);
-            (s.unwrap_or(end.saturating_sub(3600)), end)
-        }
-        (Err(refusal), _) | (_, Err(refusal)) => return refusal.into_response(),
-    };
+    let end = seconds(params.end.as_deref(), "end")?.unwrap_or(now);
+    let start = seconds(params.start.as_deref(), "start")?.unwrap_or(end.saturating_sub(3600));
     if end <= start {
-        return problem(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             format!("invalid window: end ({end}) must be after start ({start})"),
-        );
+        ));
     }
     let config = &store.config().metrics_generator.processor.service_graphs;
     let filter = SpanFilter::new(&config.filter_policies).unwrap_or_default();
@@ -328,12 +303,10 @@ async fn service_graph(
             .extend(edges);
         false
     };
-    if let Err(err) = store.search(&tenant, &request, &visit).await {
-        return problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot read the stored traces: {err:#}"),
-        );
-    }
+    store
+        .search(&tenant, &request, &visit)
+        .await
+        .map_err(|err| engine_error(err.context("reading the stored traces")))?;
     let edges = found.into_inner().unwrap_or_else(|e| e.into_inner());
-    Json(build_graph(&edges, start, end)).into_response()
+    Ok(Json(build_graph(&edges, start, end)))
 }

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use threadline_traceql::model::{Span, Trace};
@@ -243,63 +242,51 @@ pub async fn tags_v1(
     State(store): State<Arc<Store>>,
     Query(params): Query<TagParams>,
     headers: HeaderMap,
-) -> Response {
-    let run = async {
-        let request = parse(&store, &headers, &params)?;
-        let (scopes, intrinsic) = wanted_scopes(params.scope.as_deref())?;
-        // Tempo's v1 lists intrinsics only for `scope=intrinsic`.
-        let only_intrinsic = scopes.is_empty() && intrinsic;
-        let (names, stats) = collect_names(&store, &request, &scopes).await?;
-        let mut all: Vec<String> = names.into_iter().flatten().collect();
-        if only_intrinsic {
-            all.extend(INTRINSICS.iter().map(|s| s.to_string()));
-        }
-        all.sort();
-        all.dedup();
-        if request.limit > 0 {
-            all.truncate(request.limit);
-        }
-        let metrics = request.metrics(&stats, &store);
-        Ok::<_, ApiError>(json!({ "tagNames": all, "metrics": metrics }))
-    };
-    match run.await {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(err) => err.into_response(),
+) -> Result<axum::Json<Json>, ApiError> {
+    let request = parse(&store, &headers, &params)?;
+    let (scopes, intrinsic) = wanted_scopes(params.scope.as_deref())?;
+    // Tempo's v1 lists intrinsics only for `scope=intrinsic`.
+    let only_intrinsic = scopes.is_empty() && intrinsic;
+    let (names, stats) = collect_names(&store, &request, &scopes).await?;
+    let mut all: Vec<String> = names.into_iter().flatten().collect();
+    if only_intrinsic {
+        all.extend(INTRINSICS.iter().map(|s| s.to_string()));
     }
+    all.sort();
+    all.dedup();
+    if request.limit > 0 {
+        all.truncate(request.limit);
+    }
+    let metrics = request.metrics(&stats, &store);
+    Ok(axum::Json(json!({ "tagNames": all, "metrics": metrics })))
 }
 
 pub async fn tags_v2(
     State(store): State<Arc<Store>>,
     Query(params): Query<TagParams>,
     headers: HeaderMap,
-) -> Response {
-    let run = async {
-        let request = parse(&store, &headers, &params)?;
-        let (scopes, intrinsic) = wanted_scopes(params.scope.as_deref())?;
-        let (names, stats) = collect_names(&store, &request, &scopes).await?;
-        // Tempo lists the scopes that have tags, then the intrinsic scope.
-        let mut out: Vec<Json> = scopes
-            .iter()
-            .zip(names)
-            .filter(|(_, tags)| !tags.is_empty())
-            .map(|(scope, tags)| json!({ "name": scope.name(), "tags": tags }))
-            .collect();
-        if intrinsic {
-            let take = if request.limit == 0 {
-                INTRINSICS.len()
-            } else {
-                request.limit
-            };
-            let intrinsics: Vec<&str> = INTRINSICS.iter().copied().take(take).collect();
-            out.push(json!({ "name": "intrinsic", "tags": intrinsics }));
-        }
-        let metrics = request.metrics(&stats, &store);
-        Ok::<_, ApiError>(json!({ "scopes": out, "metrics": metrics }))
-    };
-    match run.await {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(err) => err.into_response(),
+) -> Result<axum::Json<Json>, ApiError> {
+    let request = parse(&store, &headers, &params)?;
+    let (scopes, intrinsic) = wanted_scopes(params.scope.as_deref())?;
+    let (names, stats) = collect_names(&store, &request, &scopes).await?;
+    // Tempo lists the scopes that have tags, then the intrinsic scope.
+    let mut out: Vec<Json> = scopes
+        .iter()
+        .zip(names)
+        .filter(|(_, tags)| !tags.is_empty())
+        .map(|(scope, tags)| json!({ "name": scope.name(), "tags": tags }))
+        .collect();
+    if intrinsic {
+        let take = if request.limit == 0 {
+            INTRINSICS.len()
+        } else {
+            request.limit
+        };
+        let intrinsics: Vec<&str> = INTRINSICS.iter().copied().take(take).collect();
+        out.push(json!({ "name": "intrinsic", "tags": intrinsics }));
     }
+    let metrics = request.metrics(&stats, &store);
+    Ok(axum::Json(json!({ "scopes": out, "metrics": metrics })))
 }
 
 /// Typed values of `name` over the request's range.
@@ -342,29 +329,23 @@ pub async fn tag_values_v1(
     Path(name): Path<String>,
     Query(params): Query<TagParams>,
     headers: HeaderMap,
-) -> Response {
-    let run = async {
-        let request = parse(&store, &headers, &params)?;
-        let (values, stats) = collect_values(&store, &request, &TagName::v1(&name)).await?;
-        let mut all: Vec<String> = tags::virtual_values_v1(&name)
-            .iter()
-            .map(|v| v.to_string())
-            .collect();
-        for (_, value) in values {
-            if !all.contains(&value) {
-                all.push(value);
-            }
+) -> Result<axum::Json<Json>, ApiError> {
+    let request = parse(&store, &headers, &params)?;
+    let (values, stats) = collect_values(&store, &request, &TagName::v1(&name)).await?;
+    let mut all: Vec<String> = tags::virtual_values_v1(&name)
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    for (_, value) in values {
+        if !all.contains(&value) {
+            all.push(value);
         }
-        if request.limit > 0 {
-            all.truncate(request.limit);
-        }
-        let metrics = request.metrics(&stats, &store);
-        Ok::<_, ApiError>(json!({ "tagValues": all, "metrics": metrics }))
-    };
-    match run.await {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(err) => err.into_response(),
     }
+    if request.limit > 0 {
+        all.truncate(request.limit);
+    }
+    let metrics = request.metrics(&stats, &store);
+    Ok(axum::Json(json!({ "tagValues": all, "metrics": metrics })))
 }
 
 pub async fn tag_values_v2(
@@ -372,29 +353,25 @@ pub async fn tag_values_v2(
     Path(name): Path<String>,
     Query(params): Query<TagParams>,
     headers: HeaderMap,
-) -> Response {
-    let run = async {
-        let request = parse(&store, &headers, &params)?;
-        let tag = TagName::parse_v2(&name).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
-        let (values, stats) = match tags::virtual_values_v2(&tag) {
-            // Tempo answers these without reading data, and so do we.
-            Some(mut values) => {
-                if request.limit > 0 {
-                    values.truncate(request.limit);
-                }
-                (values, SearchStats::default())
+) -> Result<axum::Json<Json>, ApiError> {
+    let request = parse(&store, &headers, &params)?;
+    let tag = TagName::parse_v2(&name).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    let (values, stats) = match tags::virtual_values_v2(&tag) {
+        // Tempo answers these without reading data, and so do we.
+        Some(mut values) => {
+            if request.limit > 0 {
+                values.truncate(request.limit);
             }
-            None => collect_values(&store, &request, &tag).await?,
-        };
-        let values: Vec<Json> = values
-            .into_iter()
-            .map(|(kind, value)| json!({ "type": kind, "value": value }))
-            .collect();
-        let metrics = request.metrics(&stats, &store);
-        Ok::<_, ApiError>(json!({ "tagValues": values, "metrics": metrics }))
+            (values, SearchStats::default())
+        }
+        None => collect_values(&store, &request, &tag).await?,
     };
-    match run.await {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(err) => err.into_response(),
-    }
+    let values: Vec<Json> = values
+        .into_iter()
+        .map(|(kind, value)| json!({ "type": kind, "value": value }))
+        .collect();
+    let metrics = request.metrics(&stats, &store);
+    Ok(axum::Json(
+        json!({ "tagValues": values, "metrics": metrics }),
+    ))
 }

@@ -2,14 +2,14 @@
 //! naming the problem: 400 bad request, 404 unknown trace or tenant, 503 the store cannot serve
 //! now, 500 a real fault. Real HTTP on 127.0.0.1, real block files.
 
+mod common;
+
 use std::path::Path;
-use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use threadline_otlp::TraceData;
 use threadline_store::{SearchRequest, Store, StoreConfig, StoreError, SINGLE_TENANT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(dir: &Path, extra: &str) -> StoreConfig {
     let yaml = format!(
@@ -46,37 +46,10 @@ fn one_span(trace: u8) -> TraceData {
     })
 }
 
-/// Serves the API of `store` on a free 127.0.0.1 port.
-async fn serve(store: Arc<Store>) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, threadline_store::api::router(store))
-            .await
-            .unwrap()
-    });
-    address
-}
-
 /// GET `path` (with `org`'s X-Scope-OrgID if given): (status, body).
 async fn get(address: std::net::SocketAddr, path: &str, org: Option<&str>) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let org = org.map_or(String::new(), |o| format!("X-Scope-OrgID: {o}\r\n"));
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\n{org}Connection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let answer = common::get(address, path, org).await;
+    (answer.status, answer.body)
 }
 
 fn block_dir(dir: &Path, tenant: &str) -> std::path::PathBuf {
@@ -93,7 +66,7 @@ async fn bad_requests_are_400_unknown_traces_404_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path(), "")).await.unwrap();
     store.append(SINGLE_TENANT, &one_span(1)).await.unwrap();
-    let api = serve(store.clone()).await;
+    let api = common::serve(store.clone()).await;
 
     let (status, body) = get(api, "/api/traces/not-hex", None).await;
     assert_eq!(
@@ -152,7 +125,7 @@ async fn an_unknown_tenant_is_404_naming_it() {
         .unwrap();
     store.append("team-a", &one_span(1)).await.unwrap();
     store.cut().await.unwrap();
-    let api = serve(store.clone()).await;
+    let api = common::serve(store.clone()).await;
     let trace = format!("/api/traces/{}", hex::encode([1u8; 16]));
     for path in [
         trace.as_str(),
@@ -173,7 +146,7 @@ async fn a_closing_store_answers_503() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path(), "")).await.unwrap();
     store.append(SINGLE_TENANT, &one_span(1)).await.unwrap();
-    let api = serve(store.clone()).await;
+    let api = common::serve(store.clone()).await;
     assert_eq!(get(api, "/api/search", None).await.0, 200);
     store.flush_and_close().await.unwrap();
     for path in ["/api/search", "/api/search/tags"] {
@@ -196,7 +169,7 @@ async fn damaged_blocks_are_500_naming_the_file() {
     let store = Store::open(config(dir.path(), "")).await.unwrap();
     store.append(SINGLE_TENANT, &one_span(1)).await.unwrap();
     store.cut().await.unwrap();
-    let api = serve(store.clone()).await;
+    let api = common::serve(store.clone()).await;
     let trace = format!("/api/traces/{}", hex::encode([1u8; 16]));
     assert_eq!(get(api, &trace, None).await.0, 200);
 
@@ -208,7 +181,7 @@ async fn damaged_blocks_are_500_naming_the_file() {
     // A fresh store: nothing of the block cached.
     store.flush_and_close().await.unwrap();
     let store = Store::open(config(dir.path(), "")).await.unwrap();
-    let api = serve(store.clone()).await;
+    let api = common::serve(store.clone()).await;
     let (status, body) = get(api, &trace, None).await;
     assert_eq!(status, 500, "{body}");
     assert!(body.contains(&format!("{id}/data")), "{body}");

@@ -3,6 +3,8 @@
 //! find a trace outside the range asked and never return a span twice. Real HTTP on
 //! 127.0.0.1, real block files.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,7 +16,6 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde_json::{json, Value as Json};
 use threadline_otlp::TraceData;
 use threadline_store::{Store, StoreConfig, SINGLE_TENANT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(dir: &Path) -> StoreConfig {
     let yaml = format!(
@@ -100,31 +101,10 @@ fn trace(id: u8, secs: u64, tag: &str) -> TraceData {
     })
 }
 
-async fn serve(store: Arc<Store>) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, threadline_store::api::router(store))
-            .await
-            .unwrap()
-    });
-    address
-}
-
 /// GET `path`: (status, headers, body).
 async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_lowercase(), body.to_string())
+    let answer = common::get(address, path, None).await;
+    (answer.status, answer.head, answer.body)
 }
 
 async fn json_of(address: std::net::SocketAddr, path: &str) -> Json {
@@ -176,7 +156,7 @@ async fn three_hours() -> (
         .await
         .unwrap();
     assert_eq!(store.block_metas().len(), 2);
-    let api = serve(store.clone()).await;
+    let api = common::serve(store.clone()).await;
     (dir, store, api, times)
 }
 
@@ -473,7 +453,7 @@ async fn a_match_split_over_blocks_that_each_lack_one_attribute_is_still_found()
         .await
         .unwrap();
     store.cut().await.unwrap();
-    let api = serve(store.clone()).await;
+    let api = common::serve(store.clone()).await;
     let q = urlencode("{ span.left = 1 } && { span.right = 1 }");
     let found = json_of(api, &format!("/api/search?q={q}")).await;
     let traces = found["traces"].as_array().unwrap();
