@@ -60,12 +60,12 @@ def search_bench(page, api: str, what: str, query: str = "{ }", limit: int = 500
         paint_ms.append(float(main["renderedMs"]))
         first_ms.append(float(main["firstResultsMs"]))
         # /api/search timed with the very parameters the page streamed with.
-        streamed, api = page.evaluate("""async () => { const e = performance.getEntriesByType('resource')
+        streamed, direct = page.evaluate("""async () => { const e = performance.getEntriesByType('resource')
             .filter(r => r.name.includes('/api/threadline/search/stream')).pop();
             const t = performance.now(); await (await fetch(e.name.replace('/api/threadline/search/stream', '/api/search'))).text();
             return [e.responseEnd - e.startTime, performance.now() - t]; }""")
         stream_ms.append(streamed)
-        api_ms.append(api)
+        api_ms.append(direct)
     rows = page.locator("#results tbody tr").count()
     blocks = page.locator("#search-progress").inner_text()
     print(f"{what} ({blocks}), {rows} results shown: first results painted {statistics.median(first_ms):.0f} ms "
