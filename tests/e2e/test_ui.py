@@ -20,6 +20,11 @@ FAST = [("checkout", 0, 2100, None), ("load cart", 10, 200, "checkout"), ("charg
 # The slow one retries the charge and adds a fraud check: two spans only it has.
 SLOW = [("checkout", 0, 4000, None), ("load cart", 10, 200, "checkout"), ("charge", 300, 1500, "checkout"),
         ("charge retry", 1900, 1500, "checkout"), ("fraud check", 3500, 400, "checkout")]
+# Names longer than the waterfall's name column, on bars that fill the track: where the duration
+# label used to be drawn over the name.
+LONG_ROOT = "checkout the whole cart, reserve the stock of every line, charge the card and e-mail the receipt"
+LONG = [(LONG_ROOT, 0, 3000, None), ("reserve stock for every line of the cart in the warehouse of the region", 5, 2990, LONG_ROOT),
+        ("e-mail", 2990, 10, LONG_ROOT)]
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +37,12 @@ def estate(tmp_path_factory):
         assert estate.errors, "the demo produced no failing request"
         estate.fast = send_trace(estate.grpc, FAST)
         estate.slow = send_trace(estate.grpc, SLOW)
+        estate.long = send_trace(estate.grpc, LONG, service="e2e-long-names")
         stored = lambda q: {t["traceID"] for t in estate.search(q)}  # noqa: E731
         wait_until(lambda: estate.errors <= stored("{ status = error }"), 40, "the demo's error traces are not stored")
         wait_stored(estate, estate.fast, len(FAST))
         wait_stored(estate, estate.slow, len(SLOW))
+        wait_stored(estate, estate.long, len(LONG))
         yield estate
     finally:
         estate.stop()
@@ -66,7 +73,11 @@ def shot(page, name: str):
 
 
 def result_ids(page) -> set[str]:
-    page.wait_for_selector("#results tbody tr, .state", timeout=15000)
+    """The traces shown once the streamed search has finished (its final answer painted)."""
+    page.wait_for_selector('#search-progress[data-state="done"], #search-progress[data-state="failed"], .parse-error',
+                           timeout=15000, state="attached")
+    page.wait_for_function("document.querySelector('main').dataset.renderedMs !== undefined || !!document.querySelector('.state')",
+                           timeout=15000)
     return set(page.eval_on_selector_all("#results tbody tr", "rows => rows.map(r => r.dataset.trace)"))
 
 
@@ -94,6 +105,27 @@ def test_search_finds_the_sdk_sent_traces_with_their_span_counts(page, estate):
     assert spans == {estate.fast: str(len(FAST)), estate.slow: str(len(SLOW))}
     root = page.locator(f'#results tbody tr[data-trace="{estate.slow}"] td').nth(2)
     expect(root).to_have_text("checkout")
+
+
+def test_search_results_stream_in_with_progress_and_end_as_the_api_answers(page, estate):
+    query = "{ }"
+    answer = estate.get("/api/search", q=query, limit=500, spss=3)
+    lines = [json.loads(line) for line in urllib.request.urlopen(
+        f"{estate.api}/api/threadline/search/stream?" + urllib.parse.urlencode({"q": query, "limit": 500, "spss": 3}),
+        timeout=30).read().splitlines()]
+    assert [next(iter(line)) for line in lines] == ["partial"] * (len(lines) - 1) + ["final"]
+    assert lines[-1]["final"]["traces"] == answer["traces"], "the stream ends with /api/search's traces"
+
+    page.goto(f"{estate.api}/#/search?q={urllib.parse.quote(query)}&range=1h&limit=500")
+    progress = page.locator("#search-progress")
+    expect(progress).to_have_attribute("data-state", "done", timeout=15000)
+    assert int(progress.get_attribute("data-partials")) >= 1, "no partial answer reached the page"
+    total = answer["metrics"]["totalBlocks"]
+    expect(progress).to_have_text(f"searched {total} of {total} blocks" if total else "searched the recent traces (no blocks yet)")
+    assert page.evaluate("document.querySelector('main').dataset.firstResultsMs") is not None
+    assert result_ids(page) == {t["traceID"] for t in answer["traces"]}
+    scattered = set(page.eval_on_selector_all(".scatter circle", "c => c.map(x => x.dataset.trace)"))
+    assert scattered == {t["traceID"] for t in answer["traces"]}
 
 
 def test_search_by_traceql_and_by_form_returns_the_demo_traces(page, estate):
@@ -162,7 +194,7 @@ def test_a_bad_query_shows_the_parsers_message_at_its_position(page, estate):
 
 def open_error_trace(page, estate) -> str:
     page.goto(f"{estate.api}/#/search?q={urllib.parse.quote('{ status = error }')}&range=1h")
-    page.wait_for_selector("#results tbody tr")
+    assert result_ids(page)
     row = page.locator("#results tbody tr").first
     trace_id = row.get_attribute("data-trace")
     row.locator("a").first.click()
@@ -217,6 +249,26 @@ def test_a_trace_opens_in_the_waterfall_with_its_spans_errors_critical_path_and_
     assert sum(len(ss["spans"]) for rs in saved["resourceSpans"] for ss in rs["scopeSpans"]) == len(spans)
 
 
+def test_long_span_names_are_cut_and_never_covered_by_the_duration_label(page, estate):
+    page.goto(f"{estate.api}/#/trace/{estate.long}")
+    page.wait_for_selector("#waterfall .wf-row")
+    expect(page.locator("#waterfall .wf-row")).to_have_count(len(LONG))
+    rows = page.eval_on_selector_all("#waterfall .wf-row", """rows => rows.map(r => {
+        const name = r.querySelector('.wf-name'), label = r.querySelector('.wf-dur'), box = (e) => e.getBoundingClientRect();
+        return { name: name.textContent, title: name.title, cut: name.scrollWidth > name.clientWidth,
+                 n: box(name).toJSON(), d: box(label).toJSON(), track: box(r.querySelector('.wf-track')).toJSON() };
+    })""")
+    assert {r["name"] for r in rows} == {name for name, *_ in LONG}
+    long_rows = [r for r in rows if len(r["name"]) > 60]
+    assert len(long_rows) == 2 and all(r["cut"] and r["title"] == r["name"] for r in long_rows), long_rows
+    for r in rows:
+        n, d, track = r["n"], r["d"], r["track"]
+        apart = d["left"] >= n["right"] or d["right"] <= n["left"] or d["top"] >= n["bottom"] or d["bottom"] <= n["top"]
+        assert apart, f"the duration label {d} covers the name of {r['name']!r} {n}"
+        assert track["left"] <= d["left"] and d["right"] <= track["right"], f"label outside the track: {r}"
+    shot(page, "trace-long-names")
+
+
 def test_compare_shows_the_extra_spans_of_a_slow_trace(page, estate):
     page.goto(f"{estate.api}/#/compare?a={estate.fast}&b={estate.slow}")
     page.wait_for_selector("#cmp-table")
@@ -231,7 +283,7 @@ def test_compare_shows_the_extra_spans_of_a_slow_trace(page, estate):
 def test_what_is_different_ranks_the_demos_injected_cause_first(page, estate):
     query = '{ resource.service.name = "frontend" }'
     page.goto(f"{estate.api}/#/search?q={urllib.parse.quote(query)}&range=1h&limit=1000")
-    page.wait_for_selector("#results tbody tr")
+    assert result_ids(page)
     page.click("#insight-run")
     first = page.locator("#insight-table tbody tr").first
     expect(first).to_have_attribute("data-key", "error.type")

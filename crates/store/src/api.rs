@@ -25,6 +25,10 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
         .route("/api/search", get(search))
+        .route(
+            "/api/threadline/search/stream",
+            get(crate::api_search_stream::search_stream),
+        )
         .route("/api/search/tags", get(crate::api_tags::tags_v1))
         .route("/api/v2/search/tags", get(crate::api_tags::tags_v2))
         .route(

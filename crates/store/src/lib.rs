@@ -9,6 +9,7 @@ pub mod api_grpc;
 pub mod api_insight;
 pub mod api_metrics;
 pub mod api_search_metrics;
+pub mod api_search_stream;
 pub mod api_service_graph;
 pub mod api_tags;
 pub mod attr_keys;

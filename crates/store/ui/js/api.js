@@ -9,7 +9,7 @@ export class ApiError extends Error {
   }
 }
 
-export async function get(path, params = {}) {
+async function request(path, params, signal) {
   const query = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") query.set(k, v);
   const url = query.toString() ? `${path}?${query}` : path;
@@ -18,17 +18,47 @@ export async function get(path, params = {}) {
   if (tenant) headers["X-Scope-OrgID"] = tenant;
   let response;
   try {
-    response = await fetch(url, { headers });
+    response = await fetch(url, { headers, signal });
   } catch (err) {
+    if (err.name === "AbortError") throw err;
     throw new ApiError(0, `the store at ${location.host} does not answer (${err.message}); is threadline running?`, path);
   }
+  if (!response.ok) throw new ApiError(response.status, (await response.text()).trim() || response.statusText, path);
+  return response;
+}
+
+export async function get(path, params = {}) {
+  const response = await request(path, params);
   const text = await response.text();
-  if (!response.ok) throw new ApiError(response.status, text.trim() || response.statusText, path);
   try {
     return JSON.parse(text);
   } catch {
     throw new ApiError(response.status, `not JSON from ${path}`, path);
   }
+}
+
+/// An NDJSON answer (e.g. /api/threadline/search/stream), calling `onLine` with each object as
+/// it arrives; resolves when the answer ends. `signal` (an AbortSignal) cancels it.
+export async function stream(path, params, onLine, signal) {
+  const response = await request(path, params, signal);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let pending = "";
+  const emit = (line) => {
+    if (!line.trim()) return;
+    let value;
+    try { value = JSON.parse(line); } catch { throw new ApiError(response.status, `not JSON from ${path}: ${line.slice(0, 80)}`, path); }
+    onLine(value);
+  };
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    pending += decoder.decode(value, { stream: true });
+    const lines = pending.split("\n");
+    pending = lines.pop();
+    for (const line of lines) emit(line);
+  }
+  emit(pending + decoder.decode());
 }
 
 /// A time range: `15m`, `1h`, `6h`, `24h`, or custom start/end (unix seconds).

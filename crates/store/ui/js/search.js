@@ -1,7 +1,7 @@
 // The search page: TraceQL editor or form, time range, a duration-over-time scatter (errors
 // marked) and a sortable table; the URL holds query and range (#/search?q=…&range=…).
 import { h, clear, state } from "./dom.js";
-import { get, rangeSeconds, RANGES, ApiError } from "./api.js";
+import { get, stream, rangeSeconds, RANGES, ApiError } from "./api.js";
 import { TraceQlEditor } from "./editor.js";
 import { duration, time, serviceColour, parseDuration } from "./format.js";
 import { insightPanel } from "./insight.js";
@@ -97,6 +97,7 @@ export function searchPage(root, params, navigate) {
 
   const runButton = h("button", { class: "primary", id: "run-search", onclick: () => run(true) }, "Search");
   const status = h("div", { class: "muted", "aria-live": "polite" });
+  const progress = searchProgress();
   const results = h("div", { class: "results" });
   const insightBox = h("div", {});
 
@@ -104,11 +105,15 @@ export function searchPage(root, params, navigate) {
     h("h1", {}, "Search traces"),
     h("div", { class: "tabs", role: "tablist" }, tabQuery, tabForm),
     formBox, editor.el,
-    h("div", { class: "row" }, rangeSelect, customBox, limitSelect, runButton, status),
+    h("div", { class: "row" }, rangeSelect, customBox, limitSelect, runButton, progress.el, status),
     results, insightBox,
   );
 
   let lastTraces = [];
+  let running = null;
+  const sort = { key: "startMs", desc: true };
+  // Results arrive block by block (/api/threadline/search/stream): each partial line's traces are
+  // painted at the next frame; the final line is /api/search's answer and replaces them.
   async function run(push) {
     const q = editor.value.trim() || "{ }";
     const { start, end } = bounds();
@@ -117,25 +122,61 @@ export function searchPage(root, params, navigate) {
       if (rangeSelect.value === "custom") { p.set("start", start); p.set("end", end); }
       navigate(`#/search?${p}`, true);
     }
+    running?.abort();
+    const controller = new AbortController();
+    running = controller;
     editor.clearError();
+    for (const key of ["renderedMs", "firstResultsMs"]) delete root.dataset[key];
     status.textContent = "Searching…";
+    progress.show();
     const asked = performance.now();
-    let body;
+    let streamed = new Map();
+    let final = null;
+    let frame = 0;
+    const paintStreamed = () => {
+      if (frame) return;
+      frame = requestAnimationFrame(() => {
+        frame = 0;
+        if (final || controller.signal.aborted) return;
+        lastTraces = [...streamed.values()];
+        if (!lastTraces.length) return;
+        renderResults(lastTraces);
+        root.dataset.firstResultsMs ??= String(performance.now() - asked);
+      });
+    };
     try {
-      body = await get("/api/search", { q, start, end, limit: limitSelect.value, spss: 3 });
+      await stream("/api/threadline/search/stream", { q, start, end, limit: limitSelect.value, spss: 3 }, (line) => {
+        // The user went to another page: the rest of the answer is not wanted.
+        if (!results.isConnected) { controller.abort(); return; }
+        if (line.partial) {
+          for (const t of line.partial.traces || []) if (!streamed.has(t.traceID)) streamed.set(t.traceID, summary(t));
+          progress.update(line.partial.progress);
+          paintStreamed();
+        } else if (line.final) {
+          final = line.final;
+        } else if (line.error) {
+          throw new ApiError(line.error.status, line.error.message, "/api/threadline/search/stream");
+        }
+      }, controller.signal);
+      if (!final) throw new ApiError(0, "the store ended the search without its final answer; try again", "/api/threadline/search/stream");
     } catch (err) {
+      if (controller.signal.aborted) return;
+      progress.fail();
       status.textContent = "";
       clear(results);
       if (err instanceof ApiError && err.status === 400) { editor.showError(err.message); return; }
       results.append(state("The search failed.", err.message, "error"));
       return;
     }
+    if (controller.signal.aborted || !results.isConnected) return;
     const answered = performance.now();
-    lastTraces = (body.traces || []).map(summary);
+    lastTraces = (final.traces || []).map(summary);
     renderResults(lastTraces);
+    progress.done(final.metrics);
     requestAnimationFrame(() => {
       root.dataset.renderedMs = String(performance.now() - answered);
-      status.textContent = `${lastTraces.length} traces · ${body.metrics?.inspectedTraces ?? "?"} inspected · ${Math.round(answered - asked)} ms`;
+      if (lastTraces.length) root.dataset.firstResultsMs ??= String(performance.now() - asked);
+      status.textContent = `${lastTraces.length} traces · ${final.metrics?.inspectedTraces ?? "?"} inspected · ${Math.round(answered - asked)} ms`;
     });
     clear(insightBox).append(insightPanel({ query: q, bounds, traces: lastTraces, onAdd: (filter) => {
       editor.value = combine(editor.value, filter);
@@ -149,7 +190,7 @@ export function searchPage(root, params, navigate) {
       results.append(state("No traces match in this time range.", EMPTY_HINT));
       return;
     }
-    results.append(scatter(traces, (id) => navigate(`#/trace/${id}`)), table(traces, navigate));
+    results.append(scatter(traces, (id) => navigate(`#/trace/${id}`)), table(traces, navigate, sort));
   }
 
   run(false);
@@ -217,11 +258,13 @@ const COLUMNS = [
   ["services", "Services", (t) => t.services.map((s) => h("span", { class: "chip" }, s))],
 ];
 
-function table(traces, navigate) {
-  let sortKey = "startMs", desc = true;
+/// The table; `sort` ({key, desc}) is kept by the page, so results repainted as they stream in
+/// keep the order the user chose.
+function table(traces, navigate, sort) {
   const body = h("tbody");
   const head = h("tr");
   const paint = () => {
+    const { key: sortKey, desc } = sort;
     const sorted = [...traces].sort((a, b) => {
       const va = Array.isArray(a[sortKey]) ? a[sortKey].length : a[sortKey], vb = Array.isArray(b[sortKey]) ? b[sortKey].length : b[sortKey];
       return (va < vb ? -1 : va > vb ? 1 : 0) * (desc ? -1 : 1);
@@ -230,10 +273,31 @@ function table(traces, navigate) {
       ...COLUMNS.map(([key, , cell, cls], i) => h("td", { class: cls || "" }, i === 0 ? h("a", { href: `#/trace/${t.id}` }, cell(t)) : cell(t))),
       h("td", {}, h("a", { href: `#/compare?a=${t.id}`, title: "Compare this trace with another" }, "compare")))));
     clear(head).append(...COLUMNS.map(([key, label, , cls]) => h("th", { class: cls || "", "aria-sort": key === sortKey ? (desc ? "descending" : "ascending") : "none" },
-      h("button", { onclick: () => { desc = key === sortKey ? !desc : true; sortKey = key; paint(); } }, label, key === sortKey ? (desc ? " ▼" : " ▲") : ""))), h("th", {}, ""));
+      h("button", { onclick: () => { sort.desc = key === sortKey ? !desc : true; sort.key = key; paint(); } }, label, key === sortKey ? (desc ? " ▼" : " ▲") : ""))), h("th", {}, ""));
   };
   paint();
   return h("div", { class: "panel table-box" }, h("table", { class: "grid", id: "results" }, h("thead", {}, head), body));
+}
+
+/// "Searched N of M blocks" while the search streams; `data-state` is running, done or failed and
+/// `data-partials` counts the partial answers received (the UI tests read both).
+function searchProgress() {
+  const bar = h("progress", { max: 1, value: 0, "aria-label": "Blocks searched" });
+  const label = h("span", {});
+  const el = h("span", { class: "search-progress", id: "search-progress", hidden: true, "aria-live": "polite" }, bar, label);
+  let partials = 0;
+  const set = (searched, total) => {
+    bar.max = Math.max(1, total);
+    bar.value = Math.min(searched, total);
+    label.textContent = total ? `searched ${searched} of ${total} block${total === 1 ? "" : "s"}` : "searched the recent traces (no blocks yet)";
+  };
+  return {
+    el,
+    show() { partials = 0; el.hidden = false; el.dataset.state = "running"; el.dataset.partials = "0"; bar.removeAttribute("value"); label.textContent = "searching…"; },
+    update(p = {}) { el.dataset.partials = String(++partials); set(p.searchedBlocks ?? 0, p.totalBlocks ?? 0); },
+    done(metrics = {}) { const total = Number(metrics.totalBlocks ?? 0); set(total, total); bar.value = bar.max; el.dataset.state = "done"; },
+    fail() { el.dataset.state = "failed"; el.hidden = true; },
+  };
 }
 
 /// A round axis step (1, 2 or 5 × a power of ten) near `raw`, in ms.

@@ -90,13 +90,26 @@ function render(root, trace, params, navigate, body) {
     h("div", { class: "wf-label", style: { paddingLeft: `${span.depth * 14}px` }, title: `${span.service}: ${span.name}` },
       h("span", { class: "wf-toggle" }, span.children.length ? (span.collapsed ? "▸" : "▾") : ""),
       span.error ? h("span", { class: "wf-err", title: "error" }, "!") : null,
-      h("span", { class: "wf-svc", style: { color: serviceColour(span.service) } }, span.service), span.name,
+      h("span", { class: "wf-svc", style: { color: serviceColour(span.service) } }, span.service),
+      h("span", { class: "wf-name", title: span.name }, span.name),
       span.collapsed ? h("span", { class: "muted" }, ` (+${countBelow(span)})`) : null),
     h("div", { class: "wf-track" },
       h("div", { class: `wf-bar${span.error ? " error" : ""}`, style: { left: `${pct(span.startNs)}%`, width: `${Math.max(0.1, pct(span.endNs) - pct(span.startNs))}%`, background: serviceColour(span.service) } }),
       ...span.critical.map((c) => h("div", { class: "wf-crit", style: { left: `${pct(c.start)}%`, width: `${Math.max(0.05, pct(c.end) - pct(c.start))}%` } })),
-      h("span", { class: "wf-dur", style: pct(span.endNs) < 85 ? { left: `calc(${pct(span.endNs)}% + 4px)` } : { right: `calc(${100 - pct(span.startNs)}% + 4px)` } }, duration(span.endNs - span.startNs))));
+      durationLabel(span)));
     return el;
+  }
+
+  // The duration label stays inside the track, so it never covers the span's name: right of the
+  // bar when there is room, else left of it, else inside the bar's right end.
+  let trackPx = 0;
+  function durationLabel(span) {
+    const text = duration(span.endNs - span.startNs);
+    const need = (text.length * 6.5 + 8) / Math.max(1, trackPx) * 100;
+    const [start, end] = [pct(span.startNs), pct(span.endNs)];
+    if (100 - end >= need) return h("span", { class: "wf-dur", style: { left: `calc(${end}% + 4px)` } }, text);
+    if (start >= need) return h("span", { class: "wf-dur", style: { right: `calc(${100 - start}% + 4px)` } }, text);
+    return h("span", { class: "wf-dur inside", style: { right: `calc(${100 - end}% + 3px)` } }, text);
   }
 
   let painted = "";
@@ -107,12 +120,17 @@ function render(root, trace, params, navigate, body) {
     const key = `${first}:${last}`;
     if (!force && key === painted) return;
     painted = key;
+    trackPx = Math.max(1, inner.clientWidth - labelPx() - 8);
     const frag = document.createDocumentFragment();
     for (let i = first; i < last; i++) frag.append(rowEl(rows[i], i));
     clear(inner).append(frag);
     // The ruler sits above the rows' tracks: end it where they end (scrollbar, border, margin).
     ruler.style.marginRight = `${viewport.offsetWidth - viewport.clientWidth - 1 + 8}px`;
     paintMinimap();
+  }
+
+  function labelPx() {
+    return parseFloat(getComputedStyle(document.documentElement).getPropertyValue("--label-w")) || 360;
   }
 
   function paintMinimap() {
