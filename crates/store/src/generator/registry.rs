@@ -416,4 +416,26 @@ mod tests {
         assert_eq!(labels, vec![vec![("n".to_string(), "new".to_string())]]);
         assert_eq!(r.series_limited, 0);
     }
+
+    #[test]
+    fn series_kept_by_stale_removal_are_still_found_by_their_labels() {
+        // Removal moves series within the Vec: the key index is rebuilt, so a survivor keeps
+        // counting in its own series instead of getting a second one.
+        let mut r = Registry::new(Limits {
+            stale_duration: Duration::from_secs(10),
+            ..limits(0, 0)
+        });
+        let calls = r.add("calls_total", "", MetricKind::Counter, vec!["n".into()]);
+        let t0 = Instant::now();
+        r.inc(calls, &["old"], 1.0, t0);
+        r.inc(calls, &["kept"], 1.0, t0 + Duration::from_secs(5));
+        r.remove_stale(t0 + Duration::from_secs(11));
+        r.inc(calls, &["kept"], 1.0, t0 + Duration::from_secs(12));
+        let got: Vec<_> = r.metrics()[0]
+            .series()
+            .map(|s| (s.labels[0].1.clone(), s.value))
+            .collect();
+        assert_eq!(got, vec![("kept".to_string(), 2.0)]);
+        assert_eq!(r.active_series(), 1);
+    }
 }
