@@ -7,6 +7,7 @@
 pub mod config;
 pub mod exposition;
 pub mod filter;
+pub mod gateway;
 pub mod instance;
 pub mod pairing;
 pub mod processor;

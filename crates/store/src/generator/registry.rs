@@ -47,14 +47,26 @@ pub struct Metric {
     pub help: &'static str,
     pub kind: MetricKind,
     pub label_names: Vec<String>,
-    series: HashMap<String, Series, FastHash>,
+    /// Series in a Vec and their keys in a map to indexes: a hit costs one hash (a map of
+    /// series needed two, `contains_key` then `get_mut`, to satisfy the borrow checker).
+    series: Vec<Series>,
+    index: HashMap<Box<str>, usize, FastHash>,
     overflow: Option<Series>,
 }
 
 impl Metric {
     pub fn series(&self) -> impl Iterator<Item = &Series> {
-        self.series.values().chain(self.overflow.iter())
+        self.series.iter().chain(self.overflow.iter())
     }
+}
+
+/// One sample of [`Registry::record`].
+#[derive(Debug, Clone, Copy)]
+pub enum Sample {
+    /// Add to a counter.
+    Inc(MetricId, f64),
+    /// Observe a value (seconds) in a histogram.
+    Observe(MetricId, f64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -108,7 +120,8 @@ impl Registry {
             help,
             kind,
             label_names,
-            series: HashMap::default(),
+            series: Vec::new(),
+            index: HashMap::default(),
             overflow: None,
         });
         MetricId(self.metrics.len() - 1)
@@ -121,7 +134,7 @@ impl Registry {
     pub fn metrics_mut(&mut self) -> impl Iterator<Item = &mut Series> {
         self.metrics
             .iter_mut()
-            .flat_map(|m| m.series.values_mut().chain(m.overflow.iter_mut()))
+            .flat_map(|m| m.series.iter_mut().chain(m.overflow.iter_mut()))
     }
 
     pub fn active_series(&self) -> u64 {
@@ -129,25 +142,47 @@ impl Registry {
     }
 
     pub fn inc(&mut self, id: MetricId, values: &[&str], by: f64, now: Instant) {
-        let series = self.series(id, values, now);
-        series.value += by;
-        series.updated = now;
+        self.record(&[Sample::Inc(id, by)], values, now);
     }
 
     pub fn observe(&mut self, id: MetricId, values: &[&str], seconds: f64, now: Instant) {
-        let bounds = match &self.metrics[id.0].kind {
-            MetricKind::Histogram(bounds) => bounds.clone(),
-            MetricKind::Counter => return,
-        };
-        let series = self.series(id, values, now);
-        let bucket = bounds
-            .iter()
-            .position(|le| seconds <= *le)
-            .unwrap_or(bounds.len());
-        series.buckets[bucket] += 1;
-        series.sum += seconds;
-        series.count += 1;
-        series.updated = now;
+        self.record(&[Sample::Observe(id, seconds)], values, now);
+    }
+
+    /// Several samples of metrics with the same label values (span metrics: calls, latency
+    /// and size of one span; an edge: requests, failures and two histograms): the key is
+    /// built once and each hit costs one hash.
+    pub fn record(&mut self, samples: &[Sample], values: &[&str], now: Instant) {
+        build_key(&mut self.key, values.iter().copied());
+        for sample in samples {
+            let (id, value) = match *sample {
+                Sample::Inc(id, v) | Sample::Observe(id, v) => (id, v),
+            };
+            let metric = &self.metrics[id.0];
+            let bucket = match &metric.kind {
+                MetricKind::Histogram(bounds) => Some(
+                    bounds
+                        .iter()
+                        .position(|le| value <= *le)
+                        .unwrap_or(bounds.len()),
+                ),
+                MetricKind::Counter => None,
+            };
+            let series = match metric.index.get(self.key.as_str()) {
+                Some(&i) => &mut self.metrics[id.0].series[i],
+                None => self.new_series_for(id, values, now),
+            };
+            series.updated = now;
+            match (sample, bucket) {
+                (Sample::Inc(..), _) => series.value += value,
+                (Sample::Observe(..), Some(bucket)) => {
+                    series.buckets[bucket] += 1;
+                    series.sum += value;
+                    series.count += 1;
+                }
+                (Sample::Observe(..), None) => {}
+            }
+        }
     }
 
     fn new_series(kind: &MetricKind, labels: Vec<(String, String)>, now: Instant) -> Series {
@@ -166,16 +201,9 @@ impl Registry {
         }
     }
 
-    /// The series of `values`, created within the limits.
-    fn series(&mut self, id: MetricId, values: &[&str], now: Instant) -> &mut Series {
-        let key = build_key(&mut self.key, values.iter().copied());
-        if self.metrics[id.0].series.contains_key(key) {
-            let key = std::mem::take(&mut self.key);
-            let found = self.metrics[id.0].series.get_mut(&key);
-            self.key = key;
-            return found.expect("checked just above");
-        }
-        // A new label set: bound each value, then the number of series.
+    /// The series of `values` that `self.key` does not name yet, created within the limits
+    /// (bounded values may name an existing series). Leaves `self.key` as it found it.
+    fn new_series_for(&mut self, id: MetricId, values: &[&str], now: Instant) -> &mut Series {
         let limits = self.limits;
         let mut bounded: Vec<String> = Vec::with_capacity(values.len());
         for (i, value) in values.iter().enumerate() {
@@ -194,26 +222,33 @@ impl Registry {
             }
             bounded.push(value);
         }
-        let key = build_key(&mut self.key, bounded.iter().map(String::as_str)).to_string();
+        let mut key = String::new();
+        build_key(&mut key, bounded.iter().map(String::as_str));
         let metric = &mut self.metrics[id.0];
-        if !metric.series.contains_key(&key) {
-            if limits.max_active_series > 0 && self.active >= limits.max_active_series {
-                self.series_limited += 1;
-                let kind = metric.kind.clone();
-                return metric.overflow.get_or_insert_with(|| {
-                    Self::new_series(
-                        &kind,
-                        vec![("metric_overflow".to_string(), "true".to_string())],
-                        now,
-                    )
-                });
+        let i = match metric.index.get(key.as_str()) {
+            Some(&i) => i,
+            None => {
+                if limits.max_active_series > 0 && self.active >= limits.max_active_series {
+                    self.series_limited += 1;
+                    let kind = metric.kind.clone();
+                    return metric.overflow.get_or_insert_with(|| {
+                        Self::new_series(
+                            &kind,
+                            vec![("metric_overflow".to_string(), "true".to_string())],
+                            now,
+                        )
+                    });
+                }
+                self.active += 1;
+                let labels = metric.label_names.iter().cloned().zip(bounded).collect();
+                metric
+                    .series
+                    .push(Self::new_series(&metric.kind, labels, now));
+                metric.index.insert(key.into(), metric.series.len() - 1);
+                metric.series.len() - 1
             }
-            self.active += 1;
-            let labels = metric.label_names.iter().cloned().zip(bounded).collect();
-            let series = Self::new_series(&metric.kind, labels, now);
-            metric.series.insert(key.clone(), series);
-        }
-        metric.series.get_mut(&key).expect("inserted just above")
+        };
+        &mut metric.series[i]
     }
 
     /// Drops series not updated within `stale_duration` (Tempo: 15m) and forgets their values.
@@ -222,7 +257,16 @@ impl Registry {
         let fresh = |s: &Series| now.saturating_duration_since(s.updated) < stale;
         let mut active = 0;
         for metric in &mut self.metrics {
-            metric.series.retain(|_, s| fresh(s));
+            if metric.series.iter().any(|s| !fresh(s)) {
+                metric.series.retain(|s| fresh(s));
+                // Indexes moved: the keys are rebuilt from the labels, as the series were made.
+                let mut key = String::new();
+                metric.index.clear();
+                for (i, s) in metric.series.iter().enumerate() {
+                    build_key(&mut key, s.labels.iter().map(|(_, v)| v.as_str()));
+                    metric.index.insert(key.as_str().into(), i);
+                }
+            }
             if metric.overflow.as_ref().is_some_and(|s| !fresh(s)) {
                 metric.overflow = None;
             }
@@ -231,7 +275,7 @@ impl Registry {
         self.active = active;
         self.label_values.clear();
         for metric in &self.metrics {
-            for series in metric.series.values() {
+            for series in &metric.series {
                 for (name, value) in &series.labels {
                     self.label_values
                         .entry(name.clone())
@@ -371,5 +415,27 @@ mod tests {
         let labels: Vec<_> = r.metrics()[0].series().map(|s| s.labels.clone()).collect();
         assert_eq!(labels, vec![vec![("n".to_string(), "new".to_string())]]);
         assert_eq!(r.series_limited, 0);
+    }
+
+    #[test]
+    fn series_kept_by_stale_removal_are_still_found_by_their_labels() {
+        // Removal moves series within the Vec: the key index is rebuilt, so a survivor keeps
+        // counting in its own series instead of getting a second one.
+        let mut r = Registry::new(Limits {
+            stale_duration: Duration::from_secs(10),
+            ..limits(0, 0)
+        });
+        let calls = r.add("calls_total", "", MetricKind::Counter, vec!["n".into()]);
+        let t0 = Instant::now();
+        r.inc(calls, &["old"], 1.0, t0);
+        r.inc(calls, &["kept"], 1.0, t0 + Duration::from_secs(5));
+        r.remove_stale(t0 + Duration::from_secs(11));
+        r.inc(calls, &["kept"], 1.0, t0 + Duration::from_secs(12));
+        let got: Vec<_> = r.metrics()[0]
+            .series()
+            .map(|s| (s.labels[0].1.clone(), s.value))
+            .collect();
+        assert_eq!(got, vec![("kept".to_string(), 2.0)]);
+        assert_eq!(r.active_series(), 1);
     }
 }
