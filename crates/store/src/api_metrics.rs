@@ -50,7 +50,7 @@ pub async fn query_range(
     Query(params): Query<MetricsParams>,
     headers: HeaderMap,
 ) -> Response {
-    match run(&store, &params, &headers, false, &|_| {}).await {
+    match run(&store, &params, &headers, false, &|_, _| {}).await {
         Ok((series, figures)) if wants_protobuf(&headers) => {
             protobuf(range_response_message(&series, &figures).encode_to_vec())
         }
@@ -64,7 +64,7 @@ pub async fn query_instant(
     Query(params): Query<MetricsParams>,
     headers: HeaderMap,
 ) -> Response {
-    match run(&store, &params, &headers, true, &|_| {}).await {
+    match run(&store, &params, &headers, true, &|_, _| {}).await {
         Ok((series, figures)) if wants_protobuf(&headers) => {
             protobuf(instant_response_message(&series, &figures).encode_to_vec())
         }
@@ -83,14 +83,19 @@ pub(crate) struct Figures {
     pub(crate) inspected_spans: u64,
 }
 
+/// The series of the traces counted so far, computed when called (as costly as the final
+/// answer's, so the gRPC stream paces its calls).
+pub(crate) type Partial<'a> = &'a dyn Fn() -> Vec<TimeSeries>;
+
 /// Parses the request, scans every trace of the range once, and evaluates the query, telling
-/// `progress` how far the scan is (the gRPC streaming API sends it on).
+/// `progress` how far the scan is, with the partial series at hand (the gRPC streaming API
+/// sends both on).
 pub(crate) async fn run(
     store: &Store,
     params: &MetricsParams,
     headers: &HeaderMap,
     instant: bool,
-    progress: &(dyn Fn(Progress<'_>) + Sync),
+    progress: &(dyn Fn(Progress<'_>, Partial<'_>) + Sync),
 ) -> Result<(Vec<TimeSeries>, Figures), ApiError> {
     let tenant = tenant(store, headers)?;
     let text = params
@@ -132,8 +137,10 @@ pub(crate) async fn run(
         required_keys: crate::attr_keys::required_keys(&query),
         ..Default::default()
     };
+    let partial = || evaluator.lock().snapshot();
+    let tell = |p: Progress<'_>| progress(p, &partial);
     let (_, stats) = store
-        .search_with(&tenant, &request, &options, &observe, progress)
+        .search_with(&tenant, &request, &options, &observe, &tell)
         .await
         .map_err(engine_error)?;
     let evaluator = evaluator.into_inner();

@@ -423,3 +423,38 @@ fn default_step_is_tempos() {
     assert_eq!(crate::metrics::default_step(0, 24 * 3600 * S), 300 * S);
     assert_eq!(crate::metrics::default_step(0, 120 * S), S);
 }
+
+#[test]
+fn snapshots_give_the_series_of_the_traces_observed_so_far() {
+    // A streamed answer sends snapshots while traces are still observed: each must be what
+    // `finish` would give for the traces seen so far, and taking one must not change the end.
+    for q in [
+        "{ } | count_over_time() by (resource.service.name)",
+        "{ } | quantile_over_time(duration, .5, .99) by (resource.service.name)",
+        "{ } | compare({ status = error })",
+        "({ } | rate()) / ({ status = error } | rate())",
+        "{ } | avg_over_time(duration) by (name) | bottomk(2)",
+    ] {
+        let query = parse(q).unwrap();
+        let traces = traces();
+        let mut streamed = Evaluator::new(&query, &range()).unwrap();
+        for (seen, trace) in traces.iter().enumerate() {
+            streamed.observe(trace);
+            let mut alone = Evaluator::new(&query, &range()).unwrap();
+            for t in &traces[..=seen] {
+                alone.observe(t);
+            }
+            assert_eq!(
+                format!("{:?}", streamed.snapshot()),
+                format!("{:?}", alone.finish()),
+                "{q} after {} traces",
+                seen + 1
+            );
+        }
+        assert_eq!(
+            format!("{:?}", streamed.finish()),
+            format!("{:?}", run(q)),
+            "{q}"
+        );
+    }
+}

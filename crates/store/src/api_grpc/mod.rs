@@ -36,7 +36,8 @@ use tonic::Status;
 use tower::ServiceExt;
 
 use crate::api::ApiError;
-use crate::engine::Store;
+use crate::engine::{Progress, Store};
+use crate::tempopb as pb;
 
 /// The gRPC service name, as in tempo.proto.
 pub const SERVICE: &str = "tempopb.StreamingQuerier";
@@ -150,6 +151,20 @@ fn status(err: ApiError) -> Status {
 /// The request's metadata as HTTP headers (`x-scope-orgid`, `authorization`, ...).
 fn headers<M>(request: &tonic::Request<M>) -> HeaderMap {
     request.metadata().clone().into_headers()
+}
+
+/// Tempo's `SearchMetrics` of a search's progress (cumulative: jobs done out of jobs, blocks,
+/// bytes), as searches and metrics queries stream it.
+fn search_metrics(p: &Progress<'_>) -> pb::SearchMetrics {
+    pb::SearchMetrics {
+        inspected_traces: u32::try_from(p.stats.inspected_traces).unwrap_or(u32::MAX),
+        inspected_bytes: p.stats.inspected_bytes,
+        total_blocks: p.total_blocks,
+        completed_jobs: p.completed_jobs,
+        total_jobs: p.total_jobs,
+        total_block_bytes: p.total_block_bytes,
+        inspected_spans: 0,
+    }
 }
 
 /// Where a producer task sends its messages.

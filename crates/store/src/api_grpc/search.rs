@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use serde_json::Value as Json;
 use threadline_traceql::model::Trace;
 
-use super::{headers, spawn_stream, status, Answer, Context};
+use super::{headers, search_metrics, spawn_stream, status, Answer, Context};
 use crate::api::{self, SearchParams};
 use crate::engine::{Found, Progress};
 use crate::tempopb as pb;
@@ -40,7 +40,7 @@ pub(super) async fn search(
         });
         let progress = |p: Progress<'_>| {
             let mut sent = sent.lock();
-            sent.metrics = metrics_of(&p);
+            sent.metrics = search_metrics(&p);
             let new = p.found.get(sent.traces..).unwrap_or_default();
             if new.is_empty() && sent.at.elapsed() < PROGRESS_EVERY {
                 return;
@@ -94,18 +94,6 @@ fn final_message(
     pb::SearchResponse {
         traces: found.iter().map(metadata).collect(),
         metrics: Some(metrics),
-    }
-}
-
-fn metrics_of(p: &Progress<'_>) -> pb::SearchMetrics {
-    pb::SearchMetrics {
-        inspected_traces: u32::try_from(p.stats.inspected_traces).unwrap_or(u32::MAX),
-        inspected_bytes: p.stats.inspected_bytes,
-        total_blocks: p.total_blocks,
-        completed_jobs: p.completed_jobs,
-        total_jobs: p.total_jobs,
-        total_block_bytes: p.total_block_bytes,
-        inspected_spans: 0,
     }
 }
 

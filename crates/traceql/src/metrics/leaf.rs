@@ -188,16 +188,17 @@ impl Leaf {
         }
     }
 
-    pub(super) fn finish(self, intervals: &Intervals) -> Vec<Series> {
+    /// The series of what was observed so far; observing more afterwards is fine.
+    pub(super) fn finish(&self, intervals: &Intervals) -> Vec<Series> {
         if let MetricsFunction::Compare { top, .. } = self.function {
-            return finish_compare(self.compare, top as usize);
+            return finish_compare(&self.compare, top as usize);
         }
         let name = self.function.name();
         let mut out = Vec::new();
-        for (key, acc) in self.series {
+        for (key, acc) in &self.series {
             let mut labels: Labels = Vec::new();
             let by_len = self.by_labels.len();
-            for (label, value) in self.by_labels.iter().zip(&key) {
+            for (label, value) in self.by_labels.iter().zip(key) {
                 if let Some(v) = value {
                     labels.push((label.clone(), Some(value_of(v))));
                 }

@@ -313,8 +313,16 @@ impl Evaluator {
 
     /// The series, as Tempo returns them (series without any sample left out).
     pub fn finish(self) -> Vec<TimeSeries> {
+        self.snapshot()
+    }
+
+    /// The series of the traces observed so far, as `finish` would give them now: what a
+    /// streamed partial answer carries (Tempo's combiner sends the series of the jobs done so
+    /// far). Costs about as much as `finish` (quantiles sort their values each time), so callers
+    /// pace it.
+    pub fn snapshot(&self) -> Vec<TimeSeries> {
         let intervals = self.intervals;
-        let series = finish_node(self.root, &intervals);
+        let series = finish_node(&self.root, &intervals);
         let mut out: Vec<TimeSeries> = series
             .into_iter()
             .filter_map(|s| {
@@ -379,7 +387,7 @@ fn for_each_leaf(node: &mut Node, visit: &mut dyn FnMut(&mut Leaf)) {
     }
 }
 
-fn finish_compare(compare: Compare, top: usize) -> Vec<Series> {
+fn finish_compare(compare: &Compare, top: usize) -> Vec<Series> {
     let meta = |selected: bool, total: bool| {
         let kind = match (selected, total) {
             (false, false) => "baseline",
@@ -391,8 +399,10 @@ fn finish_compare(compare: Compare, top: usize) -> Vec<Series> {
     };
     let mut out = Vec::new();
     let mut too_many = std::collections::BTreeSet::new();
-    for ((selected, name), values) in compare.values {
-        let mut ranked: Vec<(KeyValue, Vec<f64>)> = values.into_iter().collect();
+    for ((selected, name), values) in &compare.values {
+        let selected = *selected;
+        let mut ranked: Vec<(KeyValue, Vec<f64>)> =
+            values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         ranked.sort_by(|a, b| {
             let total = |v: &Vec<f64>| v.iter().sum::<f64>();
             total(&b.1)
@@ -426,22 +436,22 @@ fn finish_compare(compare: Compare, top: usize) -> Vec<Series> {
             exemplars: Vec::new(),
         });
     }
-    for ((selected, name), counts) in compare.totals {
+    for ((selected, name), counts) in &compare.totals {
         out.push(Series {
-            labels: vec![meta(selected, true), (name, None)],
-            values: counts,
+            labels: vec![meta(*selected, true), (name.clone(), None)],
+            values: counts.clone(),
             exemplars: Vec::new(),
         });
     }
     out
 }
 
-fn finish_node(node: Node, intervals: &Intervals) -> Vec<Series> {
+fn finish_node(node: &Node, intervals: &Intervals) -> Vec<Series> {
     match node {
         Node::Leaf(leaf) => leaf.finish(intervals),
         Node::Scalar(v) => vec![Series {
             labels: Vec::new(),
-            values: vec![v; intervals.count],
+            values: vec![*v; intervals.count],
             exemplars: Vec::new(),
         }],
         Node::Binary { op, lhs, rhs } => {
@@ -449,15 +459,15 @@ fn finish_node(node: Node, intervals: &Intervals) -> Vec<Series> {
                 Node::Scalar(v) => Some(*v),
                 _ => None,
             };
-            let (ls, rs) = (scalar(&lhs), scalar(&rhs));
-            let left = finish_node(*lhs, intervals);
-            let right = finish_node(*rhs, intervals);
-            combine(op, left, right, ls.is_some(), rs.is_some())
+            let (ls, rs) = (scalar(lhs), scalar(rhs));
+            let left = finish_node(lhs, intervals);
+            let right = finish_node(rhs, intervals);
+            combine(*op, left, right, ls.is_some(), rs.is_some())
         }
         Node::Staged { inner, stages } => {
-            let mut series = finish_node(*inner, intervals);
+            let mut series = finish_node(inner, intervals);
             for stage in stages {
-                series = second_stage(&stage, series, intervals.count);
+                series = second_stage(stage, series, intervals.count);
             }
             series
         }
