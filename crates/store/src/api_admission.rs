@@ -6,15 +6,17 @@
 //!   refused ([`limit_outstanding`]).
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use http_body_util::BodyExt;
+use http_body::{Frame, SizeHint};
 use parking_lot::Mutex;
 use tower::ServiceExt;
 
@@ -155,11 +157,41 @@ pub async fn limit_outstanding(
     // The place is held until the body is sent or dropped, not just until the handler returns:
     // a streamed search (NDJSON) works while its body is being written.
     let (parts, body) = next.run(request).await.into_parts();
-    let body = body.map_frame(move |frame| {
-        let _held = &admitted;
-        frame
-    });
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(
+        parts,
+        Body::new(Holding {
+            body,
+            _admitted: admitted,
+        }),
+    )
+}
+
+/// A response body holding its query's admission place until it is sent or dropped. It passes
+/// everything else on as it is (frames, trailers, and the size, so a sized answer keeps its
+/// `Content-Length`).
+struct Holding {
+    body: Body,
+    _admitted: Admitted,
+}
+
+impl http_body::Body for Holding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]

@@ -491,3 +491,42 @@ fn backends_are_validated_naming_the_key_and_the_allowed_values() {
         serde_yaml_ng::from_str("storage: {trace: {backend: local, wal: {path: /w}, bogus: 1}}");
     assert!(unknown.unwrap_err().to_string().contains("bogus"));
 }
+
+/// A client that gives up while its append cuts the full head (a gRPC deadline drops the
+/// append's future half-way) loses nothing acknowledged: the cut finishes in its own task.
+#[tokio::test]
+async fn an_append_dropped_while_it_cuts_the_head_loses_no_acknowledged_trace() {
+    use futures::FutureExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut every_append_cuts = config(dir.path(), "");
+    every_append_cuts.ingester.max_block_bytes = 1;
+    let store = Store::open(every_append_cuts.clone()).await.unwrap();
+    for trace in 1..=20u8 {
+        let sent = data(&request(trace, 2, "api", Duration::ZERO, false));
+        store.append("single-tenant", &sent).await.unwrap();
+    }
+    // Trace 20 is in the head. This append finds the head full and starts its cut; its client
+    // gives up at the first wait (the future is polled once and dropped), unacknowledged.
+    let abandoned = data(&request(21, 2, "api", Duration::ZERO, false));
+    assert!(store
+        .append("single-tenant", &abandoned)
+        .now_or_never()
+        .is_none());
+    let sent = data(&request(22, 2, "api", Duration::ZERO, false));
+    store.append("single-tenant", &sent).await.unwrap();
+    store.flush_and_close().await.unwrap();
+    drop(store);
+
+    let reopened = Store::open(every_append_cuts).await.unwrap();
+    for trace in (1..=20u8).chain([22]) {
+        assert!(
+            reopened
+                .trace_by_id("single-tenant", &[trace; 16])
+                .await
+                .unwrap()
+                .is_some(),
+            "acknowledged trace {trace} was lost"
+        );
+    }
+}
