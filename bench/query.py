@@ -36,18 +36,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from store import BINARY, cpu_seconds, percentile, wait_ready
+from store import BINARY, cpu_seconds, get, percentile, wait_ready
 
 SEARCH_COLD_MS, SEARCH_WARM_MS = 1000, 300
 METRICS_MS = 1000
 TRACE_BY_ID_COLD_P99_MS = 20
-
-
-def get(url: str) -> tuple[float, bytes]:
-    started = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=900) as response:
-        body = response.read()
-    return time.perf_counter() - started, body
 
 
 def rss_bytes(pid: int) -> int:
@@ -142,13 +135,13 @@ def fill(store: Store, spans: int, seed: int) -> dict:
 
 def search(api: str, q: str, start: int, end: int, limit: int = 20) -> tuple[float, dict]:
     params = urllib.parse.urlencode({"q": q, "limit": limit, "spss": 3, "start": start, "end": end})
-    seconds, body = get(f"{api}/api/search?{params}")
+    seconds, body = get(f"{api}/api/search?{params}", timeout=900)
     return seconds, json.loads(body)
 
 
 def metrics(api: str, q: str, end: int) -> tuple[float, dict]:
     params = urllib.parse.urlencode({"q": q, "start": end - 3600, "end": end, "step": "60s"})
-    seconds, body = get(f"{api}/api/metrics/query_range?{params}")
+    seconds, body = get(f"{api}/api/metrics/query_range?{params}", timeout=900)
     return seconds, json.loads(body)
 
 

@@ -35,9 +35,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def get(url: str) -> tuple[float, bytes]:
+def get(url: str, timeout: float = 120) -> tuple[float, bytes]:
+    """GET `url`: (seconds taken, body)."""
     started = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=120) as response:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         body = response.read()
     return time.perf_counter() - started, body
 

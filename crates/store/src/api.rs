@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use threadline_traceql::model::{Span, Trace, Value};
 
-use crate::engine::{SearchRequest, Store, SINGLE_TENANT};
+use crate::engine::{Found, Progress, SearchRequest, SearchStats, Store, SINGLE_TENANT};
 use crate::error::StoreError;
 use crate::search::{Matcher, SearchError};
 
@@ -439,15 +439,7 @@ async fn search(
         Ok(parsed) => parsed,
         Err(response) => return response.into_response(),
     };
-    let matches = |trace: &Trace| matcher.matches(trace).is_some();
-    let options = crate::engine::SearchOptions {
-        required_keys: crate::attr_keys::matcher_required_keys(&matcher),
-        ..Default::default()
-    };
-    let (found, stats) = match store
-        .search_with(&tenant, &request, &options, &matches, &|_| {})
-        .await
-    {
+    let (found, stats) = match run_search(&store, &tenant, &request, &matcher, &|_| {}).await {
         Ok(result) => result,
         Err(err) => return engine_error(err).into_response(),
     };
@@ -460,6 +452,25 @@ async fn search(
         "metrics": crate::api_search_metrics::metrics_json(&stats),
     }))
     .into_response()
+}
+
+/// Runs a parsed search: the traces `matcher` matches, skipping blocks that lack an attribute
+/// every match needs. `/api/search`, its NDJSON stream and the gRPC search share it.
+pub(crate) async fn run_search(
+    store: &Store,
+    tenant: &str,
+    request: &SearchRequest,
+    matcher: &Matcher,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> anyhow::Result<(Vec<Found>, SearchStats)> {
+    let matches = |trace: &Trace| matcher.matches(trace).is_some();
+    let options = crate::engine::SearchOptions {
+        required_keys: crate::attr_keys::matcher_required_keys(matcher),
+        ..Default::default()
+    };
+    store
+        .search_with(tenant, request, &options, &matches, progress)
+        .await
 }
 
 pub(crate) fn value_json(value: &Value) -> Json {

@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
-use threadline_traceql::model::Trace;
 use tokio::sync::mpsc;
 
 use crate::api::{self, ApiError, SearchParams};
@@ -85,15 +84,7 @@ pub(crate) async fn search_stream(
             sent.at = Some(Instant::now());
             let _ = tx.send(Ok(partial_json(traces, &p)));
         };
-        // As `/api/search` (api.rs `search`): the same matcher and block skipping.
-        let matches = |trace: &Trace| matcher.matches(trace).is_some();
-        let options = crate::engine::SearchOptions {
-            required_keys: crate::attr_keys::matcher_required_keys(&matcher),
-            ..Default::default()
-        };
-        let result = store
-            .search_with(&tenant, &request, &options, &matches, &progress)
-            .await;
+        let result = api::run_search(&store, &tenant, &request, &matcher, &progress).await;
         let line = match result {
             Ok((found, stats)) => {
                 let traces: Vec<Json> = found

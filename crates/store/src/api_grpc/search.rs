@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::Value as Json;
-use threadline_traceql::model::Trace;
 
 use super::{headers, search_metrics, spawn_stream, status, Answer, Context};
 use crate::api::{self, SearchParams};
@@ -56,15 +55,7 @@ pub(super) async fn search(
                 metrics: Some(sent.metrics.clone()),
             }));
         };
-        let matches = |trace: &Trace| matcher.matches(trace).is_some();
-        // As the HTTP search: blocks without an attribute every match needs are skipped.
-        let options = crate::engine::SearchOptions {
-            required_keys: crate::attr_keys::matcher_required_keys(&matcher),
-            ..Default::default()
-        };
-        let result = store
-            .search_with(&tenant, &request, &options, &matches, &progress)
-            .await;
+        let result = api::run_search(&store, &tenant, &request, &matcher, &progress).await;
         let message = match result {
             Ok((found, _)) => Ok(final_message(
                 &found,
