@@ -458,3 +458,36 @@ fn snapshots_give_the_series_of_the_traces_observed_so_far() {
         );
     }
 }
+
+/// Tied values: topk and bottomk keep the same series every time (the smaller labels), whatever
+/// order the traces come in and however each evaluator's hash maps are seeded.
+#[test]
+fn topk_and_bottomk_break_ties_by_labels() {
+    let tied = |service: &str, trace: u8| Trace {
+        trace_id: [trace; 16],
+        spans: vec![span(trace, 1, None, "GET", service, 1005 * S, MS)],
+    };
+    for query in ["topk(1)", "bottomk(1)"] {
+        let q = parse(&format!(
+            "{{ }} | count_over_time() by (resource.service.name) | {query}"
+        ))
+        .unwrap();
+        for round in 0..10u8 {
+            let mut evaluator = Evaluator::new(&q, &range()).unwrap();
+            let mut sent = vec![tied("b", 1), tied("a", 2), tied("c", 3)];
+            if round % 2 == 1 {
+                sent.reverse();
+            }
+            for trace in &sent {
+                evaluator.observe(trace);
+            }
+            let series = evaluator.finish();
+            assert_eq!(series.len(), 1, "{query}: {series:?}");
+            assert_eq!(
+                label(&series[0], "resource.service.name"),
+                Some(Value::Str("a".into())),
+                "{query}, round {round}"
+            );
+        }
+    }
+}

@@ -110,11 +110,12 @@ pub(super) fn second_stage(
                     .collect();
                 ranked.sort_by(|&a, &b| {
                     let ord = series[a].values[i].total_cmp(&series[b].values[i]);
-                    if top {
-                        ord.reverse()
-                    } else {
-                        ord
-                    }
+                    let ord = if top { ord.reverse() } else { ord };
+                    // Ties go to the smaller labels: series come from hash maps, and without
+                    // this the same query over the same data could keep other series.
+                    ord.then_with(|| {
+                        format!("{:?}", series[a].labels).cmp(&format!("{:?}", series[b].labels))
+                    })
                 });
                 for &s in ranked.iter().take(k) {
                     keep[s][i] = true;
