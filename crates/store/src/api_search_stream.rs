@@ -170,7 +170,7 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use serde_json::Value as Json;
 
-    use crate::{Store, StoreConfig, SINGLE_TENANT};
+    use crate::{Store, SINGLE_TENANT};
 
     /// One trace of one span of `service`, `id` ms long, ending now.
     fn trace(id: u8, service: &str) -> threadline_otlp::TraceData {
@@ -211,12 +211,7 @@ mod tests {
     /// head, served on a free port.
     async fn serve() -> (tempfile::TempDir, std::net::SocketAddr) {
         let dir = tempfile::tempdir().unwrap();
-        let yaml = format!(
-            "storage:\n  trace:\n    backend: local\n    wal: {{path: {}}}\n    local: {{path: {}}}\n",
-            dir.path().join("wal").display(),
-            dir.path().join("blocks").display()
-        );
-        let config: StoreConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+        let config = crate::tests::config(dir.path(), "");
         let store = Store::open(config).await.unwrap();
         for batch in [&[1u8, 2][..], &[3, 4], &[5], &[6, 7]] {
             for id in batch {

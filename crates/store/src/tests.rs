@@ -14,7 +14,9 @@ use threadline_otlp::TraceData;
 
 use crate::{SearchRequest, Store, StoreConfig};
 
-fn config(dir: &std::path::Path, extra: &str) -> StoreConfig {
+/// A store config with its WAL and blocks under `dir` and no cut by age (tests cut when they
+/// mean to), plus the YAML lines in `extra`. Shared by the crate's tests.
+pub(crate) fn config(dir: &std::path::Path, extra: &str) -> StoreConfig {
     let yaml = format!(
         "storage:\n  trace:\n    backend: local\n    wal: {{path: {}}}\n    local: {{path: {}}}\ningester: {{max_block_duration: 1h}}\n{extra}",
         dir.join("wal").display(),

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::tempopb as pb;
-use crate::{Store, StoreConfig, SINGLE_TENANT};
+use crate::{Store, SINGLE_TENANT};
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -65,12 +65,7 @@ fn trace(id: u8, service: &str) -> threadline_otlp::TraceData {
 /// (`db`) in the head, served on a free port.
 async fn serve() -> (tempfile::TempDir, Arc<Store>, std::net::SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "storage:\n  trace:\n    backend: local\n    wal: {{path: {}}}\n    local: {{path: {}}}\n",
-        dir.path().join("wal").display(),
-        dir.path().join("blocks").display()
-    );
-    let config: StoreConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+    let config = crate::tests::config(dir.path(), "");
     let store = Store::open(config).await.unwrap();
     for batch in [&[1u8, 2, 3][..], &[4, 5]] {
         for id in batch {

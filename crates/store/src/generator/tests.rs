@@ -393,12 +393,7 @@ fn remote_write_request_is_sorted_snappy_protobuf_with_a_zero_first_sample() {
 #[tokio::test]
 async fn the_json_graph_comes_from_stored_traces_of_the_window() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "storage:\n  trace:\n    backend: local\n    wal: {{path: {}}}\n    local: {{path: {}}}\n",
-        dir.path().join("wal").display(),
-        dir.path().join("blocks").display()
-    );
-    let config: crate::StoreConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+    let config = crate::tests::config(dir.path(), "");
     let store = crate::Store::open(config).await.unwrap();
     // Ten traces frontend -> orders (one failing, slow) -> postgres.
     for t in 1..=10u8 {
