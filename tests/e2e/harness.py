@@ -823,19 +823,20 @@ class SdkSender:
         timeout_s: float = 30.0,
         schedule_delay_ms: int = 200,
         max_export_batch_size: int = 512,
+        headers: dict[str, str] | None = None,
     ):
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
                 OTLPSpanExporter as GrpcExporter,
             )
 
-            otlp = GrpcExporter(endpoint=f"http://{endpoint}", insecure=True, timeout=timeout_s)
+            otlp = GrpcExporter(endpoint=f"http://{endpoint}", insecure=True, timeout=timeout_s, headers=headers)
         elif protocol == "http":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
                 OTLPSpanExporter as HttpExporter,
             )
 
-            otlp = HttpExporter(endpoint=f"{endpoint}/v1/traces", timeout=timeout_s)
+            otlp = HttpExporter(endpoint=f"{endpoint}/v1/traces", timeout=timeout_s, headers=headers)
         else:
             raise ValueError(f"protocol must be grpc or http, not {protocol!r}")
         attributes = {"service.name": "e2e-checkout", **(resource_attributes or {})}

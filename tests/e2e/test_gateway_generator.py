@@ -61,16 +61,27 @@ def test_gateway_generator_counts_every_span_before_tail_sampling(collector_fact
             f"exporters::otlp/tempo::endpoint={backend.endpoint}",
             "processors::tail_sampling::decision_wait=1s",
             "processors::batch::timeout=200ms",
+            # The request's X-Scope-OrgID reaches the processor, which counts per tenant.
+            "receivers::otlp::protocols::grpc::include_metadata=true",
         ],
     )
     _estate(collector.grpc_endpoint)
+    other = SdkSender(collector.grpc_endpoint, headers={"x-scope-orgid": "team-b"},
+                      resource_attributes={"service.name": "billing-py"})
+    with other.tracer().start_as_current_span("POST /invoice", kind=SpanKind.SERVER):
+        pass
+    other.finish()
     errors = REQUESTS // 5
 
     def calls(**labels: str) -> float:
         return sum(s.value for s in _scrape(scrape).matching("traces_spanmetrics_calls_total", **labels))
 
-    wait_until(lambda: calls() == 3 * REQUESTS, 20, lambda: f"calls: {calls()} of {3 * REQUESTS}")
+    wait_until(lambda: calls() == 3 * REQUESTS + 1, 20, lambda: f"calls: {calls()} of {3 * REQUESTS + 1}")
     page = _scrape(scrape)
+    # Requests without the header count for the configured tenant, the other for its own.
+    assert page.value("traces_spanmetrics_calls_total", tenant="team-b", service="billing-py") == 1
+    assert page.value("traces_spanmetrics_calls_total", tenant="team-b") == 1
+    assert page.value("traces_spanmetrics_calls_total", tenant="single-tenant") == 3 * REQUESTS
     assert page.value("traces_spanmetrics_calls_total", service="checkout-py", span_name="POST /checkout",
                       span_kind="SPAN_KIND_SERVER", status_code="STATUS_CODE_UNSET") == REQUESTS
     assert page.value("traces_spanmetrics_calls_total", service="catalog-py", span_kind="SPAN_KIND_SERVER",
@@ -96,11 +107,12 @@ def test_gateway_generator_counts_every_span_before_tail_sampling(collector_fact
     wait_until(lambda: backend.span_count() >= 3 * errors, 20,
                lambda: f"backend got {backend.span_count()} spans, want at least {3 * errors}")
     time.sleep(2)  # decision_wait (1s) for the last traces, then the 200 ms batch
-    traces = {s.span.trace_id for s in backend.spans()}
+    estate = [s for s in backend.spans() if s.span.name != "POST /invoice"]
+    traces = {s.span.trace_id for s in estate}
     assert errors <= len(traces) < REQUESTS, f"{len(traces)} of {REQUESTS} traces forwarded"
-    assert backend.span_count() == 3 * len(traces)
+    assert len(estate) == 3 * len(traces)
     # The counts did not move once sampling decided.
-    assert calls() == 3 * REQUESTS
+    assert calls() == 3 * REQUESTS + 1
 
 
 def test_gateway_generator_config_errors_name_the_key(tmp_path):

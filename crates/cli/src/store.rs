@@ -98,6 +98,10 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     }
     api.abort();
     store.flush_and_close().await.context("writing the head")?;
+    if let Some(generator) = store.generator() {
+        let deadline = std::time::Instant::now() + args.shutdown_timeout;
+        generator.flush_remote_write(deadline).await;
+    }
     tracing::info!("shutdown complete");
     Ok(())
 }

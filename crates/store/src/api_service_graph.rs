@@ -71,18 +71,7 @@ async fn scrape(
             let extra = generator.extra_labels(&t, None);
             vec![(t, extra)]
         }
-        None => {
-            let inject = &generator.config().registry.inject_tenant_id_as;
-            let label = if inject.is_empty() { "tenant" } else { inject };
-            generator
-                .tenants()
-                .into_iter()
-                .map(|(t, _)| {
-                    let extra = generator.extra_labels(&t, Some(label));
-                    (t, extra)
-                })
-                .collect()
-        }
+        None => generator.labelled_tenants(),
     };
     let page = crate::generator::exposition::render(&generator, &tenants);
     Ok((

@@ -14,17 +14,10 @@ pub struct ScrapeServer {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// The page: every tenant's series, with the labels the registry config adds on the way out.
+/// The page: every tenant's series (labelled with their tenant, as the store's scrape page
+/// without a chosen tenant), with the labels the registry config adds on the way out.
 pub fn page(generator: &Generator) -> String {
-    let tenants: Vec<(String, Vec<(String, String)>)> = generator
-        .tenants()
-        .into_iter()
-        .map(|(t, _)| {
-            let extra = generator.extra_labels(&t, None);
-            (t, extra)
-        })
-        .collect();
-    super::exposition::render(generator, &tenants)
+    super::exposition::render(generator, &generator.labelled_tenants())
 }
 
 impl ScrapeServer {

@@ -195,6 +195,20 @@ impl Generator {
         labels
     }
 
+    /// Every tenant with the labels its series get on a page that shows them all: a tenant
+    /// label (`inject_tenant_id_as`, else `tenant`) keeps their series apart.
+    pub fn labelled_tenants(&self) -> Vec<(String, Vec<(String, String)>)> {
+        let inject = &self.config.registry.inject_tenant_id_as;
+        let label = if inject.is_empty() { "tenant" } else { inject };
+        self.tenants()
+            .into_iter()
+            .map(|(t, _)| {
+                let extra = self.extra_labels(&t, Some(label));
+                (t, extra)
+            })
+            .collect()
+    }
+
     fn collect_for_remote_write(&self) {
         let Some(writer) = &self.remote_write else {
             return;
@@ -209,6 +223,18 @@ impl Generator {
             let request = remote_write::write_request(&mut instance, &extra, timestamp_ms);
             drop(instance);
             writer.enqueue(tenant, request);
+        }
+    }
+
+    /// At shutdown: one last collection for remote write, sent before `deadline` (the series
+    /// counted since the previous collection would otherwise never reach Prometheus).
+    pub async fn flush_remote_write(&self, deadline: Instant) {
+        let Some(writer) = &self.remote_write else {
+            return;
+        };
+        self.collect_for_remote_write();
+        if !writer.drain(deadline).await {
+            tracing::warn!("remote write: shutdown deadline passed with requests still queued");
         }
     }
 

@@ -34,8 +34,10 @@ use crate::engine::{Store, SINGLE_TENANT};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorProcessorConfig {
-    /// Tenant of the series: in a store process when its multitenancy is off, in a gateway
-    /// always. Default `single-tenant`.
+    /// Tenant of the series: in a store process when its multitenancy is off; in a gateway
+    /// for requests without an `X-Scope-OrgID` (a receiver with `include_metadata: true`
+    /// passes the request's on, and its series then go to that tenant). Default
+    /// `single-tenant`.
     #[serde(default = "default_tenant")]
     pub tenant: String,
     /// Gateway only: `host:port` serving the series at `GET /metrics` for Prometheus to scrape.
@@ -189,6 +191,7 @@ impl ProcessorFactory for GeneratorProcessorFactory {
             tenant: config.tenant,
             next,
             server: None,
+            owns_generator: false,
         }))
     }
 }
@@ -223,6 +226,7 @@ fn gateway(
         tenant: config.tenant,
         next,
         server,
+        owns_generator: true,
     }))
 }
 
@@ -232,14 +236,21 @@ struct GeneratorProcessor {
     tenant: String,
     next: NextConsumer,
     server: Option<ScrapeServer>,
+    /// A gateway's own generator (not a store's).
+    owns_generator: bool,
 }
 
 #[async_trait]
 impl TracesConsumer for GeneratorProcessor {
     async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
-        let tenant = if self.multitenancy {
+        let from_request = || {
             threadline_collector::client::metadata_value("x-scope-orgid")
                 .filter(|id| crate::api::valid_tenant(id))
+        };
+        let tenant = if self.multitenancy {
+            from_request()
+        } else if self.owns_generator {
+            Some(from_request().unwrap_or_else(|| self.tenant.clone()))
         } else {
             Some(self.tenant.clone())
         };
@@ -253,7 +264,12 @@ impl TracesConsumer for GeneratorProcessor {
 
 #[async_trait]
 impl Component for GeneratorProcessor {
-    async fn shutdown(&self, _deadline: Instant) {
+    async fn shutdown(&self, deadline: Instant) {
+        // A store's generator is flushed by the store's own shutdown, after the pipeline has
+        // drained into it; a gateway's is flushed here.
+        if self.owns_generator {
+            self.generator.flush_remote_write(deadline).await;
+        }
         if let Some(server) = &self.server {
             server.stop().await;
         }

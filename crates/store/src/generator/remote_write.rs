@@ -2,12 +2,13 @@
 //! each tenant's series to every configured URL, as the metrics-generator's storage does: one
 //! request per tenant per `collection_interval`, `X-Scope-OrgID` set, a bounded queue per URL
 //! (the oldest collection is dropped when full), retries with backoff on 5xx, 429 and
-//! connection errors.
+//! connection errors. At shutdown [`RemoteWriter::drain`] sends what is queued (the last
+//! collection included) before the process exits, within the shutdown deadline.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -164,6 +165,8 @@ struct Queue {
     config: RemoteWriteConfig,
     items: Mutex<VecDeque<(String, bytes::Bytes)>>,
     ready: Notify,
+    /// A request taken from `items` is being sent (or retried).
+    sending: AtomicBool,
 }
 
 pub struct RemoteWriter {
@@ -184,6 +187,7 @@ impl RemoteWriter {
                     config: c.clone(),
                     items: Mutex::new(VecDeque::new()),
                     ready: Notify::new(),
+                    sending: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -219,6 +223,26 @@ impl RemoteWriter {
         }
     }
 
+    /// Waits until every queue is empty and nothing is in flight, or `deadline` passes; true
+    /// when everything was sent (or given up after its retries).
+    pub async fn drain(&self, deadline: Instant) -> bool {
+        loop {
+            let idle = self.queues.iter().all(|q| {
+                // `sending` is set under the items lock when a request is taken, so an empty
+                // queue with `sending` clear has nothing left anywhere.
+                let items = q.items.lock().unwrap_or_else(|e| e.into_inner());
+                items.is_empty() && !q.sending.load(Ordering::Acquire)
+            });
+            if idle {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             sent: self.counters.sent.load(Ordering::Relaxed),
@@ -241,11 +265,12 @@ async fn send_loop(queue: Arc<Queue>, counters: Arc<Counters>, add_org_id: bool)
         }
     };
     loop {
-        let next = queue
-            .items
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
+        let next = {
+            let mut items = queue.items.lock().unwrap_or_else(|e| e.into_inner());
+            let next = items.pop_front();
+            queue.sending.store(next.is_some(), Ordering::Release);
+            next
+        };
         let Some((tenant, body)) = next else {
             queue.ready.notified().await;
             continue;

@@ -486,3 +486,56 @@ async fn the_json_graph_comes_from_stored_traces_of_the_window() {
         assert!(keys.contains(&key), "{key} in {keys:?}");
     }
 }
+
+#[tokio::test]
+async fn shutdown_sends_the_series_counted_since_the_last_collection() {
+    use std::sync::{Arc, Mutex};
+    // A real HTTP receiver on 127.0.0.1 that keeps every remote-write body it gets.
+    let received: Arc<Mutex<Vec<bytes::Bytes>>> = Arc::default();
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/write",
+        axum::routing::post(move |body: bytes::Bytes| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // A collection interval far longer than the test: only the shutdown flush can send.
+    let g = generator(&format!(
+        "registry: {{collection_interval: 1h}}\nstorage: {{remote_write: [{{url: \"http://{addr}/api/v1/write\"}}]}}"
+    ));
+    g.observe(
+        "t",
+        &batch("orders", vec![span(7, 1, 0, SERVER, "in", 1)]),
+        Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(received.lock().unwrap().is_empty());
+    g.flush_remote_write(Instant::now() + Duration::from_secs(10))
+        .await;
+    let bodies = received.lock().unwrap().clone();
+    server.abort();
+    assert_eq!(bodies.len(), 1);
+    let decoded = snap::raw::Decoder::new()
+        .decompress_vec(&bodies[0])
+        .unwrap();
+    let request: super::remote_write::WriteRequest = prost::Message::decode(&decoded[..]).unwrap();
+    let calls = request
+        .timeseries
+        .iter()
+        .find(|t| {
+            t.labels
+                .iter()
+                .any(|l| l.value == "traces_spanmetrics_calls_total")
+        })
+        .expect("the calls counter is sent");
+    assert_eq!(calls.samples.last().map(|s| s.value), Some(1.0));
+    assert_eq!(g.remote_write_stats().map(|s| s.sent), Some(1));
+}
