@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from pathlib import Path
+
+import pytest
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from harness import LOOPBACK, Metrics, SdkSender, free_port, run_threadline, seed_config, wait_until
+from prometheus import PROMETHEUS, Prometheus
 
 REQUESTS = 40  # every 5th fails: 8 errors, 32 ok
 
@@ -113,6 +117,53 @@ def test_gateway_generator_counts_every_span_before_tail_sampling(collector_fact
     assert len(estate) == 3 * len(traces)
     # The counts did not move once sampling decided.
     assert calls() == 3 * REQUESTS + 1
+
+
+@pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="Debian's prometheus package is not installed (.ci/run installs it)")
+def test_gateway_remote_write_reaches_prometheus_and_the_last_collection_is_sent_at_shutdown(
+        collector_factory, backend, process_factory, tmp_path):
+    """A gateway whose only way out is remote write, collecting once an hour: nothing is sent
+    while it runs, and a SIGTERM sends every span's counts to a real Prometheus before exit."""
+    prom = Prometheus(process_factory, tmp_path)
+    config = tmp_path / "remote-write.yaml"
+    config.write_text(
+        "processors:\n"
+        "  metrics_generator:\n"
+        "    registry: {collection_interval: 1h}\n"
+        f"    storage: {{remote_write: [{{url: '{prom.remote_write_url}'}}]}}\n"
+        "service:\n"
+        "  pipelines:\n"
+        "    traces:\n"
+        "      processors: [memory_limiter, metrics_generator, tail_sampling, attributes, batch]\n"
+    )
+    collector = collector_factory(
+        backend,
+        configs=[seed_config("gateway-config.yaml"), str(config)],
+        sets=[
+            f"exporters::otlp/tempo::endpoint={backend.endpoint}",
+            "processors::tail_sampling::decision_wait=1s",
+            "processors::batch::timeout=200ms",
+        ],
+    )
+    _estate(collector.grpc_endpoint)
+    errors = REQUESTS // 5
+    # Every error trace is forwarded after decision_wait: by then the generator has seen all.
+    wait_until(lambda: backend.span_count() >= 3 * errors, 20,
+               lambda: f"backend got {backend.span_count()} spans, want at least {3 * errors}")
+
+    def calls() -> dict[tuple, float]:
+        return prom.by("sum by (service, status_code) (traces_spanmetrics_calls_total)", "service", "status_code")
+
+    assert calls() == {}, "nothing is sent before the collection interval or shutdown"
+    assert collector.stop(timeout=20) == 0 and not collector.needed_sigkill
+    wait_until(lambda: calls() != {}, 10, lambda: "no series reached Prometheus")
+    assert calls() == {
+        ("checkout-py", "STATUS_CODE_UNSET"): 2 * REQUESTS,
+        ("catalog-py", "STATUS_CODE_UNSET"): REQUESTS - errors,
+        ("catalog-py", "STATUS_CODE_ERROR"): errors,
+    }
+    edges = prom.by("sum by (client, server) (traces_service_graph_request_total)", "client", "server")
+    assert edges[("checkout-py", "catalog-py")] == REQUESTS
 
 
 def test_gateway_generator_config_errors_name_the_key(tmp_path):

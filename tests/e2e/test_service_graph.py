@@ -10,7 +10,6 @@ buckets. A second test runs `threadline store` behind a (pretend) sampling gatew
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -21,45 +20,9 @@ import pytest
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from harness import LOOPBACK, SdkSender, free_port, require_binary, wait_until
+from prometheus import PROMETHEUS, Prometheus, get_json as _get_json
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 RANGE = "10m"  # Grafana's $__range
-
-
-def _get_json(url: str, headers: dict | None = None):
-    request = urllib.request.Request(url, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-class Prometheus:
-    def __init__(self, process_factory, tmp_path: Path, scrape_target: str):
-        self.port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            "  - job_name: threadline\n"
-            "    metrics_path: /api/threadline/generator/metrics\n"
-            f"    static_configs: [{{targets: ['{scrape_target}']}}]\n"
-        )
-        self.process = process_factory("prometheus", [
-            PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
-            f"--web.listen-address={LOOPBACK}:{self.port}", "--web.enable-remote-write-receiver",
-        ], ready_url=f"http://{LOOPBACK}:{self.port}/-/ready")
-        self.process.start(timeout=60)
-
-    @property
-    def remote_write_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}/api/v1/write"
-
-    def query(self, promql: str) -> list[dict]:
-        body = _get_json(f"http://{LOOPBACK}:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def by(self, promql: str, *labels: str) -> dict[tuple, float]:
-        return {tuple(r["metric"].get(l, "") for l in labels): float(r["value"][1]) for r in self.query(promql)}
 
 
 def _grafana_service_map(prom: Prometheus, selector: str) -> dict[str, dict[tuple, float]]:
