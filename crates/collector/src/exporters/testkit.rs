@@ -365,6 +365,7 @@ impl HttpBackend {
             app,
             stop.clone(),
             Duration::from_millis(100),
+            Default::default(),
         ));
         HttpBackend {
             addr,

@@ -30,13 +30,15 @@ pub struct HttpServerSettings {
     pub response_headers: IndexMap<String, String>,
     /// Request encodings accepted. Default: every supported one.
     pub compression_algorithms: Vec<String>,
-    /// Time allowed to read a whole request; 0 means no limit. Default 0.
+    /// Time allowed to read a request's body after its headers. Default 0, which upstream takes
+    /// as no limit and Threadline as one minute: a client sending a byte a second would otherwise
+    /// hold a connection forever. Past it the answer is 408.
     pub read_timeout: GoDuration,
     /// Time allowed to read request headers. Default 1m.
     pub read_header_timeout: GoDuration,
     /// Time allowed to write a response. Default 30s.
     pub write_timeout: GoDuration,
-    /// How long an idle keep-alive connection stays open. Default 1m.
+    /// A connection with no byte read or written for this long is closed. Default 1m; 0: never.
     pub idle_timeout: GoDuration,
     /// Keep connections open between requests. Default true.
     pub keep_alives_enabled: bool,

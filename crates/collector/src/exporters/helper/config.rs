@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use threadline_config::settings::{QueueSettings, QueueSizer, RetrySettings};
+use threadline_config::settings::{QueueSettings, RetrySettings};
 use threadline_config::{ComponentId, ConfigError};
 
 use super::{QueuePolicy, RetryPolicy};
@@ -68,6 +68,7 @@ pub fn queue_policy(
         enabled: settings.enabled,
         num_consumers: settings.num_consumers,
         queue_size: usize::try_from(settings.queue_size).unwrap_or(usize::MAX),
+        sizer: settings.sizer,
         block_on_overflow: settings.blocks_when_full(),
         directory,
     })
@@ -88,16 +89,6 @@ pub fn validate(queue: &QueueSettings, retry: &RetrySettings) -> Vec<ConfigError
             .map(|e| within("retry_on_failure", e)),
     );
     if queue.enabled {
-        if queue.sizer != QueueSizer::Requests {
-            errors.push(ConfigError::new(
-                "sending_queue::sizer",
-                format!(
-                    "sizer {} is not supported: the queue counts requests (use sizer: requests, \
-                     or remove the key)",
-                    queue.sizer
-                ),
-            ));
-        }
         if queue.batch.is_some() {
             errors.push(ConfigError::new(
                 "sending_queue::batch",

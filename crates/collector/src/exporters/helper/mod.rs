@@ -17,8 +17,13 @@
 //!   slows the pipeline (and, through it, the receivers) instead of filling memory. At most one
 //!   request per CPU is prepared at a time. A persistent queue stores requests as received and
 //!   prepares them when they are read back.
+//! * The queue holds `queue_size` units of its `sizer`, as upstream: requests (the default),
+//!   items (spans) or bytes (of the request as received). A request larger than the whole queue
+//!   is taken when the queue is empty rather than never.
 //! * A full queue refuses data (`ConsumeError::Retryable`, counted in
-//!   `otelcol_exporter_enqueue_failed_spans`) unless `block_on_overflow`/`blocking` is set.
+//!   `otelcol_exporter_enqueue_failed_spans`) unless `block_on_overflow`/`blocking` is set. Behind
+//!   a batch processor the refusal reaches the receivers, which answer with the retryable status
+//!   (see `processors/batch`): nothing acknowledged is dropped for a full queue.
 //! * Retryable failures are retried with back-off; a throttle hint from the server (gRPC
 //!   `RetryInfo`, HTTP `Retry-After`) makes the wait at least that long.
 //! * Data that fails permanently, or whose retries run out, is dropped, logged at error level and
@@ -39,8 +44,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use threadline_config::settings::QueueSizer;
 use threadline_otlp::TraceData;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -104,8 +110,10 @@ pub struct QueuePolicy {
     pub enabled: bool,
     /// Workers sending concurrently.
     pub num_consumers: usize,
-    /// Requests the queue holds.
+    /// What the queue holds, in `sizer` units.
     pub queue_size: usize,
+    /// What `queue_size` counts.
+    pub sizer: QueueSizer,
     /// Wait for room instead of refusing data when the queue is full.
     pub block_on_overflow: bool,
     /// Keep the queue in this directory (persistent queue) instead of in memory.
@@ -119,6 +127,7 @@ impl Default for QueuePolicy {
             enabled: true,
             num_consumers: 10,
             queue_size: 1000,
+            sizer: QueueSizer::Requests,
             block_on_overflow: false,
             directory: None,
         }
@@ -267,11 +276,23 @@ enum Queued<P> {
     OnDisk { disk: Arc<DiskQueue>, seq: u64 },
 }
 
+/// A request in the queue with the room it takes (`sizer` units), given back when a worker takes
+/// it. Requests recovered from disk at start take none: they are never refused.
+struct Entry<P> {
+    queued: Queued<P>,
+    units: u32,
+    _room: Option<OwnedSemaphorePermit>,
+}
+
 struct Queue<P> {
     /// Taken at shutdown so that nothing more is accepted.
-    intake: Mutex<Option<mpsc::Sender<Queued<P>>>>,
+    intake: Mutex<Option<mpsc::UnboundedSender<Entry<P>>>>,
     /// Shared by the workers; each takes the next request in turn.
-    outlet: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued<P>>>>,
+    outlet: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Entry<P>>>>,
+    /// The queue's capacity in `sizer` units; an entry holds its units until a worker takes it.
+    room: Arc<Semaphore>,
+    capacity: u32,
+    sizer: QueueSizer,
     /// Requests being prepared before they enter an in-memory queue: one permit per CPU.
     preparers: Arc<Semaphore>,
     preparer_count: u32,
@@ -330,17 +351,23 @@ impl<S: Sender> QueuedRetrySender<S> {
                 (Some(Arc::new(disk)), recovered)
             }
         };
-        // Requests found on disk are never dropped: if there are more than `queue_size` (the
-        // setting was lowered), the queue's bound grows to hold them all for this run.
-        let capacity = policy.queue_size.max(recovered.len()).max(1);
-        let (intake, outlet) = mpsc::channel(capacity);
+        // Requests found on disk are never dropped: they are queued outside the capacity.
+        let capacity = policy
+            .queue_size
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let (intake, outlet) = mpsc::unbounded_channel();
         if let Some(disk) = &disk {
             for seq in recovered {
                 let queued = Queued::OnDisk {
                     disk: disk.clone(),
                     seq,
                 };
-                if intake.try_send(queued).is_ok() {
+                let entry = Entry {
+                    queued,
+                    units: 1,
+                    _room: None,
+                };
+                if intake.send(entry).is_ok() {
                     core.metrics.queue_size.inc();
                 }
             }
@@ -364,6 +391,9 @@ impl<S: Sender> QueuedRetrySender<S> {
             queue: Some(Queue {
                 intake: Mutex::new(Some(intake)),
                 outlet,
+                room: Arc::new(Semaphore::new(capacity)),
+                capacity: capacity as u32,
+                sizer: policy.sizer,
                 preparers: Arc::new(Semaphore::new(preparer_count as usize)),
                 preparer_count,
                 block_on_overflow: policy.block_on_overflow,
@@ -432,38 +462,56 @@ impl<S: Sender> QueuedRetrySender<S> {
                 _ = self.core.deadline_reached.cancelled() => return Err(shutting_down()),
             },
         };
-        let slot = if queue.block_on_overflow {
+        let units = match queue.sizer {
+            QueueSizer::Requests => 1,
+            QueueSizer::Items => spans,
+            QueueSizer::Bytes => data.encoded_len() as u64,
+        }
+        .clamp(1, u64::from(queue.capacity)) as u32;
+        let room = if queue.block_on_overflow {
             tokio::select! {
-                permit = intake.reserve_owned() => permit.map_err(|_| shutting_down())?,
+                permit = queue.room.clone().acquire_many_owned(units) => {
+                    permit.map_err(|_| shutting_down())?
+                }
                 _ = self.core.deadline_reached.cancelled() => return Err(shutting_down()),
             }
         } else {
-            match intake.try_reserve_owned() {
+            match queue.room.clone().try_acquire_many_owned(units) {
                 Ok(permit) => permit,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(_) => {
                     self.core.metrics.enqueue_failed_spans.inc_by(spans);
-                    tracing::error!(
+                    tracing::warn!(
                         exporter = %self.core.exporter,
                         spans,
-                        "Dropping data because sending_queue is full. Try increasing queue_size."
+                        "sending_queue is full: refusing data. Try increasing queue_size."
                     );
                     return Err(ConsumeError::retryable("sending queue is full"));
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(shutting_down()),
             }
         };
+        let entry = move |queued| Entry {
+            queued,
+            units,
+            _room: Some(room),
+        };
         let Some(disk) = &queue.disk else {
-            // Counted when the slot is taken, so that a worker's decrement never runs first. The
-            // slot keeps the queue open until the prepared request is in it, even at shutdown.
-            self.core.metrics.queue_size.inc();
+            // Counted when the room is taken, so that a worker's decrement never runs first. The
+            // intake is held until the prepared request is in it, even at shutdown.
+            self.core.metrics.queue_size.add(i64::from(units));
             let core = self.core.clone();
             tokio::spawn(async move {
                 match core.prepare(data).await {
                     Ok(payload) => {
-                        slot.send(Queued::InMemory { payload, spans });
+                        if intake
+                            .send(entry(Queued::InMemory { payload, spans }))
+                            .is_err()
+                        {
+                            core.metrics.queue_size.sub(i64::from(units));
+                            core.record_dropped(spans, "the sending queue was closed", DROPPING);
+                        }
                     }
                     Err(message) => {
-                        core.metrics.queue_size.dec();
+                        core.metrics.queue_size.sub(i64::from(units));
                         core.record_dropped(spans, &message, DROPPING);
                     }
                 }
@@ -473,11 +521,15 @@ impl<S: Sender> QueuedRetrySender<S> {
         };
         match disk.write(&data).await {
             Ok(seq) => {
-                self.core.metrics.queue_size.inc();
-                slot.send(Queued::OnDisk {
+                self.core.metrics.queue_size.add(i64::from(units));
+                let queued = Queued::OnDisk {
                     disk: disk.clone(),
                     seq,
-                });
+                };
+                if intake.send(entry(queued)).is_err() {
+                    // Closed by shutdown meanwhile: the request stays on disk for the next start.
+                    self.core.metrics.queue_size.sub(i64::from(units));
+                }
                 Ok(())
             }
             Err(err) => {
@@ -507,7 +559,7 @@ fn shutting_down() -> ConsumeError {
 /// empty, the persistent queue is told to stop, or the shutdown deadline passes.
 async fn run_worker<S: Sender>(
     core: Arc<Core<S>>,
-    outlet: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued<S::Payload>>>>,
+    outlet: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Entry<S::Payload>>>>,
     stop_taking: CancellationToken,
 ) {
     loop {
@@ -517,8 +569,17 @@ async fn run_worker<S: Sender>(
             _ = stop_taking.cancelled() => None,
             next = async { outlet.lock().await.recv().await } => next,
         };
-        let Some(queued) = next else { return };
-        core.metrics.queue_size.dec();
+        let Some(Entry {
+            queued,
+            units,
+            _room: room,
+        }) = next
+        else {
+            return;
+        };
+        // Taken off the queue: its room is free for the next request while this one is sent.
+        drop(room);
+        core.metrics.queue_size.sub(i64::from(units));
         match queued {
             Queued::InMemory { payload, spans } => {
                 match core.send_with_retry(&payload).await {
@@ -621,9 +682,9 @@ impl<S: Sender> Component for QueuedRetrySender<S> {
         // What is still queued now was not sent in time. On disk it waits for the next start.
         let mut outlet = queue.outlet.lock().await;
         let mut lost_spans = 0u64;
-        while let Ok(queued) = outlet.try_recv() {
-            self.core.metrics.queue_size.dec();
-            if let Queued::InMemory { spans, .. } = queued {
+        while let Ok(entry) = outlet.try_recv() {
+            self.core.metrics.queue_size.sub(i64::from(entry.units));
+            if let Queued::InMemory { spans, .. } = entry.queued {
                 lost_spans += spans;
             }
         }

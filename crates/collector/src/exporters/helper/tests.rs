@@ -237,6 +237,38 @@ async fn full_queue_refuses_data_and_counts_it() {
 }
 
 #[tokio::test]
+async fn the_items_sizer_counts_spans_and_a_request_larger_than_the_queue_waits_for_an_empty_one() {
+    let backend = GrpcBackend::start().await;
+    backend.state.hold_requests();
+    let tc = TestContext::new("otlp");
+    let exporter = exporter(
+        &tc,
+        &backend.endpoint(),
+        "sending_queue: {num_consumers: 1, queue_size: 10, sizer: items}",
+    );
+    let metrics = tc.metrics();
+    assert_eq!(metrics.queue_capacity.get(), 10);
+
+    // The worker holds "a" at the backend; 4 + 6 spans fill the ten items exactly.
+    exporter.consume(traces("a", 1)).await.unwrap();
+    assert!(wait_until(WAIT, || metrics.queue_size.get() == 0).await);
+    exporter.consume(traces("b", 4)).await.unwrap();
+    exporter.consume(traces("c", 6)).await.unwrap();
+    assert!(wait_until(WAIT, || metrics.queue_size.get() == 10).await);
+    let refused = exporter.consume(traces("d", 1)).await.unwrap_err();
+    assert!(!refused.is_permanent(), "{refused:?}");
+    assert_eq!(metrics.enqueue_failed_spans.get(), 1);
+
+    // Once everything is sent, a request of 25 spans (more than the queue) is taken whole.
+    backend.state.gate.add_permits(10);
+    assert!(wait_until(WAIT, || backend.state.accepted().len() == 3).await);
+    assert!(wait_until(WAIT, || metrics.queue_size.get() == 0).await);
+    exporter.consume(traces("e", 25)).await.unwrap();
+    assert!(wait_until(WAIT, || backend.state.accepted().len() == 4).await);
+    assert_eq!(metrics.sent_spans.get(), 36);
+}
+
+#[tokio::test]
 async fn blocking_queue_waits_for_room() {
     let backend = GrpcBackend::start().await;
     backend.state.hold_requests();

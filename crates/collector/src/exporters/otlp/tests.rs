@@ -137,8 +137,9 @@ fn invalid_settings_are_reported_by_path() {
         text.contains("exporters::otlp::sending_queue::queue_size"),
         "{text}"
     );
-    let text = error_text("endpoint: collector:4317\nsending_queue: {sizer: items}");
+    let text = error_text("endpoint: collector:4317\nsending_queue: {sizer: spans}");
     assert!(text.contains("sending_queue::sizer"), "{text}");
+    assert!(text.contains("requests, items, bytes"), "{text}");
     let text = error_text("endpoint: collector:4317\nretry_on_failure: {randomization_factor: 2}");
     assert!(
         text.contains("retry_on_failure::randomization_factor"),

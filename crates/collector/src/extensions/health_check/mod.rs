@@ -70,6 +70,7 @@ impl ExtensionFactory for HealthCheckFactory {
             app,
             shutdown.clone(),
             Duration::from_secs(1),
+            Default::default(),
         ));
         Ok(Arc::new(HealthCheck {
             shutdown,

@@ -6,6 +6,14 @@
 //! memory. The task sends a batch when it reaches `send_batch_size` spans or when `timeout` has
 //! passed since its first span, split to at most `send_batch_max_size` spans.
 //!
+//! Unlike upstream, a batch the next stage refuses with a retryable error (an exporter's sending
+//! queue is full, the memory limit is reached) is not dropped: it was acknowledged to the client
+//! already. The batching task keeps it and offers it again with back-off, and while it holds a
+//! refused batch, `consume` refuses new data with a retryable error, so receivers answer
+//! `UNAVAILABLE`/503 and clients retry instead of being told their data was accepted. A batch is
+//! dropped (logged and counted) only when refused permanently or still refused at the shutdown
+//! deadline.
+//!
 //! With `metadata_keys`, as upstream, each distinct combination of those client-metadata values
 //! gets its own batching task (at most `metadata_cardinality_limit` of them over the process's
 //! life; past it, data of a new combination is refused permanently), and its batches go downstream
@@ -16,6 +24,7 @@ mod config;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,6 +44,10 @@ use crate::telemetry::{BatchMetrics, ProcessorMetrics};
 
 /// Requests waiting for the batching task; small, since each one is already a whole request.
 const CHANNEL_CAPACITY: usize = 64;
+/// First and longest wait before a refused batch is offered again. Short: an exporter queue frees
+/// a slot as soon as one request is sent.
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+const RETRY_LONGEST: Duration = Duration::from_secs(1);
 
 pub struct BatchProcessorFactory;
 
@@ -68,12 +81,14 @@ pub struct BatchProcessor {
     route: Route,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     shutdown: tokio_util::sync::CancellationToken,
+    /// Cancelled at the shutdown deadline: a batch still refused then is dropped.
+    deadline: tokio_util::sync::CancellationToken,
     metrics: ProcessorMetrics,
 }
 
 /// Where consumed data goes: the one batching task, or the task of its metadata combination.
 enum Route {
-    Single(mpsc::Sender<TraceData>),
+    Single(BatcherInput),
     ByMetadata(Box<MetadataShards>),
 }
 
@@ -82,7 +97,7 @@ struct MetadataShards {
     keys: Vec<String>,
     /// 0 means no limit, as upstream.
     limit: usize,
-    shards: std::sync::Mutex<HashMap<ClientInfo, mpsc::Sender<TraceData>>>,
+    shards: std::sync::Mutex<HashMap<ClientInfo, BatcherInput>>,
     template: BatcherTemplate,
 }
 
@@ -103,9 +118,16 @@ impl BatcherTemplate {
         &self,
         client: ClientInfo,
         shutdown: &tokio_util::sync::CancellationToken,
-    ) -> (mpsc::Sender<TraceData>, JoinHandle<()>) {
-        let (input, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        deadline: &tokio_util::sync::CancellationToken,
+    ) -> (BatcherInput, JoinHandle<()>) {
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let input = BatcherInput {
+            sender,
+            refused_downstream: Arc::new(AtomicBool::new(false)),
+        };
         let batcher = Batcher {
+            refused_downstream: input.refused_downstream.clone(),
+            deadline: deadline.clone(),
             id: self.id.clone(),
             timeout: self.timeout,
             send_batch_size: self.send_batch_size,
@@ -120,6 +142,14 @@ impl BatcherTemplate {
     }
 }
 
+/// The way into one batching task.
+#[derive(Clone)]
+struct BatcherInput {
+    sender: mpsc::Sender<TraceData>,
+    /// Set while the task holds a batch the next stage refused: new data is refused meanwhile.
+    refused_downstream: Arc<AtomicBool>,
+}
+
 impl BatchProcessor {
     pub fn start(
         id: ComponentId,
@@ -129,6 +159,7 @@ impl BatchProcessor {
         batch_metrics: BatchMetrics,
     ) -> Self {
         let shutdown = tokio_util::sync::CancellationToken::new();
+        let deadline = tokio_util::sync::CancellationToken::new();
         let template = BatcherTemplate {
             id,
             timeout: config.timeout.0,
@@ -142,7 +173,7 @@ impl BatchProcessor {
         let keys = client::normalize_keys(&config.metadata_keys)
             .unwrap_or_else(|_| config.metadata_keys.clone());
         let (route, tasks) = if keys.is_empty() {
-            let (input, task) = template.spawn(ClientInfo::default(), &shutdown);
+            let (input, task) = template.spawn(ClientInfo::default(), &shutdown, &deadline);
             (Route::Single(input), vec![task])
         } else {
             let shards = MetadataShards {
@@ -157,12 +188,13 @@ impl BatchProcessor {
             route,
             tasks: std::sync::Mutex::new(tasks),
             shutdown,
+            deadline,
             metrics,
         }
     }
 
     /// The input of the batching task for the data being consumed, started if it is new.
-    fn input(&self) -> Result<mpsc::Sender<TraceData>, ConsumeError> {
+    fn input(&self) -> Result<BatcherInput, ConsumeError> {
         let shards = match &self.route {
             Route::Single(input) => return Ok(input.clone()),
             Route::ByMetadata(shards) => shards,
@@ -186,7 +218,10 @@ impl BatchProcessor {
                 shards.limit
             )));
         }
-        let (input, task) = shards.template.spawn(partition.clone(), &self.shutdown);
+        let (input, task) =
+            shards
+                .template
+                .spawn(partition.clone(), &self.shutdown, &self.deadline);
         // Registered under the table's lock, after the shutdown check: `shutdown` either sees
         // this task or none is started.
         self.tasks
@@ -215,7 +250,16 @@ impl TracesConsumer for BatchProcessor {
     async fn consume(&self, data: TraceData) -> Result<(), ConsumeError> {
         let spans = data.span_count() as u64;
         let input = self.input()?;
-        match input.send(data).await {
+        if input.refused_downstream.load(Ordering::Relaxed) {
+            self.metrics.refused_spans.inc_by(spans);
+            return Err(ConsumeError::Retryable {
+                message: "the next stage is refusing data (sending queue full or memory limit \
+                          reached); retry later"
+                    .into(),
+                retry_after: Some(RETRY_LONGEST),
+            });
+        }
+        match input.sender.send(data).await {
             Ok(()) => {
                 self.metrics.incoming_items.inc_by(spans);
                 Ok(())
@@ -240,7 +284,13 @@ impl Component for BatchProcessor {
         }
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
         let wait = deadline.saturating_duration_since(Instant::now());
-        let _ = tokio::time::timeout(wait, futures::future::join_all(tasks)).await;
+        let all_stopped = futures::future::join_all(tasks);
+        tokio::pin!(all_stopped);
+        if tokio::time::timeout(wait, &mut all_stopped).await.is_err() {
+            // Tasks still offering a refused batch drop it now (logged and counted), then stop.
+            self.deadline.cancel();
+            all_stopped.await;
+        }
     }
 }
 
@@ -256,6 +306,8 @@ struct Batcher {
     pending: Pending,
     /// The metadata this task's batches carry downstream.
     client: ClientInfo,
+    refused_downstream: Arc<AtomicBool>,
+    deadline: tokio_util::sync::CancellationToken,
 }
 
 /// The requests of the batch being built. They are concatenated only when the batch is sent, into
@@ -377,14 +429,39 @@ impl Batcher {
         }
     }
 
+    /// Hands a batch to the next stage, offering it again with back-off while it is refused with
+    /// a retryable error (new data is refused meanwhile, see the module doc).
     async fn send(&self, batch: TraceData) {
         let spans = batch.span_count();
         self.batch_metrics.send_size.observe(spans as f64);
-        self.metrics.outgoing_items.inc_by(spans as u64);
-        let sent = client::scope(self.client.clone(), self.next.consume(batch)).await;
-        if let Err(err) = sent {
-            // As upstream: the batch was acknowledged upstream already; the failure is logged.
-            tracing::warn!(processor = %self.id, spans, error = %err, "sending a batch failed");
+        let mut wait = RETRY_FIRST;
+        loop {
+            let sent = client::scope(self.client.clone(), self.next.consume(batch.clone())).await;
+            let err = match sent {
+                Ok(()) => {
+                    self.metrics.outgoing_items.inc_by(spans as u64);
+                    self.refused_downstream.store(false, Ordering::Relaxed);
+                    return;
+                }
+                Err(err) => err,
+            };
+            if err.is_permanent() {
+                // Retrying cannot help; the batch was acknowledged upstream already.
+                tracing::error!(processor = %self.id, spans, error = %err, "the next stage refused a batch permanently; dropping it");
+                return;
+            }
+            if !self.refused_downstream.swap(true, Ordering::Relaxed) {
+                tracing::warn!(processor = %self.id, spans, error = %err, "the next stage refused a batch; holding it and refusing new data until it is accepted");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.deadline.cancelled() => {
+                    self.refused_downstream.store(false, Ordering::Relaxed);
+                    tracing::error!(processor = %self.id, spans, error = %err, "shutdown deadline: the next stage still refuses a batch; dropping it");
+                    return;
+                }
+            }
+            wait = (wait * 2).min(RETRY_LONGEST);
         }
     }
 }

@@ -135,6 +135,85 @@ async fn shutdown_flushes_what_is_held() {
     assert!(!err.is_permanent());
 }
 
+fn queue_full() -> crate::consumer::ConsumeError {
+    crate::consumer::ConsumeError::retryable("sending queue is full")
+}
+
+#[tokio::test]
+async fn a_refused_batch_is_held_and_new_data_refused_until_the_next_stage_takes_it() {
+    let (processor, recorder, telemetry) = start("timeout: 5ms\nsend_batch_size: 4\n");
+    recorder.fail_with(Some(queue_full()));
+    // Accepted until the batching task has met the refusal; refused (retryable) from then on.
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..200 {
+        let name = format!("r{i}-");
+        match processor.consume(request(&name, 4)).await {
+            Ok(()) => accepted.push(name),
+            Err(err) => {
+                assert!(!err.is_permanent(), "{err:?}");
+                refused += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        refused > 150,
+        "only {refused} of 200 refused while the next stage refused"
+    );
+    assert!(!accepted.is_empty());
+    let id = "batch".parse().unwrap();
+    assert_eq!(
+        telemetry.processor(&id).refused_spans.get(),
+        refused * 4,
+        "refusals are counted as otelcol_processor_refused_spans"
+    );
+
+    recorder.fail_with(None);
+    wait_for(&recorder, accepted.len() * 4).await;
+    let mut arrived: Vec<String> = recorder.spans().into_iter().map(|s| s.name).collect();
+    arrived.sort();
+    let mut expected: Vec<String> = accepted
+        .iter()
+        .flat_map(|prefix| (0..4).map(move |i| format!("{prefix}{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        arrived, expected,
+        "every accepted span arrives once, no refused one"
+    );
+    processor.consume(request("after", 4)).await.unwrap();
+    wait_for(&recorder, accepted.len() * 4 + 4).await;
+}
+
+#[tokio::test]
+async fn a_batch_still_refused_at_the_shutdown_deadline_is_dropped_and_shutdown_returns() {
+    let (processor, recorder, _) = start("timeout: 1h\nsend_batch_size: 1000\n");
+    recorder.fail_with(Some(queue_full()));
+    processor.consume(request("held", 7)).await.unwrap();
+    let started = Instant::now();
+    processor
+        .shutdown(Instant::now() + Duration::from_millis(300))
+        .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert!(recorder.sizes().is_empty());
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_drops_the_batch_and_does_not_block_new_data() {
+    let (processor, recorder, _) = start("timeout: 5ms\nsend_batch_size: 1\n");
+    recorder.fail_with(Some(crate::consumer::ConsumeError::Permanent(
+        "invalid".into(),
+    )));
+    processor.consume(request("bad", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    recorder.fail_with(None);
+    processor.consume(request("good", 1)).await.unwrap();
+    wait_for(&recorder, 1).await;
+    assert_eq!(recorder.spans()[0].name, "good0");
+}
+
 #[test]
 fn max_size_below_batch_size_is_rejected_naming_both_fields() {
     let value: serde_yaml_ng::Value =

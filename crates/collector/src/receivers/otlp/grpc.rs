@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use prost::Message;
@@ -17,6 +18,7 @@ use tonic::Status;
 use super::Ingest;
 use crate::consumer::ConsumeError;
 use crate::rpc_status::retryable_status;
+use crate::server::IdleLimited;
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -178,6 +180,43 @@ fn rewrite_size_limit_status(response: &mut http::Response<tonic::body::Body>) {
     }
 }
 
+/// How long gRPC connections may live and stay quiet (`keepalive::server_parameters`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GrpcLimits {
+    /// Close a connection without a byte read or written for this long (`max_connection_idle`).
+    pub idle: Option<Duration>,
+    /// Close a connection this old (`max_connection_age`).
+    pub age: Option<Duration>,
+    /// Ping the client after this long without activity (`time`), and close the connection if
+    /// the ping is not answered within `ping_timeout` (`timeout`).
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Option<Duration>,
+}
+
+/// `max_connection_idle` when unset. Upstream's is infinite, which lets connections that never
+/// send a request pile up; SDKs export every few seconds and reconnect transparently.
+pub const DEFAULT_MAX_CONNECTION_IDLE: Duration = Duration::from_secs(300);
+
+impl GrpcLimits {
+    pub fn from_settings(settings: &threadline_config::settings::GrpcServerSettings) -> Self {
+        let parameters = settings
+            .keepalive
+            .as_ref()
+            .and_then(|k| k.server_parameters.clone())
+            .unwrap_or_default();
+        let non_zero =
+            |d: threadline_config::settings::GoDuration| (!d.is_zero()).then(|| d.as_duration());
+        GrpcLimits {
+            idle: Some(
+                non_zero(parameters.max_connection_idle).unwrap_or(DEFAULT_MAX_CONNECTION_IDLE),
+            ),
+            age: non_zero(parameters.max_connection_age),
+            ping_interval: non_zero(parameters.time),
+            ping_timeout: non_zero(parameters.timeout),
+        }
+    }
+}
+
 /// Serves OTLP/gRPC on `listener` (over TLS when `tls` is given) until `shutdown` fires; in-flight
 /// requests complete before this returns.
 pub async fn serve(
@@ -185,17 +224,23 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     service: TraceServiceServer,
     shutdown: tokio_util::sync::CancellationToken,
+    limits: GrpcLimits,
 ) {
-    let server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(limits.ping_interval)
+        .http2_keepalive_timeout(limits.ping_timeout);
+    if let Some(age) = limits.age {
+        server = server.max_connection_age(age);
+    }
     let result = match tls {
         None => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = idle_limited(listener, limits.idle);
             server
                 .serve_with_incoming_shutdown(service, incoming, shutdown.cancelled_owned())
                 .await
         }
         Some(tls) => {
-            let incoming = tls_incoming(listener, tls, shutdown.clone());
+            let incoming = tls_incoming(listener, tls, shutdown.clone(), limits.idle);
             server
                 .serve_with_incoming_shutdown(service, incoming, shutdown.cancelled_owned())
                 .await
@@ -206,14 +251,25 @@ pub async fn serve(
     }
 }
 
+/// Accepted connections, each closed once idle for `idle`.
+fn idle_limited(
+    listener: tokio::net::TcpListener,
+    idle: Option<Duration>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<IdleLimited<tokio::net::TcpStream>>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+        .map(move |accepted| accepted.map(|stream| IdleLimited::new(stream, idle)))
+}
+
+type TlsConnection = tokio_rustls::server::TlsStream<IdleLimited<tokio::net::TcpStream>>;
+
 /// Accepts TCP connections and completes TLS handshakes concurrently, yielding ready streams.
 fn tls_incoming(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shutdown: tokio_util::sync::CancellationToken,
-) -> tokio_stream::wrappers::ReceiverStream<
-    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
-> {
+    idle: Option<Duration>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConnection, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
@@ -234,7 +290,7 @@ fn tls_incoming(
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(
                     std::time::Duration::from_secs(10),
-                    acceptor.accept(stream),
+                    acceptor.accept(IdleLimited::new(stream, idle)),
                 );
                 match handshake.await {
                     Ok(Ok(stream)) => {

@@ -3,6 +3,8 @@
 mod config;
 mod grpc;
 mod http;
+/// The OTLP/HTTP body decoder (`Content-Encoding` gzip, zstd, deflate), public for the fuzz targets.
+pub use http::decompress as decompress_http_body;
 #[cfg(test)]
 mod tests;
 
@@ -164,6 +166,7 @@ impl ReceiverFactory for OtlpReceiverFactory {
                 tls,
                 service,
                 shutdown.clone(),
+                grpc::GrpcLimits::from_settings(settings),
             )));
         }
 
@@ -180,9 +183,18 @@ impl ReceiverFactory for OtlpReceiverFactory {
                 0 => DEFAULT_HTTP_MAX_BODY,
                 size => size as usize,
             };
+            let non_zero = |d: threadline_config::settings::GoDuration| {
+                (!d.is_zero()).then(|| d.as_duration())
+            };
+            let limits = server::ConnectionLimits {
+                read_header_timeout: non_zero(settings.read_header_timeout),
+                idle_timeout: non_zero(settings.idle_timeout),
+                keep_alive: settings.keep_alives_enabled,
+            };
             let state = Arc::new(http::HttpState {
                 ingest: ingest.clone(),
                 max_body_size,
+                body_timeout: non_zero(settings.read_timeout).unwrap_or(http::DEFAULT_BODY_TIMEOUT),
             });
             let app = http::router(state, &settings.traces_url_path);
             tracing::info!(receiver = %ctx.id, endpoint = %listener_addr(&listener), "OTLP HTTP receiver listening");
@@ -192,6 +204,7 @@ impl ReceiverFactory for OtlpReceiverFactory {
                 app,
                 shutdown.clone(),
                 Duration::from_secs(10),
+                limits,
             )));
         }
 

@@ -1,12 +1,17 @@
 //! Listening sockets shared by every server in the process (OTLP receivers, health check, metrics):
-//! binding with errors that name the address and the component, optional TLS, graceful shutdown.
+//! binding with errors that name the address and the component, optional TLS, graceful shutdown,
+//! and limits on connections that go quiet or send their headers too slowly.
+
+mod idle;
+
+pub use idle::IdleLimited;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -41,6 +46,30 @@ pub fn bind(endpoint: &str, owner: &str) -> anyhow::Result<TcpListener> {
     TcpListener::from_std(listener).with_context(|| format!("{owner}: cannot listen on {addr}"))
 }
 
+/// How long a connection may take, as upstream's `confighttp` server settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionLimits {
+    /// HTTP/1 request headers must arrive within this (`read_header_timeout`; slow-loris clients).
+    /// None: no limit.
+    pub read_header_timeout: Option<Duration>,
+    /// A connection without a byte read or written for this long is closed (`idle_timeout`).
+    /// None: no limit.
+    pub idle_timeout: Option<Duration>,
+    /// Keep HTTP/1 connections open between requests (`keep_alives_enabled`).
+    pub keep_alive: bool,
+}
+
+impl Default for ConnectionLimits {
+    /// Upstream's `confighttp` defaults.
+    fn default() -> Self {
+        ConnectionLimits {
+            read_header_timeout: Some(Duration::from_secs(60)),
+            idle_timeout: Some(Duration::from_secs(60)),
+            keep_alive: true,
+        }
+    }
+}
+
 /// Serves `app` over HTTP/1.1 and HTTP/2 (and TLS when `tls` is given) until `shutdown` fires, then
 /// lets in-flight requests finish for up to `drain` before returning.
 pub async fn serve_http(
@@ -49,10 +78,17 @@ pub async fn serve_http(
     app: axum::Router,
     shutdown: CancellationToken,
     drain: Duration,
+    limits: ConnectionLimits,
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.read_header_timeout)
+        .keep_alive(limits.keep_alive);
+    builder.http2().timer(TokioTimer::new());
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -66,6 +102,7 @@ pub async fn serve_http(
             },
             _ = shutdown.cancelled() => break,
         };
+        let stream = IdleLimited::new(stream, limits.idle_timeout);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         match &acceptor {
             None => {
