@@ -8,7 +8,7 @@
 //! Segments are deleted by the store once the spans in them are in blocks.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -268,20 +268,34 @@ fn answer_all(waiting: &mut Vec<oneshot::Sender<io::Result<()>>>, result: &io::R
 /// Reads every whole record of a segment. A damaged or torn record ends the segment; in the last
 /// segment it is cut off (it was never acknowledged), elsewhere it is reported.
 fn replay_segment(path: &Path, last: bool, records: &mut Vec<WalRecord>) -> io::Result<()> {
-    let mut reader = BufReader::new(File::open(path)?);
-    let mut good_len: u64 = 0;
-    loop {
-        let mut header = [0u8; 8];
-        match reader.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => break,
-            Err(err) => return Err(err),
+    let contents = Bytes::from(fs::read(path)?);
+    let (replayed, good_len) = parse_segment(&contents);
+    if good_len < contents.len() {
+        tracing::warn!(segment = %path.display(), offset = good_len, "WAL record damaged or torn; the segment ends here");
+        if last {
+            OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_len(good_len as u64)?;
         }
+    }
+    records.extend(replayed);
+    Ok(())
+}
+
+/// The records of one segment's bytes, up to the first damaged or torn one, and the length of
+/// the good part. A length field is checked against what is left before anything is allocated
+/// or sliced, so a corrupted header costs nothing.
+pub fn parse_segment(contents: &Bytes) -> (Vec<WalRecord>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some(header) = contents.get(at..at + 8) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let mut body = vec![0u8; len];
-        if reader.read_exact(&mut body).is_err() || crc32fast::hash(&body) != crc || len < 2 {
-            tracing::warn!(segment = %path.display(), offset = good_len, "WAL record damaged or torn; the segment ends here");
+        let Some(body) = contents.get(at + 8..(at + 8).saturating_add(len)) else {
+            break;
+        };
+        if len < 2 || crc32fast::hash(body) != crc {
             break;
         }
         let tenant_len = u16::from_le_bytes([body[0], body[1]]) as usize;
@@ -289,15 +303,9 @@ fn replay_segment(path: &Path, last: bool, records: &mut Vec<WalRecord>) -> io::
             break;
         }
         let tenant = String::from_utf8_lossy(&body[2..2 + tenant_len]).into_owned();
-        let data = Bytes::from(body).slice(2 + tenant_len..);
+        let data = contents.slice(at + 8 + 2 + tenant_len..at + 8 + len);
         records.push(WalRecord { tenant, data });
-        good_len += 8 + len as u64;
+        at += 8 + len;
     }
-    if last && fs::metadata(path)?.len() > good_len {
-        OpenOptions::new()
-            .write(true)
-            .open(path)?
-            .set_len(good_len)?;
-    }
-    Ok(())
+    (records, at)
 }
