@@ -2,7 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::component::{ExporterFactory, ExtensionFactory, ProcessorFactory, ReceiverFactory};
+use serde_yaml_ng::Value;
+use threadline_config::ConfigErrors;
+
+use crate::component::{
+    ExporterFactory, ExtensionFactory, Kind, ProcessorFactory, ReceiverFactory,
+};
 use crate::exporters::debug::DebugExporterFactory;
 use crate::exporters::loadbalancing::LoadBalancingFactory;
 use crate::exporters::otlp::OtlpExporterFactory;
@@ -61,6 +66,33 @@ impl Registry {
 
     pub fn add_extension(&mut self, factory: Box<dyn ExtensionFactory>) {
         self.extensions.insert(factory.kind(), factory);
+    }
+
+    /// The types of `kind` this registry knows, sorted.
+    pub fn types(&self, kind: Kind) -> Vec<&'static str> {
+        match kind {
+            Kind::Receiver => self.receivers.keys().copied().collect(),
+            Kind::Processor => self.processors.keys().copied().collect(),
+            Kind::Exporter => self.exporters.keys().copied().collect(),
+            Kind::Extension => self.extensions.keys().copied().collect(),
+        }
+    }
+
+    /// Decodes and validates the section at `path` with the factory of `kind` and `type_name`;
+    /// None when no such factory is registered.
+    pub fn validate(
+        &self,
+        kind: Kind,
+        type_name: &str,
+        config: &Value,
+        path: &str,
+    ) -> Option<Result<(), ConfigErrors>> {
+        Some(match kind {
+            Kind::Receiver => self.receivers.get(type_name)?.validate(config, path),
+            Kind::Processor => self.processors.get(type_name)?.validate(config, path),
+            Kind::Exporter => self.exporters.get(type_name)?.validate(config, path),
+            Kind::Extension => self.extensions.get(type_name)?.validate(config, path),
+        })
     }
 }
 

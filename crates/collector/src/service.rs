@@ -14,9 +14,9 @@ use serde_yaml_ng::Value;
 use threadline_config::{CollectorConfig, ComponentId, ConfigError, ConfigErrors, Signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::component::{Component, CreateContext, Exporter, Host, Processor};
+use crate::component::{Component, CreateContext, Exporter, Host, Kind, Processor};
 use crate::consumer::{Fanout, NextConsumer};
-use crate::registry::{list, Registry};
+use crate::registry::Registry;
 use crate::telemetry::Telemetry;
 
 /// Something the config does that works but probably is not what the user meant.
@@ -52,15 +52,9 @@ pub fn validate(
     registry: &Registry,
     config: &CollectorConfig,
 ) -> Result<Vec<ConfigWarning>, ConfigErrors> {
-    let sections = [
-        ("receivers", &config.receivers),
-        ("processors", &config.processors),
-        ("exporters", &config.exporters),
-        ("extensions", &config.extensions),
-    ];
     let mut errors = Vec::new();
-    for (section, components) in sections {
-        errors.extend(validate_section(registry, section, components.iter()));
+    for kind in Kind::ALL {
+        errors.extend(validate_section(registry, kind, section(config, kind)));
     }
     for id in config.connectors.keys() {
         errors.push(ConfigError {
@@ -121,8 +115,8 @@ pub fn validate(
 /// pipeline, say), so that `validate` still reports every component's own errors too.
 pub fn validate_components_in_tree(registry: &Registry, root: &Value) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    for section in ["receivers", "processors", "exporters", "extensions"] {
-        let Some(Value::Mapping(components)) = root.get(section) else {
+    for kind in Kind::ALL {
+        let Some(Value::Mapping(components)) = root.get(kind.section()) else {
             continue;
         };
         // Ids that do not parse are reported by the config parser already.
@@ -132,7 +126,7 @@ pub fn validate_components_in_tree(registry: &Registry, root: &Value) -> Vec<Con
             .collect();
         errors.extend(validate_section(
             registry,
-            section,
+            kind,
             parsed.iter().map(|(id, v)| (id, *v)),
         ));
     }
@@ -142,53 +136,36 @@ pub fn validate_components_in_tree(registry: &Registry, root: &Value) -> Vec<Con
 /// Validates every component of one section: its type is known and its config decodes.
 fn validate_section<'a>(
     registry: &Registry,
-    section: &str,
+    kind: Kind,
     components: impl Iterator<Item = (&'a ComponentId, &'a Value)>,
 ) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     for (id, value) in components {
-        let path = format!("{section}::{id}");
-        let kind = id.kind.as_str();
-        let (result, supported) = match section {
-            "receivers" => (
-                registry
-                    .receivers
-                    .get(kind)
-                    .map(|f| f.validate(value, &path)),
-                list(&registry.receivers),
-            ),
-            "processors" => (
-                registry
-                    .processors
-                    .get(kind)
-                    .map(|f| f.validate(value, &path)),
-                list(&registry.processors),
-            ),
-            "exporters" => (
-                registry
-                    .exporters
-                    .get(kind)
-                    .map(|f| f.validate(value, &path)),
-                list(&registry.exporters),
-            ),
-            _ => (
-                registry
-                    .extensions
-                    .get(kind)
-                    .map(|f| f.validate(value, &path)),
-                list(&registry.extensions),
-            ),
-        };
-        match result {
+        let path = format!("{}::{id}", kind.section());
+        match registry.validate(kind, &id.kind, value, &path) {
             None => errors.push(ConfigError {
+                message: format!(
+                    "unknown type \"{}\" (valid values: {})",
+                    id.kind,
+                    registry.types(kind).join(", ")
+                ),
                 path,
-                message: format!("unknown type \"{kind}\" (valid values: {supported})"),
             }),
             Some(Err(ConfigErrors(mut found))) => errors.append(&mut found),
             Some(Ok(())) => {}
         }
     }
     errors
+}
+
+/// The config section holding components of `kind`.
+fn section(config: &CollectorConfig, kind: Kind) -> impl Iterator<Item = (&ComponentId, &Value)> {
+    match kind {
+        Kind::Receiver => config.receivers.iter(),
+        Kind::Processor => config.processors.iter(),
+        Kind::Exporter => config.exporters.iter(),
+        Kind::Extension => config.extensions.iter(),
+    }
 }
 
 fn signal_name(signal: Signal) -> &'static str {

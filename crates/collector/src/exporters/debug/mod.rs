@@ -11,8 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use serde_yaml_ng::Value;
-use threadline_config::ConfigErrors;
 use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use threadline_otlp::wire::FieldIter;
 use threadline_otlp::TraceData;
@@ -20,29 +18,25 @@ use threadline_otlp::TraceData;
 pub use config::{DebugExporterConfig, Verbosity};
 pub use format::timestamp;
 
-use crate::component::{decode_config, CreateContext, Exporter, ExporterFactory};
+use crate::component::{CreateContext, Exporter, TypedExporterFactory};
 use crate::exporters::helper::{
     Delivered, HelperSettings, QueuePolicy, QueuedRetrySender, RetryPolicy, SendError, Sender,
 };
 
 pub struct DebugExporterFactory;
 
-impl ExporterFactory for DebugExporterFactory {
+impl TypedExporterFactory for DebugExporterFactory {
+    type Config = DebugExporterConfig;
+
     fn kind(&self) -> &'static str {
         "debug"
     }
 
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<DebugExporterConfig>(config, path).map(|_| ())
-    }
-
-    fn create_traces(
+    fn create(
         &self,
         ctx: &CreateContext<'_>,
-        config: &Value,
+        config: DebugExporterConfig,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
-        let path = format!("exporters::{}", ctx.id);
-        let config: DebugExporterConfig = decode_config(config, &path)?;
         let writer = DebugWriter::new(ctx.id.to_string(), config);
         // As upstream: no queue, no retries, no timeout; writing happens inside `consume`.
         let settings = HelperSettings {

@@ -7,8 +7,9 @@ use threadline_otlp::proto::tonic::trace::v1::span::{Event, Link};
 use threadline_otlp::proto::tonic::trace::v1::Status;
 
 use super::*;
-use crate::component::decode_config;
+use crate::component::{decode_config, ExporterFactory};
 use crate::exporters::testkit::{trace_request, traces, yaml, TestContext};
+use threadline_config::ConfigErrors;
 
 fn decode(text: &str) -> Result<DebugExporterConfig, ConfigErrors> {
     decode_config(&yaml(text), "exporters::debug")

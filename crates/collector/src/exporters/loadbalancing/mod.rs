@@ -31,9 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_yaml_ng::Value;
 use threadline_config::settings::GoDuration;
-use threadline_config::ConfigErrors;
 use threadline_otlp::{TraceData, TraceDataBuilder};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{LoadBalancingConfig, RoutingKey};
 pub use ring::Ring;
 
-use crate::component::{decode_config, CreateContext, Exporter, ExporterFactory};
+use crate::component::{CreateContext, Exporter, Kind, TypedExporterFactory};
 use crate::exporters::helper::{
     queue_policy, retry_policy, Backoff, Delivered, HelperSettings, QueuedRetrySender, RetryPolicy,
     SendError, Sender,
@@ -73,22 +71,19 @@ impl LoadBalancingFactory {
     }
 }
 
-impl ExporterFactory for LoadBalancingFactory {
+impl TypedExporterFactory for LoadBalancingFactory {
+    type Config = LoadBalancingConfig;
+
     fn kind(&self) -> &'static str {
         self.kind
     }
 
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<LoadBalancingConfig>(config, path).map(|_| ())
-    }
-
-    fn create_traces(
+    fn create(
         &self,
         ctx: &CreateContext<'_>,
-        config: &Value,
+        config: LoadBalancingConfig,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
-        let path = format!("exporters::{}", ctx.id);
-        let config: LoadBalancingConfig = decode_config(config, &path)?;
+        let path = ctx.path(Kind::Exporter);
         let balancer =
             Balancer::start(&ctx.id.to_string(), config.clone()).context(path.clone())?;
         let settings = HelperSettings {

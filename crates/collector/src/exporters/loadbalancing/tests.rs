@@ -7,6 +7,7 @@ use super::*;
 use crate::component::{decode_config, ExporterFactory};
 use crate::exporters::testkit::{traces, wait_until, yaml, GrpcBackend, TestContext};
 use crate::rpc_status::retryable_status;
+use serde_yaml_ng::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
 

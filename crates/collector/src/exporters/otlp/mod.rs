@@ -13,36 +13,31 @@ pub mod transport;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde_yaml_ng::Value;
 use threadline_config::settings::GoDuration;
-use threadline_config::ConfigErrors;
 use tonic::transport::Endpoint;
 
 pub use config::{OtlpExporterConfig, Target};
 pub use sender::{status_to_error, GrpcSender};
 
-use crate::component::{decode_config, CreateContext, Exporter, ExporterFactory};
+use crate::component::{CreateContext, Exporter, Kind, TypedExporterFactory};
 use crate::exporters::helper::{queue_policy, retry_policy, HelperSettings, QueuedRetrySender};
 use transport::{Connector, TlsSetup};
 
 pub struct OtlpExporterFactory;
 
-impl ExporterFactory for OtlpExporterFactory {
+impl TypedExporterFactory for OtlpExporterFactory {
+    type Config = OtlpExporterConfig;
+
     fn kind(&self) -> &'static str {
         "otlp"
     }
 
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<OtlpExporterConfig>(config, path).map(|_| ())
-    }
-
-    fn create_traces(
+    fn create(
         &self,
         ctx: &CreateContext<'_>,
-        config: &Value,
+        config: OtlpExporterConfig,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
-        let path = format!("exporters::{}", ctx.id);
-        let config: OtlpExporterConfig = decode_config(config, &path)?;
+        let path = ctx.path(Kind::Exporter);
         let sender = grpc_sender(&ctx.id.to_string(), &config).with_context(|| path.clone())?;
         let settings = HelperSettings {
             exporter: ctx.id.to_string(),

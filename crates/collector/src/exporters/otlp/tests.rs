@@ -12,6 +12,7 @@ use crate::consumer::ConsumeError;
 use crate::exporters::testkit::{
     partial_success, traces, wait_until, yaml, GrpcBackend, TestContext, TestPki,
 };
+use threadline_config::ConfigErrors;
 
 const WAIT: Duration = Duration::from_secs(10);
 

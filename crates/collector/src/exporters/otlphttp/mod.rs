@@ -14,15 +14,13 @@ use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use prost::Message;
-use serde_yaml_ng::Value;
 use threadline_config::settings::{Compression, GoDuration};
-use threadline_config::ConfigErrors;
 use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use threadline_otlp::TraceData;
 
 pub use config::{Encoding, OtlpHttpExporterConfig};
 
-use crate::component::{decode_config, CreateContext, Exporter, ExporterFactory};
+use crate::component::{CreateContext, Exporter, Kind, TypedExporterFactory};
 use crate::exporters::compress;
 use crate::exporters::helper::{
     queue_policy, retry_policy, Delivered, HelperSettings, QueuedRetrySender, SendError, Sender,
@@ -36,22 +34,19 @@ const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 pub struct OtlpHttpExporterFactory;
 
-impl ExporterFactory for OtlpHttpExporterFactory {
+impl TypedExporterFactory for OtlpHttpExporterFactory {
+    type Config = OtlpHttpExporterConfig;
+
     fn kind(&self) -> &'static str {
         "otlphttp"
     }
 
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<OtlpHttpExporterConfig>(config, path).map(|_| ())
-    }
-
-    fn create_traces(
+    fn create(
         &self,
         ctx: &CreateContext<'_>,
-        config: &Value,
+        config: OtlpHttpExporterConfig,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
-        let path = format!("exporters::{}", ctx.id);
-        let config: OtlpHttpExporterConfig = decode_config(config, &path)?;
+        let path = ctx.path(Kind::Exporter);
         let sender = http_sender(&ctx.id.to_string(), &config).with_context(|| path.clone())?;
         // As upstream, the HTTP client's `timeout` bounds each attempt; the helper adds none.
         let settings = HelperSettings {

@@ -13,6 +13,7 @@ use crate::exporters::testkit::{
     partial_success, traces, wait_until, yaml, HttpBackend, TestContext, TestPki,
 };
 use crate::rpc_status::RpcStatus;
+use threadline_config::ConfigErrors;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -13,33 +13,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use serde_yaml_ng::Value;
-use threadline_config::{ComponentId, ConfigErrors};
+use threadline_config::ComponentId;
 
 pub use config::{check_writable_directory, Compaction, FileStorageConfig, DEFAULT_DIRECTORY};
 
-use crate::component::{decode_config, Component, CreateContext, Extension, ExtensionFactory};
+use crate::component::{Component, CreateContext, Extension, Kind, TypedExtensionFactory};
 
 pub struct FileStorageFactory;
 
-impl ExtensionFactory for FileStorageFactory {
+impl TypedExtensionFactory for FileStorageFactory {
+    type Config = FileStorageConfig;
+
     fn kind(&self) -> &'static str {
         "file_storage"
-    }
-
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<FileStorageConfig>(config, path).map(|_| ())
     }
 
     fn create(
         &self,
         ctx: &CreateContext<'_>,
-        config: &Value,
+        config: FileStorageConfig,
     ) -> anyhow::Result<Arc<dyn Extension>> {
-        let path = format!("extensions::{}", ctx.id);
-        let config: FileStorageConfig = decode_config(config, &path)?;
         Ok(Arc::new(
-            FileStorage::open(&config).with_context(|| path.clone())?,
+            FileStorage::open(&config).with_context(|| ctx.path(Kind::Extension))?,
         ))
     }
 }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use super::*;
-use crate::component::{decode_config, ExtensionFactory};
+use threadline_config::ConfigErrors;
+
+use crate::component::decode_config;
 use crate::exporters::testkit::{yaml, TestContext};
 
 fn decode(text: &str) -> Result<FileStorageConfig, ConfigErrors> {
@@ -94,7 +96,7 @@ fn each_component_gets_its_own_directory() {
     let extension = FileStorageFactory
         .create(
             &tc.ctx(),
-            &yaml(&format!("directory: {}", dir.path().display())),
+            decode(&format!("directory: {}", dir.path().display())).unwrap(),
         )
         .unwrap();
     let storage = extension.as_any().downcast_ref::<FileStorage>().unwrap();

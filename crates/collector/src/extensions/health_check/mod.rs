@@ -12,36 +12,31 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use serde_yaml_ng::Value;
-use threadline_config::ConfigErrors;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 pub use config::HealthCheckConfig;
 
 use crate::component::{
-    decode_config, Component, CreateContext, Extension, ExtensionFactory, HealthState,
+    Component, CreateContext, Extension, HealthState, Kind, TypedExtensionFactory,
 };
 use crate::server;
 
 pub struct HealthCheckFactory;
 
-impl ExtensionFactory for HealthCheckFactory {
+impl TypedExtensionFactory for HealthCheckFactory {
+    type Config = HealthCheckConfig;
+
     fn kind(&self) -> &'static str {
         "health_check"
-    }
-
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<HealthCheckConfig>(config, path).map(|_| ())
     }
 
     fn create(
         &self,
         ctx: &CreateContext<'_>,
-        config: &Value,
+        config: HealthCheckConfig,
     ) -> anyhow::Result<Arc<dyn Extension>> {
-        let path = format!("extensions::{}", ctx.id);
-        let config: HealthCheckConfig = decode_config(config, &path)?;
+        let path = ctx.path(Kind::Extension);
         let listener = server::bind(&config.endpoint, &path)?;
         let tls = config
             .tls

@@ -11,9 +11,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use regex::Regex;
-use serde_yaml_ng::Value;
 use sha2::{Digest, Sha256};
-use threadline_config::ConfigErrors;
 use threadline_otlp::proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use threadline_otlp::proto::tonic::trace::v1::span::SpanKind;
 use threadline_otlp::proto::tonic::trace::v1::Span;
@@ -21,27 +19,24 @@ use threadline_otlp::TraceData;
 
 pub use config::{Action, AttributesConfig, ConvertedType, MatchType};
 
-use crate::component::{decode_config, Component, CreateContext, Processor, ProcessorFactory};
+use crate::component::{Component, CreateContext, Processor, TypedProcessorFactory};
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
 
 pub struct AttributesProcessorFactory;
 
-impl ProcessorFactory for AttributesProcessorFactory {
+impl TypedProcessorFactory for AttributesProcessorFactory {
+    type Config = AttributesConfig;
+
     fn kind(&self) -> &'static str {
         "attributes"
     }
 
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<AttributesConfig>(config, path).map(|_| ())
-    }
-
-    fn create_traces(
+    fn create(
         &self,
-        ctx: &CreateContext<'_>,
-        config: &Value,
+        _ctx: &CreateContext<'_>,
+        config: AttributesConfig,
         next: NextConsumer,
     ) -> anyhow::Result<Arc<dyn Processor>> {
-        let config: AttributesConfig = decode_config(config, &format!("processors::{}", ctx.id))?;
         Ok(Arc::new(AttributesProcessor::new(&config, next)?))
     }
 }

@@ -29,8 +29,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_yaml_ng::Value;
-use threadline_config::{ComponentId, ConfigErrors};
+use threadline_config::ComponentId;
 use threadline_otlp::{TraceData, TraceDataBuilder};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -38,7 +37,7 @@ use tokio::task::JoinHandle;
 pub use config::BatchConfig;
 
 use crate::client::{self, ClientInfo};
-use crate::component::{decode_config, Component, CreateContext, Processor, ProcessorFactory};
+use crate::component::{Component, CreateContext, Processor, TypedProcessorFactory};
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
 use crate::telemetry::{BatchMetrics, ProcessorMetrics};
 
@@ -51,22 +50,19 @@ const RETRY_LONGEST: Duration = Duration::from_secs(1);
 
 pub struct BatchProcessorFactory;
 
-impl ProcessorFactory for BatchProcessorFactory {
+impl TypedProcessorFactory for BatchProcessorFactory {
+    type Config = BatchConfig;
+
     fn kind(&self) -> &'static str {
         "batch"
     }
 
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<BatchConfig>(config, path).map(|_| ())
-    }
-
-    fn create_traces(
+    fn create(
         &self,
         ctx: &CreateContext<'_>,
-        config: &Value,
+        config: BatchConfig,
         next: NextConsumer,
     ) -> anyhow::Result<Arc<dyn Processor>> {
-        let config: BatchConfig = decode_config(config, &format!("processors::{}", ctx.id))?;
         Ok(Arc::new(BatchProcessor::start(
             ctx.id.clone(),
             &config,

@@ -19,15 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_yaml_ng::Value;
-use threadline_config::{ComponentId, ConfigErrors};
+use threadline_config::ComponentId;
 use threadline_otlp::TraceData;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Limits, MemoryLimiterConfig};
 
 use crate::component::{
-    decode_config, Component, CreateContext, MemoryPressure, Processor, ProcessorFactory,
+    Component, CreateContext, Kind, MemoryPressure, Processor, TypedProcessorFactory,
 };
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
 use crate::process;
@@ -44,23 +43,20 @@ pub fn set_memory_release_hook(release: fn()) {
 
 pub struct MemoryLimiterFactory;
 
-impl ProcessorFactory for MemoryLimiterFactory {
+impl TypedProcessorFactory for MemoryLimiterFactory {
+    type Config = MemoryLimiterConfig;
+
     fn kind(&self) -> &'static str {
         "memory_limiter"
     }
 
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<MemoryLimiterConfig>(config, path).map(|_| ())
-    }
-
-    fn create_traces(
+    fn create(
         &self,
         ctx: &CreateContext<'_>,
-        config: &Value,
+        config: MemoryLimiterConfig,
         next: NextConsumer,
     ) -> anyhow::Result<Arc<dyn Processor>> {
-        let path = format!("processors::{}", ctx.id);
-        let config: MemoryLimiterConfig = decode_config(config, &path)?;
+        let path = ctx.path(Kind::Processor);
         let limits = config
             .limits(process::memory_limit_bytes())
             .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;

@@ -31,8 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_yaml_ng::Value;
-use threadline_config::{ComponentId, ConfigErrors};
+use threadline_config::ComponentId;
 use threadline_otlp::{SliceWriter, TraceData, TraceSlice};
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +40,7 @@ use policies::{Decision, Policies, TraceSummary};
 
 use crate::client::{self, ClientInfo};
 use crate::component::{
-    decode_config, Component, CreateContext, MemoryPressure, Processor, ProcessorFactory,
+    Component, CreateContext, MemoryPressure, Processor, TypedProcessorFactory,
 };
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
 use crate::telemetry::{PolicyMetrics, TailSamplingMetrics};
@@ -54,22 +53,19 @@ const PRESSURE_RELEASE_SHARE: usize = 4;
 
 pub struct TailSamplingFactory;
 
-impl ProcessorFactory for TailSamplingFactory {
+impl TypedProcessorFactory for TailSamplingFactory {
+    type Config = TailSamplingConfig;
+
     fn kind(&self) -> &'static str {
         "tail_sampling"
     }
 
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<TailSamplingConfig>(config, path).map(|_| ())
-    }
-
-    fn create_traces(
+    fn create(
         &self,
         ctx: &CreateContext<'_>,
-        config: &Value,
+        config: TailSamplingConfig,
         next: NextConsumer,
     ) -> anyhow::Result<Arc<dyn Processor>> {
-        let config: TailSamplingConfig = decode_config(config, &format!("processors::{}", ctx.id))?;
         Ok(TailSampler::start(
             ctx.id.clone(),
             &config,

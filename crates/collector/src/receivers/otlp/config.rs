@@ -73,6 +73,24 @@ impl ComponentConfig for OtlpReceiverConfig {
                         .into(),
             }]);
         }
-        Ok(())
+        let mut errors = Vec::new();
+        for (endpoint, protocol) in [
+            (self.grpc_endpoint(), "grpc"),
+            (self.http_endpoint(), "http"),
+        ] {
+            if let Some(endpoint) = endpoint {
+                if let Err(err) = crate::server::resolve_endpoint(&endpoint) {
+                    errors.push(ConfigError {
+                        path: format!("protocols::{protocol}::endpoint"),
+                        message: format!("{err:#}"),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }

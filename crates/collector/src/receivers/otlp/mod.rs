@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_yaml_ng::Value;
-use threadline_config::ConfigErrors;
 use threadline_otlp::TraceData;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -22,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::OtlpReceiverConfig;
 
 use crate::client::ClientInfo;
-use crate::component::{decode_config, Component, CreateContext, MemoryPressure, ReceiverFactory};
+use crate::component::{Component, CreateContext, Kind, MemoryPressure, TypedReceiverFactory};
 use crate::consumer::{ConsumeError, NextConsumer};
 use crate::server;
 use crate::telemetry::ReceiverMetrics;
@@ -90,42 +88,20 @@ impl Ingest {
 
 pub struct OtlpReceiverFactory;
 
-impl ReceiverFactory for OtlpReceiverFactory {
+impl TypedReceiverFactory for OtlpReceiverFactory {
+    type Config = OtlpReceiverConfig;
+
     fn kind(&self) -> &'static str {
         "otlp"
     }
 
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        let config: OtlpReceiverConfig = decode_config(config, path)?;
-        let mut errors = Vec::new();
-        for (endpoint, protocol) in [
-            (config.grpc_endpoint(), "grpc"),
-            (config.http_endpoint(), "http"),
-        ] {
-            if let Some(endpoint) = endpoint {
-                if let Err(err) = server::resolve_endpoint(&endpoint) {
-                    errors.push(threadline_config::ConfigError {
-                        path: format!("{path}::protocols::{protocol}::endpoint"),
-                        message: format!("{err:#}"),
-                    });
-                }
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(errors))
-        }
-    }
-
-    fn create_traces(
+    fn create(
         &self,
         ctx: &CreateContext<'_>,
-        config: &Value,
+        config: OtlpReceiverConfig,
         next: NextConsumer,
     ) -> anyhow::Result<Arc<dyn Component>> {
-        let path = format!("receivers::{}", ctx.id);
-        let config: OtlpReceiverConfig = decode_config(config, &path)?;
+        let path = ctx.path(Kind::Receiver);
         let ingest = Arc::new(Ingest {
             next,
             grpc_metrics: ctx.telemetry.receiver(ctx.id, "grpc"),

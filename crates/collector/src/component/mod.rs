@@ -1,5 +1,10 @@
 //! The component model, after the OpenTelemetry Collector's: every component type has a factory that
 //! validates its config section and creates running instances; the service wires them into pipelines.
+//! How a factory is written and how the service calls it: see [`factory`].
+
+mod factory;
+
+pub use factory::decode_config;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -8,11 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use serde::de::DeserializeOwned;
-use serde_yaml_ng::Value;
-use threadline_config::{decode_component, ComponentId, ConfigError, ConfigErrors};
+use threadline_config::ComponentId;
 
-use crate::consumer::{NextConsumer, TracesConsumer};
+use crate::consumer::TracesConsumer;
 use crate::telemetry::Telemetry;
 
 /// What the service needs from every running component: an orderly stop.
@@ -92,71 +95,14 @@ pub struct CreateContext<'a> {
     pub host: &'a Host,
 }
 
-/// A component's typed configuration. Validation beyond what serde checks goes in `validate`,
-/// returning errors whose `path` is relative to the component (e.g. `timeout`).
-pub trait ComponentConfig: DeserializeOwned {
-    fn validate(&self) -> Result<(), Vec<ConfigError>> {
-        Ok(())
+impl CreateContext<'_> {
+    /// The component's YAML path in a section of `kind`, e.g. `exporters::otlp/tempo`, for errors.
+    pub fn path(&self, kind: Kind) -> String {
+        format!("{}::{}", kind.section(), self.id)
     }
 }
 
-/// Decodes and validates a component's config section found at `path` (e.g. `processors::batch`).
-pub fn decode_config<C: ComponentConfig>(value: &Value, path: &str) -> Result<C, ConfigErrors> {
-    let config: C = decode_component(value, path)?;
-    config.validate().map_err(|errors| {
-        ConfigErrors(
-            errors
-                .into_iter()
-                .map(|e| ConfigError {
-                    path: if e.path.is_empty() {
-                        path.to_string()
-                    } else {
-                        format!("{path}::{}", e.path)
-                    },
-                    message: e.message,
-                })
-                .collect(),
-        )
-    })?;
-    Ok(config)
-}
-
-pub trait ReceiverFactory: Send + Sync {
-    fn kind(&self) -> &'static str;
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
-    /// Creates and starts the receiver (binding its ports), sending what it receives to `next`.
-    fn create_traces(
-        &self,
-        ctx: &CreateContext<'_>,
-        config: &Value,
-        next: NextConsumer,
-    ) -> anyhow::Result<Arc<dyn Component>>;
-}
-
-pub trait ProcessorFactory: Send + Sync {
-    fn kind(&self) -> &'static str;
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
-    fn create_traces(
-        &self,
-        ctx: &CreateContext<'_>,
-        config: &Value,
-        next: NextConsumer,
-    ) -> anyhow::Result<Arc<dyn Processor>>;
-}
-
-pub trait ExporterFactory: Send + Sync {
-    fn kind(&self) -> &'static str;
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
-    fn create_traces(
-        &self,
-        ctx: &CreateContext<'_>,
-        config: &Value,
-    ) -> anyhow::Result<Arc<dyn Exporter>>;
-}
-
-pub trait ExtensionFactory: Send + Sync {
-    fn kind(&self) -> &'static str;
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
-    fn create(&self, ctx: &CreateContext<'_>, config: &Value)
-        -> anyhow::Result<Arc<dyn Extension>>;
-}
+pub use factory::{
+    ComponentConfig, ExporterFactory, ExtensionFactory, Kind, ProcessorFactory, ReceiverFactory,
+    TypedExporterFactory, TypedExtensionFactory, TypedProcessorFactory, TypedReceiverFactory,
+};

@@ -1,0 +1,245 @@
+//! Factories: how a component type turns its config section into a running component.
+//!
+//! A component implements one of the typed traits (`TypedProcessorFactory` and its siblings): it
+//! names its type, declares its [`ComponentConfig`] and creates the component from that config,
+//! already decoded and validated. It never sees YAML. The blanket impls below wrap every typed
+//! factory once into the object-safe form the [`Registry`](crate::registry::Registry) stores and the
+//! service calls: they decode the section (serde defaults, `deny_unknown_fields`), run the config's
+//! own `validate`, and attach the section's YAML path (`processors::batch/2::timeout`) to every
+//! error, so messages read the same for every component.
+//!
+//! Components outside this crate may still implement the object-safe traits directly.
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+use std::sync::Arc;
+use threadline_config::{decode_component, ConfigError, ConfigErrors};
+
+use super::{Component, CreateContext, Exporter, Extension, Processor};
+use crate::consumer::NextConsumer;
+
+/// The four kinds of component, each with its section of the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Receiver,
+    Processor,
+    Exporter,
+    Extension,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Receiver,
+        Kind::Processor,
+        Kind::Exporter,
+        Kind::Extension,
+    ];
+
+    /// The config section of this kind: `receivers`, `processors`, ...
+    pub fn section(self) -> &'static str {
+        match self {
+            Kind::Receiver => "receivers",
+            Kind::Processor => "processors",
+            Kind::Exporter => "exporters",
+            Kind::Extension => "extensions",
+        }
+    }
+}
+
+/// A component's typed configuration. Validation beyond what serde checks goes in `validate`,
+/// returning errors whose `path` is relative to the component (e.g. `timeout`).
+pub trait ComponentConfig: DeserializeOwned + Send + 'static {
+    fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        Ok(())
+    }
+}
+
+/// Decodes and validates a component's config section found at `path` (e.g. `processors::batch`).
+pub fn decode_config<C: ComponentConfig>(value: &Value, path: &str) -> Result<C, ConfigErrors> {
+    let config: C = decode_component(value, path)?;
+    config.validate().map_err(|errors| {
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|e| ConfigError {
+                    path: if e.path.is_empty() {
+                        path.to_string()
+                    } else {
+                        format!("{path}::{}", e.path)
+                    },
+                    message: e.message,
+                })
+                .collect(),
+        )
+    })?;
+    Ok(config)
+}
+
+/// A receiver type: starts a receiver (binding its ports) that sends what it receives to `next`.
+pub trait TypedReceiverFactory: Send + Sync + 'static {
+    type Config: ComponentConfig;
+    fn kind(&self) -> &'static str;
+    fn create(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: Self::Config,
+        next: NextConsumer,
+    ) -> anyhow::Result<Arc<dyn Component>>;
+}
+
+/// A processor type: starts a processor that forwards to `next`.
+pub trait TypedProcessorFactory: Send + Sync + 'static {
+    type Config: ComponentConfig;
+    fn kind(&self) -> &'static str;
+    fn create(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: Self::Config,
+        next: NextConsumer,
+    ) -> anyhow::Result<Arc<dyn Processor>>;
+}
+
+/// An exporter type.
+pub trait TypedExporterFactory: Send + Sync + 'static {
+    type Config: ComponentConfig;
+    fn kind(&self) -> &'static str;
+    fn create(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: Self::Config,
+    ) -> anyhow::Result<Arc<dyn Exporter>>;
+}
+
+/// An extension type.
+pub trait TypedExtensionFactory: Send + Sync + 'static {
+    type Config: ComponentConfig;
+    fn kind(&self) -> &'static str;
+    fn create(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: Self::Config,
+    ) -> anyhow::Result<Arc<dyn Extension>>;
+}
+
+/// The object-safe form of a receiver factory, as the registry holds it.
+pub trait ReceiverFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    /// Decodes and validates the section at `path`, reporting every error with its full path.
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
+    /// Creates and starts the receiver (binding its ports), sending what it receives to `next`.
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+        next: NextConsumer,
+    ) -> anyhow::Result<Arc<dyn Component>>;
+}
+
+/// The object-safe form of a processor factory.
+pub trait ProcessorFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+        next: NextConsumer,
+    ) -> anyhow::Result<Arc<dyn Processor>>;
+}
+
+/// The object-safe form of an exporter factory.
+pub trait ExporterFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+    ) -> anyhow::Result<Arc<dyn Exporter>>;
+}
+
+/// The object-safe form of an extension factory.
+pub trait ExtensionFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
+    fn create(&self, ctx: &CreateContext<'_>, config: &Value)
+        -> anyhow::Result<Arc<dyn Extension>>;
+}
+
+impl<F: TypedReceiverFactory> ReceiverFactory for F {
+    fn kind(&self) -> &'static str {
+        TypedReceiverFactory::kind(self)
+    }
+
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
+        decode_config::<F::Config>(config, path).map(|_| ())
+    }
+
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+        next: NextConsumer,
+    ) -> anyhow::Result<Arc<dyn Component>> {
+        let config = decode_config(config, &ctx.path(Kind::Receiver))?;
+        TypedReceiverFactory::create(self, ctx, config, next)
+    }
+}
+
+impl<F: TypedProcessorFactory> ProcessorFactory for F {
+    fn kind(&self) -> &'static str {
+        TypedProcessorFactory::kind(self)
+    }
+
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
+        decode_config::<F::Config>(config, path).map(|_| ())
+    }
+
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+        next: NextConsumer,
+    ) -> anyhow::Result<Arc<dyn Processor>> {
+        let config = decode_config(config, &ctx.path(Kind::Processor))?;
+        TypedProcessorFactory::create(self, ctx, config, next)
+    }
+}
+
+impl<F: TypedExporterFactory> ExporterFactory for F {
+    fn kind(&self) -> &'static str {
+        TypedExporterFactory::kind(self)
+    }
+
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
+        decode_config::<F::Config>(config, path).map(|_| ())
+    }
+
+    fn create_traces(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+    ) -> anyhow::Result<Arc<dyn Exporter>> {
+        let config = decode_config(config, &ctx.path(Kind::Exporter))?;
+        TypedExporterFactory::create(self, ctx, config)
+    }
+}
+
+impl<F: TypedExtensionFactory> ExtensionFactory for F {
+    fn kind(&self) -> &'static str {
+        TypedExtensionFactory::kind(self)
+    }
+
+    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
+        decode_config::<F::Config>(config, path).map(|_| ())
+    }
+
+    fn create(
+        &self,
+        ctx: &CreateContext<'_>,
+        config: &Value,
+    ) -> anyhow::Result<Arc<dyn Extension>> {
+        let config = decode_config(config, &ctx.path(Kind::Extension))?;
+        TypedExtensionFactory::create(self, ctx, config)
+    }
+}
