@@ -41,6 +41,8 @@ pub const TEMPO_COMMIT: &str = "ad33aa8fafc41a4ea58519f7b7a88b1aa1383224";
 pub enum TempoBlockError {
     #[error("Tempo block data.parquet: {0}")]
     Parquet(#[source] parquet::errors::ParquetError),
+    #[error("Tempo block data.parquet, row group {0}: {1}")]
+    RowGroup(usize, #[source] parquet::errors::ParquetError),
     #[error("Tempo block: trace id {0:?} is not 16 bytes")]
     BadTraceId(String),
     #[error("Tempo trace {0} is not valid OTLP: {1}")]

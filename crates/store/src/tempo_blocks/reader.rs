@@ -38,10 +38,13 @@ impl TempoBlockReader {
         let group = self
             .file
             .get_row_group(index)
-            .map_err(TempoBlockError::Parquet)?;
+            .map_err(|e| TempoBlockError::RowGroup(index, e))?;
         let mut out = RowGroupTraces::default();
-        for row in group.get_row_iter(None).map_err(TempoBlockError::Parquet)? {
-            let row = row.map_err(TempoBlockError::Parquet)?;
+        for row in group
+            .get_row_iter(None)
+            .map_err(|e| TempoBlockError::RowGroup(index, e))?
+        {
+            let row = row.map_err(|e| TempoBlockError::RowGroup(index, e))?;
             match trace_from_row(&row).and_then(|trace| self.to_trace_data(&trace)) {
                 Ok((id, data, rejected_spans)) => {
                     out.rejected_spans += rejected_spans;
