@@ -9,6 +9,7 @@ mod doctor;
 mod operator;
 mod query;
 mod store;
+mod store_convert;
 mod tenancy;
 
 use clap::{Parser, Subcommand};

@@ -10,7 +10,10 @@ use threadline_config::{ConfigErrors, ConfigSources};
 use threadline_store::{Store, StoreConfig};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct StoreArgs {
+    #[command(subcommand)]
+    action: Option<StoreAction>,
     /// Store config (Tempo's layout): a file path, `file:PATH`, `env:VAR` or `yaml:INLINE`.
     /// Repeat to merge several. Without any, the built-in defaults are used.
     #[arg(long = "config", value_name = "URI")]
@@ -21,6 +24,13 @@ pub struct StoreArgs {
     /// How long a SIGTERM/SIGINT may take to finish requests in flight and write the head.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+}
+
+#[derive(clap::Subcommand)]
+enum StoreAction {
+    /// Rewrite the Tempo blocks (vParquet4) in the store's bucket into Threadline blocks now
+    /// and print what was converted (a running store that compacts does it by itself).
+    Convert(crate::store_convert::ConvertArgs),
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -66,6 +76,9 @@ pub fn ingest_pipeline(
 }
 
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
+    if let Some(StoreAction::Convert(convert)) = args.action {
+        return crate::store_convert::run(convert).await;
+    }
     let config = load(&args.configs, &args.sets)?;
     crate::collector::init_default_logging();
     let address = format!(

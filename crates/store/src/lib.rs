@@ -22,6 +22,7 @@ pub mod generator;
 pub mod model;
 pub mod search;
 pub mod tags;
+pub mod tempo_blocks;
 pub mod tempopb;
 #[cfg(test)]
 mod tests;

@@ -119,6 +119,9 @@ impl Store {
                 continue;
             };
             let (tenant, id) = (tenant.as_ref(), block_id.as_ref());
+            if crate::tempo_blocks::is_tempo_block_id(id) {
+                continue; // compacted by Tempo: its files are Tempo's to delete
+            }
             // meta.json first (present only after a crash while marking), the marker last: a
             // crash part-way leaves a block that the next cycle finishes deleting.
             for file in ["meta.json", "index", "data", COMPACTED_META] {

@@ -300,7 +300,25 @@ impl Store {
             tokio::spawn(run_cut_loop(store.clone()));
         }
         tokio::spawn(run_compaction_loop(store.clone()));
+        if store.config.compacts() {
+            tokio::spawn(crate::tempo_blocks::run_import_loop(store.clone()));
+        }
         Ok(store)
+    }
+
+    /// The bucket, for the Tempo block importer (`crate::tempo_blocks`).
+    pub fn objects(&self) -> Arc<dyn ObjectStore> {
+        self.objects.clone()
+    }
+
+    /// Whether the store is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Resolves when the store starts shutting down.
+    pub async fn stopped(&self) {
+        self.stop.cancelled().await
     }
 
     pub(crate) fn generator_cell(&self) -> &std::sync::OnceLock<Arc<crate::generator::Generator>> {
@@ -549,6 +567,9 @@ impl Store {
             let [tenant, block_id, _] = parts.as_slice() else {
                 continue;
             };
+            if crate::tempo_blocks::is_tempo_block_id(block_id.as_ref()) {
+                continue; // Tempo's: imported by `tempo_blocks`, never loaded as ours
+            }
             let (tenant, block_id) = (tenant.as_ref().to_string(), block_id.as_ref().to_string());
             present.insert(block_id.clone());
             if known.contains(&block_id) {
