@@ -12,8 +12,12 @@ use threadline_otlp::json::{request_from_json, request_to_json};
 use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use threadline_otlp::{count_spans, TraceData};
 
-/// The targets, by the name of their folder under `regressions/` and their cargo-fuzz binary.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target: the name of its folder under `regressions/` and of its cargo-fuzz binary, and the
+/// check it runs on one input.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
     ("otlp_protobuf", otlp_protobuf),
     ("otlp_json", otlp_json),
     ("http_body", http_body),
