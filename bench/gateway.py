@@ -65,6 +65,18 @@ def wait_port(port: int) -> None:
     raise SystemExit(f"port {port} never opened")
 
 
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to every process still running, then wait for each (SIGKILL after 30 s)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=100_000)
@@ -174,14 +186,7 @@ def main() -> None:
         }
         print(json.dumps(result, indent=2))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

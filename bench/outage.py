@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import BINARY, ROOT, metric, rss_mib, sink_stats, wait_port  # noqa: E402
+from gateway import BINARY, ROOT, metric, rss_mib, sink_stats, stop_all, wait_port  # noqa: E402
 
 SEED = ROOT.parent / "shared" / "seed" / "agent-config.yaml"
 
@@ -126,14 +126,7 @@ def main() -> None:
         }
         print(json.dumps(result, indent=2))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":
