@@ -489,3 +489,56 @@ fn system_roots_are_used_without_a_ca() {
     let client = TlsClientSettings::default().build_rustls().unwrap();
     assert!(client.is_some());
 }
+
+#[test]
+fn reload_interval_serves_a_rotated_certificate_to_new_handshakes() {
+    let pki = Pki::new();
+    let (old_ca_file, old_ca, old_ca_key) = pki.ca("old-ca");
+    let (new_ca_file, new_ca, new_ca_key) = pki.ca("new-ca");
+    let server = pki.issue(
+        "server",
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &old_ca,
+        &old_ca_key,
+    );
+    let server_config = TlsServerSettings {
+        reload_interval: Some(threadline_config::settings::GoDuration::from_millis(50)),
+        ..server_settings(&server)
+    }
+    .build_rustls()
+    .unwrap();
+    let client = |ca: &Path| {
+        TlsClientSettings {
+            ca_file: text(ca),
+            ..Default::default()
+        }
+        .build_rustls()
+        .unwrap()
+        .unwrap()
+    };
+    handshake(client(&old_ca_file), server_config.clone(), localhost()).unwrap();
+
+    // cert-manager rewrites both files in place; the same server config serves the new pair.
+    let rotated = pki.issue(
+        "rotated",
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &new_ca,
+        &new_ca_key,
+    );
+    std::fs::copy(&rotated.cert, &server.cert).unwrap();
+    std::fs::copy(&rotated.key, &server.key).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(80));
+    handshake(client(&new_ca_file), server_config.clone(), localhost()).unwrap();
+    assert!(handshake(client(&old_ca_file), server_config.clone(), localhost()).is_err());
+
+    // A half-written rotation (a key that does not match) keeps the last good pair.
+    let other = pki.issue(
+        "other",
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &old_ca,
+        &old_ca_key,
+    );
+    std::fs::copy(&other.key, &server.key).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(80));
+    handshake(client(&new_ca_file), server_config, localhost()).unwrap();
+}

@@ -40,7 +40,8 @@ pub struct GrpcServerSettings {
     pub write_buffer_size: usize,
     /// Keepalive settings; see upstream `configgrpc`.
     pub keepalive: Option<GrpcServerKeepalive>,
-    /// Authenticate requests with this authenticator extension.
+    /// Refuse requests this authenticator extension does not accept (`bearertokenauth`,
+    /// `basicauth` with `htpasswd`), before their body is read: HTTP 401, gRPC UNAUTHENTICATED.
     pub auth: Option<AuthSettings>,
     /// Pass request headers on to the pipeline as client metadata. Default false.
     pub include_metadata: bool,
@@ -128,7 +129,8 @@ pub struct GrpcClientSettings {
     pub balancer_name: String,
     /// Overrides the `:authority` header.
     pub authority: String,
-    /// Authenticate requests with this authenticator extension.
+    /// Add this authenticator extension's headers to every request (`bearertokenauth`,
+    /// `basicauth` with `client_auth`, `headers_setter`).
     pub auth: Option<AuthSettings>,
 }
 

@@ -20,7 +20,8 @@ pub struct HttpServerSettings {
     pub tls: Option<TlsServerSettings>,
     /// Cross-origin requests from browsers. Default: CORS off.
     pub cors: Option<CorsSettings>,
-    /// Authenticate requests with this authenticator extension.
+    /// Refuse requests this authenticator extension does not accept (`bearertokenauth`,
+    /// `basicauth` with `htpasswd`), before their body is read: HTTP 401, gRPC UNAUTHENTICATED.
     pub auth: Option<AuthSettings>,
     /// Largest request body accepted, in bytes. Default 20 MiB.
     pub max_request_body_size: u64,
@@ -135,7 +136,8 @@ pub struct HttpClientSettings {
     pub http2_read_idle_timeout: GoDuration,
     /// Close an HTTP/2 connection whose ping is not answered within this. Default 15s.
     pub http2_ping_timeout: GoDuration,
-    /// Authenticate requests with this authenticator extension.
+    /// Add this authenticator extension's headers to every request (`bearertokenauth`,
+    /// `basicauth` with `client_auth`, `headers_setter`).
     pub auth: Option<AuthSettings>,
     /// Keep cookies set by the server for later requests.
     pub cookies: Option<CookiesSettings>,

@@ -14,6 +14,7 @@ pub mod exporter;
 pub mod grpc;
 pub mod http;
 pub mod tls;
+pub mod tls_reload;
 
 use serde::Deserialize;
 

@@ -185,7 +185,9 @@ pub struct TlsServerSettings {
     pub include_insecure_cipher_suites: bool,
     /// Key exchange groups in order of preference: X25519, P256, P384. Default: all of them.
     pub curve_preferences: Vec<String>,
-    /// How often to reload the certificate. Accepted; it is read at start-up.
+    /// How often to re-read `cert_file` and `key_file` (e.g. `1m`), so that a rotated
+    /// certificate (cert-manager) is served to new connections without a restart; open
+    /// connections stay up. Unset or `0`: read once at start-up, as upstream.
     pub reload_interval: Option<GoDuration>,
 }
 
@@ -279,7 +281,7 @@ impl TlsServerSettings {
                 let mut roots = RootCertStore::empty();
                 add_ca_certificates(&mut roots, &source)?;
                 let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                         .build()
                         .map_err(|e| TlsError::InvalidCaCertificate {
                             origin: source.origin.clone(),
@@ -289,23 +291,44 @@ impl TlsServerSettings {
             }
             None => builder.with_no_client_auth(),
         };
-        let cert = read_source(&self.cert_file, &self.cert_pem, "cert_file", "cert_pem")?.ok_or(
-            TlsError::Missing("a TLS server needs a certificate: set cert_file (or cert_pem)"),
+        let interval = self
+            .reload_interval
+            .filter(|d| !d.is_zero())
+            .map(|d| d.as_duration())
+            // Only files change; PEM text in the config does not.
+            .filter(|_| set(&self.cert_file).is_some() || set(&self.key_file).is_some());
+        let Some(interval) = interval else {
+            let (cert, key) = (
+                read_source(&self.cert_file, &self.cert_pem, "cert_file", "cert_pem")?,
+                read_source(&self.key_file, &self.key_pem, "key_file", "key_pem")?,
+            );
+            let cert = cert.ok_or(TlsError::Missing(
+                "a TLS server needs a certificate: set cert_file (or cert_pem)",
+            ))?;
+            let key = key.ok_or(TlsError::Missing(
+                "a TLS server needs a private key: set key_file (or key_pem)",
+            ))?;
+            let (chain, private_key) = parse_cert_and_key(&cert, &key)?;
+            return builder
+                .with_single_cert(chain, private_key)
+                .map_err(|e| key_error(e, &cert, &key));
+        };
+        let resolver = super::tls_reload::ReloadingCert::new(
+            (&self.cert_file, &self.cert_pem),
+            (&self.key_file, &self.key_pem),
+            interval,
+            provider,
         )?;
-        let key = read_source(&self.key_file, &self.key_pem, "key_file", "key_pem")?.ok_or(
-            TlsError::Missing("a TLS server needs a private key: set key_file (or key_pem)"),
-        )?;
-        let (chain, private_key) = parse_cert_and_key(&cert, &key)?;
-        builder
-            .with_single_cert(chain, private_key)
-            .map_err(|e| key_error(e, &cert, &key))
+        Ok(builder.with_cert_resolver(Arc::new(resolver)))
     }
 }
 
-/// PEM bytes and a description of where they came from, for error messages.
-struct PemSource {
-    bytes: Vec<u8>,
-    origin: String,
+/// PEM bytes and a description of where they came from, for error messages. Equal when the
+/// bytes are (the origin names the same setting).
+#[derive(PartialEq, Eq)]
+pub(super) struct PemSource {
+    pub(super) bytes: Vec<u8>,
+    pub(super) origin: String,
 }
 
 fn read_file(field: &'static str, path: &str) -> Result<PemSource, TlsError> {
@@ -320,7 +343,7 @@ fn read_file(field: &'static str, path: &str) -> Result<PemSource, TlsError> {
     })
 }
 
-fn read_source(
+pub(super) fn read_source(
     file: &Option<String>,
     pem: &Option<String>,
     file_field: &'static str,
@@ -362,6 +385,17 @@ fn parse_private_key(source: &PemSource) -> Result<PrivateKeyDer<'static>, TlsEr
             reason: other.to_string(),
         },
     })
+}
+
+/// The pair as rustls serves it, checked to match.
+pub(super) fn certified_key(
+    cert: &PemSource,
+    key: &PemSource,
+    provider: &CryptoProvider,
+) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let (chain, private_key) = parse_cert_and_key(cert, key)?;
+    rustls::sign::CertifiedKey::from_der(chain, private_key, provider)
+        .map_err(|e| key_error(e, cert, key))
 }
 
 fn parse_cert_and_key(
