@@ -78,6 +78,12 @@ pub async fn scope<F: Future>(info: ClientInfo, work: F) -> F::Output {
     CURRENT.scope(info, work).await
 }
 
+/// Runs the synchronous `work` with `info` as the client info (e.g. on the blocking pool, where
+/// the caller's task-local is not visible).
+pub fn sync_scope<R>(info: ClientInfo, work: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(info, work)
+}
+
 /// The client info of the data being consumed (empty outside any request or partition).
 pub fn current() -> ClientInfo {
     CURRENT.try_with(ClientInfo::clone).unwrap_or_default()

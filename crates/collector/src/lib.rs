@@ -1,6 +1,7 @@
 //! Threadline's collector: pipelines of receivers, processors and exporters configured with the
 //! OpenTelemetry Collector's YAML, plus extensions and self-telemetry.
 
+pub mod auth;
 pub mod client;
 pub mod component;
 pub mod consumer;

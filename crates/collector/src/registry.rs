@@ -12,7 +12,10 @@ use crate::exporters::debug::DebugExporterFactory;
 use crate::exporters::loadbalancing::LoadBalancingFactory;
 use crate::exporters::otlp::OtlpExporterFactory;
 use crate::exporters::otlphttp::OtlpHttpExporterFactory;
+use crate::extensions::basicauth::BasicAuthFactory;
+use crate::extensions::bearertokenauth::BearerTokenAuthFactory;
 use crate::extensions::file_storage::FileStorageFactory;
+use crate::extensions::headers_setter::HeadersSetterFactory;
 use crate::extensions::health_check::HealthCheckFactory;
 use crate::processors::attributes::AttributesProcessorFactory;
 use crate::processors::batch::BatchProcessorFactory;
@@ -49,6 +52,9 @@ impl Registry {
         registry.add_exporter(Box::new(LoadBalancingFactory::newer_name()));
         registry.add_extension(Box::new(HealthCheckFactory));
         registry.add_extension(Box::new(FileStorageFactory));
+        registry.add_extension(Box::new(BearerTokenAuthFactory));
+        registry.add_extension(Box::new(BasicAuthFactory));
+        registry.add_extension(Box::new(HeadersSetterFactory));
         registry
     }
 

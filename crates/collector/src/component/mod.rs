@@ -34,9 +34,20 @@ impl<T: TracesConsumer + Component> Processor for T {}
 /// A running exporter: consumes data and sends it out of the process.
 pub trait Exporter: TracesConsumer + Component {}
 
-/// A running extension. Other components find it by id and downcast it (e.g. `file_storage`).
+/// A running extension. Other components find it by id and downcast it (e.g. `file_storage`),
+/// or ask it for the authenticator it is (receivers' and exporters' `auth`).
 pub trait Extension: Component {
     fn as_any(&self) -> &dyn Any;
+
+    /// This extension as a server authenticator, if it is one.
+    fn server_authenticator(&self) -> Option<Arc<dyn crate::auth::ServerAuthenticator>> {
+        None
+    }
+
+    /// This extension as a client authenticator, if it is one.
+    fn client_authenticator(&self) -> Option<Arc<dyn crate::auth::ClientAuthenticator>> {
+        None
+    }
 }
 
 /// Readiness shared with the `health_check` extension: set once every pipeline is running.

@@ -189,9 +189,12 @@ struct Core<S> {
 impl<S: Sender> Core<S> {
     /// [`Sender::prepare`] on the blocking pool, so that compressing a large batch never holds up
     /// the async workers that serve receivers.
+    /// The client info of the data is visible to `prepare` (`headers_setter`'s `from_context`).
     async fn prepare(self: &Arc<Self>, data: TraceData) -> Result<S::Payload, String> {
         let core = self.clone();
-        match tokio::task::spawn_blocking(move || core.sender.prepare(data)).await {
+        let info = crate::client::current();
+        let prepare = move || crate::client::sync_scope(info, || core.sender.prepare(data));
+        match tokio::task::spawn_blocking(prepare).await {
             Ok(Ok(payload)) => Ok(payload),
             Ok(Err(err)) => Err(err.to_string()),
             Err(join) => Err(format!("preparing the request failed: {join}")),

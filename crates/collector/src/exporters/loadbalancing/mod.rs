@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{LoadBalancingConfig, RoutingKey};
 pub use ring::Ring;
 
+use crate::auth::ClientAuthenticator;
 use crate::component::{CreateContext, Exporter, Kind, TypedExporterFactory};
 use crate::exporters::helper::{
     queue_policy, retry_policy, Backoff, Delivered, HelperSettings, QueuedRetrySender, RetryPolicy,
@@ -84,8 +85,22 @@ impl TypedExporterFactory for LoadBalancingFactory {
         config: LoadBalancingConfig,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
         let path = ctx.path(Kind::Exporter);
+        let auth = config
+            .protocol
+            .otlp
+            .client
+            .auth
+            .as_ref()
+            .map(|auth| {
+                crate::auth::client_authenticator(
+                    ctx.host,
+                    auth,
+                    &format!("{path}::protocol::otlp"),
+                )
+            })
+            .transpose()?;
         let balancer =
-            Balancer::start(&ctx.id.to_string(), config.clone()).context(path.clone())?;
+            Balancer::start(&ctx.id.to_string(), config.clone(), auth).context(path.clone())?;
         let settings = HelperSettings {
             exporter: ctx.id.to_string(),
             metrics: ctx.telemetry.exporter(ctx.id),
@@ -126,6 +141,8 @@ pub struct Balancer {
     routing_key: RoutingKey,
     retry: RetryPolicy,
     attempt_timeout: Option<Duration>,
+    /// `protocol::otlp::auth`, shared by every backend's sender.
+    auth: Option<Arc<dyn ClientAuthenticator>>,
     membership: RwLock<Membership>,
     stop: CancellationToken,
     /// Serialises membership rebuilds.
@@ -142,7 +159,11 @@ impl Drop for BalancerSender {
 }
 
 impl Balancer {
-    pub fn start(exporter: &str, config: LoadBalancingConfig) -> anyhow::Result<BalancerSender> {
+    pub fn start(
+        exporter: &str,
+        config: LoadBalancingConfig,
+        auth: Option<Arc<dyn ClientAuthenticator>>,
+    ) -> anyhow::Result<BalancerSender> {
         let stop = CancellationToken::new();
         let endpoints = resolver::start(exporter, &config.resolver, stop.clone())?;
         let timeout: GoDuration = config.timeout.unwrap_or(config.protocol.otlp.timeout);
@@ -152,6 +173,7 @@ impl Balancer {
             retry: retry_policy(config.retry()),
             attempt_timeout: (!timeout.is_zero()).then(|| timeout.as_duration()),
             config,
+            auth,
             membership: RwLock::new(Membership::default()),
             stop,
             rebuild: Mutex::new(()),
@@ -188,7 +210,7 @@ impl Balancer {
                 Some(existing) => existing,
                 None => {
                     let config = self.config.backend_config(endpoint);
-                    let sender = grpc_sender(&self.exporter, &config)
+                    let sender = grpc_sender(&self.exporter, &config, self.auth.clone())
                         .with_context(|| format!("backend {endpoint}"))?;
                     Arc::new(Backend {
                         endpoint: endpoint.clone(),

@@ -576,7 +576,7 @@ async fn after_a_backend_is_removed_its_traces_go_to_the_remaining_owner() {
     let endpoints: Vec<String> = backends.iter().map(|b| b.endpoint()).collect();
     let config: LoadBalancingConfig =
         decode_config(&exporter_config(&endpoints, ""), "exporters::loadbalancing").unwrap();
-    let sender = Balancer::start("loadbalancing", config).unwrap();
+    let sender = Balancer::start("loadbalancing", config, None).unwrap();
     // The resolver drops the second backend (a scale-down): everything goes to the first.
     sender.0.set_endpoints(&endpoints[..1]).unwrap();
     let data = traces("svc", 200);

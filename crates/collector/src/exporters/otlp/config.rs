@@ -20,7 +20,9 @@ pub struct OtlpExporterConfig {
     /// Where and how to connect: `endpoint` (`host:port`; `https://` forces TLS, `http://`
     /// plaintext), `tls`, `headers`, `compression` (`gzip` by default, `zstd`, `none`) and
     /// `compression_params.level` (gzip 1–9, default 6; zstd 1–22, default 3), `keepalive`,
-    /// `balancer_name`, `wait_for_ready`, `authority`.
+    /// `balancer_name`, `wait_for_ready`, `authority`, and `auth: {authenticator: <extension id>}`
+    /// (`bearertokenauth`, `basicauth` with `client_auth`, `headers_setter`), which adds the
+    /// extension's headers to every request.
     #[serde(flatten)]
     pub client: GrpcClientSettings,
     /// Time allowed for one export attempt, also sent to the server as the gRPC deadline;
@@ -119,16 +121,6 @@ impl ComponentConfig for OtlpExporterConfig {
         }
         if let Err(message) = self.metadata() {
             errors.push(ConfigError::new("headers", message));
-        }
-        if let Some(auth) = &self.client.auth {
-            errors.push(ConfigError::new(
-                "auth",
-                format!(
-                    "authenticator extensions are not supported (found {}); send credentials \
-                     with headers instead",
-                    auth.authenticator
-                ),
-            ));
         }
         if let Err(message) = self.compression_level() {
             errors.push(ConfigError::new("compression_params::level", message));

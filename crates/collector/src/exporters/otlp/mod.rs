@@ -17,8 +17,9 @@ use threadline_config::settings::GoDuration;
 use tonic::transport::Endpoint;
 
 pub use config::{OtlpExporterConfig, Target};
-pub use sender::{status_to_error, GrpcSender};
+pub use sender::{status_to_error, GrpcPayload, GrpcSender};
 
+use crate::auth::ClientAuthenticator;
 use crate::component::{CreateContext, Exporter, Kind, TypedExporterFactory};
 use crate::exporters::helper::{queue_policy, retry_policy, HelperSettings, QueuedRetrySender};
 use transport::{Connector, TlsSetup};
@@ -38,7 +39,14 @@ impl TypedExporterFactory for OtlpExporterFactory {
         config: OtlpExporterConfig,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
         let path = ctx.path(Kind::Exporter);
-        let sender = grpc_sender(&ctx.id.to_string(), &config).with_context(|| path.clone())?;
+        let auth = config
+            .client
+            .auth
+            .as_ref()
+            .map(|auth| crate::auth::client_authenticator(ctx.host, auth, &path))
+            .transpose()?;
+        let sender =
+            grpc_sender(&ctx.id.to_string(), &config, auth).with_context(|| path.clone())?;
         let settings = HelperSettings {
             exporter: ctx.id.to_string(),
             metrics: ctx.telemetry.exporter(ctx.id),
@@ -51,8 +59,13 @@ impl TypedExporterFactory for OtlpExporterFactory {
     }
 }
 
-/// Builds the gRPC channel (connecting lazily, as upstream) and the sender around it.
-pub fn grpc_sender(exporter: &str, config: &OtlpExporterConfig) -> anyhow::Result<GrpcSender> {
+/// Builds the gRPC channel (connecting lazily, as upstream) and the sender around it; `auth`
+/// (the extension named by `auth::authenticator`) adds its headers to every request.
+pub fn grpc_sender(
+    exporter: &str,
+    config: &OtlpExporterConfig,
+    auth: Option<Arc<dyn ClientAuthenticator>>,
+) -> anyhow::Result<GrpcSender> {
     let target = config
         .target()
         .map_err(|e| anyhow::anyhow!("endpoint: {e}"))?;
@@ -120,6 +133,7 @@ pub fn grpc_sender(exporter: &str, config: &OtlpExporterConfig) -> anyhow::Resul
             .collect::<anyhow::Result<Vec<_>>>()
             .context("headers")?,
         timeout: non_zero(config.timeout),
+        auth,
     })
 }
 

@@ -7,6 +7,7 @@
 //! response's status is read with tonic's own `Status::from_header_map`.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -22,6 +23,8 @@ use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
 use super::transport::EXPORT_PATH;
+use crate::auth::ClientAuthenticator;
+use crate::client::ClientInfo;
 use crate::exporters::compress;
 use crate::exporters::helper::{Delivered, SendError, Sender};
 use crate::rpc_status::RpcStatus;
@@ -39,6 +42,14 @@ pub struct GrpcSender {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Sent as `grpc-timeout`, so the server can give up when we do.
     pub timeout: Option<Duration>,
+    /// `auth`: adds its headers to every request.
+    pub auth: Option<Arc<dyn ClientAuthenticator>>,
+}
+
+/// A prepared request: the gRPC frame, and the metadata of the data in it (for `auth`).
+pub struct GrpcPayload {
+    pub frame: Bytes,
+    pub client: ClientInfo,
 }
 
 impl GrpcSender {
@@ -69,7 +80,11 @@ impl GrpcSender {
         Ok(Bytes::from(frame))
     }
 
-    fn request(&self, frame: Bytes) -> Result<http::Request<tonic::body::Body>, SendError> {
+    fn request(
+        &self,
+        frame: Bytes,
+        client: &ClientInfo,
+    ) -> Result<http::Request<tonic::body::Body>, SendError> {
         let mut builder = http::Request::builder()
             .method(http::Method::POST)
             // The channel adds scheme and authority from the endpoint.
@@ -86,22 +101,31 @@ impl GrpcSender {
         for (name, value) in &self.headers {
             builder = builder.header(name, value);
         }
-        builder
+        let mut request = builder
             .body(tonic::body::Body::new(http_body_util::Full::new(frame)))
-            .map_err(|e| SendError::Permanent(format!("cannot build the request: {e}")))
+            .map_err(|e| SendError::Permanent(format!("cannot build the request: {e}")))?;
+        if let Some(auth) = &self.auth {
+            // Retryable: a token file being rewritten may have no token for a moment.
+            auth.apply(request.headers_mut(), client)
+                .map_err(|e| SendError::retryable(format!("auth: {e}")))?;
+        }
+        Ok(request)
     }
 }
 
 impl Sender for GrpcSender {
-    /// The gRPC frame (compressed, header in front).
-    type Payload = Bytes;
+    /// The gRPC frame (compressed, header in front) and the data's client metadata.
+    type Payload = GrpcPayload;
 
-    fn prepare(&self, data: TraceData) -> Result<Bytes, SendError> {
-        self.frame(&data)
+    fn prepare(&self, data: TraceData) -> Result<GrpcPayload, SendError> {
+        Ok(GrpcPayload {
+            frame: self.frame(&data)?,
+            client: crate::client::current(),
+        })
     }
 
-    async fn send(&self, frame: &Bytes) -> Result<Delivered, SendError> {
-        let request = self.request(frame.clone())?;
+    async fn send(&self, payload: &GrpcPayload) -> Result<Delivered, SendError> {
+        let request = self.request(payload.frame.clone(), &payload.client)?;
         let mut channel = self.channel.clone();
         channel
             .ready()

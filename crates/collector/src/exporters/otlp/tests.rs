@@ -124,11 +124,6 @@ fn invalid_settings_are_reported_by_path() {
         text.contains("snappy") && text.contains("gzip, zstd, none"),
         "{text}"
     );
-    let text = error_text("endpoint: collector:4317\nauth: {authenticator: oauth2client}");
-    assert!(
-        text.contains("exporters::otlp::auth") && text.contains("not supported"),
-        "{text}"
-    );
     let text = error_text("endpoint: collector:4317\nbalancer_name: random");
     assert!(text.contains("balancer_name"), "{text}");
     let text = error_text("endpoint: collector:4317\nheaders: {\"bad header\": x}");

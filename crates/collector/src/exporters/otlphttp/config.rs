@@ -39,7 +39,9 @@ impl<'de> Deserialize<'de> for Encoding {
 pub struct OtlpHttpExporterConfig {
     /// The HTTP client: `endpoint` (base URL; traces go to `<endpoint>/v1/traces`), `tls`,
     /// `headers`, `compression` (`gzip` by default, `zstd`, `none`), `timeout` (default `30s`
-    /// for a whole request), `proxy_url`, connection pool settings.
+    /// for a whole request), `proxy_url`, connection pool settings, and
+    /// `auth: {authenticator: <extension id>}` (`bearertokenauth`, `basicauth` with
+    /// `client_auth`, `headers_setter`), which adds the extension's headers to every request.
     #[serde(flatten)]
     pub client: HttpClientSettings,
     /// Full URL for traces, used as is instead of `<endpoint>/v1/traces`.
@@ -131,16 +133,6 @@ impl ComponentConfig for OtlpHttpExporterConfig {
                     format!("the value of {name:?} is not a valid HTTP header value"),
                 ));
             }
-        }
-        if let Some(auth) = &self.client.auth {
-            errors.push(ConfigError::new(
-                "auth",
-                format!(
-                    "authenticator extensions are not supported (found {}); send credentials \
-                     with headers instead",
-                    auth.authenticator
-                ),
-            ));
         }
         if self.client.cookies.as_ref().is_some_and(|c| c.enabled) {
             errors.push(ConfigError::new(

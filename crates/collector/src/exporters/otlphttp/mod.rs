@@ -20,6 +20,8 @@ use threadline_otlp::TraceData;
 
 pub use config::{Encoding, OtlpHttpExporterConfig};
 
+use crate::auth::ClientAuthenticator;
+use crate::client::ClientInfo;
 use crate::component::{CreateContext, Exporter, Kind, TypedExporterFactory};
 use crate::exporters::compress;
 use crate::exporters::helper::{
@@ -47,7 +49,14 @@ impl TypedExporterFactory for OtlpHttpExporterFactory {
         config: OtlpHttpExporterConfig,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
         let path = ctx.path(Kind::Exporter);
-        let sender = http_sender(&ctx.id.to_string(), &config).with_context(|| path.clone())?;
+        let auth = config
+            .client
+            .auth
+            .as_ref()
+            .map(|auth| crate::auth::client_authenticator(ctx.host, auth, &path))
+            .transpose()?;
+        let sender =
+            http_sender(&ctx.id.to_string(), &config, auth).with_context(|| path.clone())?;
         // As upstream, the HTTP client's `timeout` bounds each attempt; the helper adds none.
         let settings = HelperSettings {
             exporter: ctx.id.to_string(),
@@ -69,10 +78,18 @@ pub struct HttpSender {
     encoding: Encoding,
     compression: Compression,
     compression_level: i32,
+    /// `headers`, sent with every request (before `auth` applies its own).
+    headers: HeaderMap,
+    auth: Option<Arc<dyn ClientAuthenticator>>,
 }
 
-/// Builds the HTTP client from the config.
-pub fn http_sender(exporter: &str, config: &OtlpHttpExporterConfig) -> anyhow::Result<HttpSender> {
+/// Builds the HTTP client from the config; `auth` (the extension named by
+/// `auth::authenticator`) adds its headers to every request.
+pub fn http_sender(
+    exporter: &str,
+    config: &OtlpHttpExporterConfig,
+    auth: Option<Arc<dyn ClientAuthenticator>>,
+) -> anyhow::Result<HttpSender> {
     let url = config
         .traces_url()
         .map_err(|e| anyhow::anyhow!("endpoint: {e}"))?;
@@ -90,7 +107,6 @@ pub fn http_sender(exporter: &str, config: &OtlpHttpExporterConfig) -> anyhow::R
         // TLS comes from our own rustls config (below); reqwest's root store would go unused.
         .tls_built_in_root_certs(false)
         .user_agent(crate::exporters::user_agent())
-        .default_headers(headers)
         .pool_idle_timeout(non_zero(settings.idle_conn_timeout));
     if let Some(timeout) = non_zero(settings.timeout) {
         builder = builder.timeout(timeout);
@@ -158,6 +174,8 @@ pub fn http_sender(exporter: &str, config: &OtlpHttpExporterConfig) -> anyhow::R
             .compression_params
             .as_ref()
             .map_or(0, |params| params.level),
+        headers,
+        auth,
     })
 }
 
@@ -202,10 +220,11 @@ impl HttpSender {
     }
 }
 
-/// An encoded and compressed OTLP/HTTP request body.
+/// An encoded and compressed OTLP/HTTP request body, and the data's client metadata.
 pub struct HttpBody {
     body: Bytes,
     content_type: &'static str,
+    client: ClientInfo,
 }
 
 impl Sender for HttpSender {
@@ -216,13 +235,21 @@ impl Sender for HttpSender {
         Ok(HttpBody {
             body: self.compress(body)?,
             content_type,
+            client: crate::client::current(),
         })
     }
 
     async fn send(&self, payload: &HttpBody) -> Result<Delivered, SendError> {
+        let mut headers = self.headers.clone();
+        if let Some(auth) = &self.auth {
+            // Retryable: a token file being rewritten may have no token for a moment.
+            auth.apply(&mut headers, &payload.client)
+                .map_err(|e| SendError::retryable(format!("auth: {e}")))?;
+        }
         let mut request = self
             .client
             .post(self.url.clone())
+            .headers(headers)
             .header(CONTENT_TYPE, payload.content_type)
             .body(payload.body.clone());
         if self.compression.is_compressed() {

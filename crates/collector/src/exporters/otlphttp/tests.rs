@@ -110,11 +110,6 @@ fn invalid_settings_are_reported_by_path() {
         text.contains("encoding") && text.contains("proto, json"),
         "{text}"
     );
-    let text = error_text("endpoint: http://c:4318\nauth: {authenticator: basicauth}");
-    assert!(
-        text.contains("exporters::otlphttp::auth") && text.contains("not supported"),
-        "{text}"
-    );
     let text = error_text("endpoint: http://c:4318\nendpiont: x");
     assert!(text.contains("endpiont"), "{text}");
     let text = error_text("endpoint: http://c:4318\nsending_queue: {num_consumers: 0}");

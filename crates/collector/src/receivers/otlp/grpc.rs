@@ -127,7 +127,11 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceServiceServer {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        // As upstream's auth interceptor: before anything else, and before the body is read.
+        if let Err(err) = self.ingest.authenticate("grpc", request.headers_mut()) {
+            return Box::pin(async move { Ok(err.grpc_status().into_http()) });
+        }
         if request.uri().path() != EXPORT_PATH {
             return Box::pin(async move {
                 Ok(Status::unimplemented(format!(

@@ -58,9 +58,20 @@ pub fn router(state: Arc<HttpState>, traces_path: &str) -> axum::Router {
 
 async fn export_traces(
     State(state): State<Arc<HttpState>>,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Err(err) = state.ingest.authenticate("http", &mut headers) {
+        let encoding = request_encoding(&headers).unwrap_or(Encoding::Protobuf);
+        // Read and drop the body (bounded, not buffered), so that HTTP/1.1 clients read the
+        // answer rather than a reset connection.
+        discard_body(body, state.max_body_size).await;
+        let code = match err {
+            crate::auth::AuthError::Unauthenticated(_) => Code::Unauthenticated,
+            crate::auth::AuthError::PermissionDenied(_) => Code::PermissionDenied,
+        };
+        return error_response(err.http_status(), encoding, code, &err.to_string());
+    }
     let encoding = match request_encoding(&headers) {
         Some(encoding) => encoding,
         None => {

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::OtlpReceiverConfig;
 
+use crate::auth::ServerAuthenticator;
 use crate::client::ClientInfo;
 use crate::component::{Component, CreateContext, Kind, MemoryPressure, TypedReceiverFactory};
 use crate::consumer::{ConsumeError, NextConsumer};
@@ -42,6 +43,9 @@ pub struct Ingest {
     /// `include_metadata` of the gRPC and HTTP protocols: pass request headers on as client info.
     grpc_include_metadata: bool,
     http_include_metadata: bool,
+    /// `auth` of the gRPC and HTTP protocols: checks each request before its body is read.
+    grpc_auth: Option<Arc<dyn ServerAuthenticator>>,
+    http_auth: Option<Arc<dyn ServerAuthenticator>>,
 }
 
 impl Ingest {
@@ -80,6 +84,26 @@ impl Ingest {
         result
     }
 
+    /// Authenticates a request of `transport` (no authenticator: every request passes). The
+    /// authenticator may add headers, which `include_metadata` then passes on.
+    fn authenticate(
+        &self,
+        transport: &str,
+        headers: &mut ::http::HeaderMap,
+    ) -> Result<(), crate::auth::AuthError> {
+        let auth = if transport == "grpc" {
+            &self.grpc_auth
+        } else {
+            &self.http_auth
+        };
+        match auth {
+            None => Ok(()),
+            Some(auth) => auth.authenticate(headers).inspect_err(|_| {
+                self.refuse_unread(transport);
+            }),
+        }
+    }
+
     /// Counts a request refused before its body was read (its span count is unknown, so it counts once).
     fn refuse_unread(&self, transport: &str) {
         self.metrics(transport).refused_spans.inc();
@@ -102,7 +126,35 @@ impl TypedReceiverFactory for OtlpReceiverFactory {
         next: NextConsumer,
     ) -> anyhow::Result<Arc<dyn Component>> {
         let path = ctx.path(Kind::Receiver);
+        let grpc_auth = config
+            .protocols
+            .grpc
+            .as_ref()
+            .and_then(|g| g.auth.as_ref())
+            .map(|auth| {
+                crate::auth::server_authenticator(
+                    ctx.host,
+                    auth,
+                    &format!("{path}::protocols::grpc"),
+                )
+            })
+            .transpose()?;
+        let http_auth = config
+            .protocols
+            .http
+            .as_ref()
+            .and_then(|h| h.auth.as_ref())
+            .map(|auth| {
+                crate::auth::server_authenticator(
+                    ctx.host,
+                    auth,
+                    &format!("{path}::protocols::http"),
+                )
+            })
+            .transpose()?;
         let ingest = Arc::new(Ingest {
+            grpc_auth,
+            http_auth,
             next,
             grpc_metrics: ctx.telemetry.receiver(ctx.id, "grpc"),
             http_metrics: ctx.telemetry.receiver(ctx.id, "http"),
