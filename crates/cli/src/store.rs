@@ -63,9 +63,19 @@ pub fn ingest_pipeline(
     // As Tempo's distributor, which always reads the tenant of a request: the store exporter
     // finds X-Scope-OrgID in the client metadata.
     crate::tenancy::include_request_metadata(&mut receivers);
+    // With `auth`, every protocol checks credentials with the store's own authenticator,
+    // which also sets X-Scope-OrgID to the credential's tenant.
+    let extensions = if config.auth.is_some() {
+        require_store_auth(&mut receivers)?;
+        let id = threadline_store::auth::EXTENSION_ID;
+        (format!("extensions: {{{id}: {{}}}}\n"), format!("[{id}]"))
+    } else {
+        (String::new(), "[]".to_string())
+    };
     let tree: Value = serde_yaml_ng::from_str(&format!(
-        "exporters: {{store: {{}}}}\n\
-         service:\n  telemetry: {{metrics: {metrics}}}\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [store]}}\n"
+        "{}exporters: {{store: {{}}}}\n\
+         service:\n  extensions: {}\n  telemetry: {{metrics: {metrics}}}\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [store]}}\n",
+        extensions.0, extensions.1
     ))?;
     let mut tree = tree;
     if let Value::Mapping(map) = &mut tree {
@@ -73,6 +83,37 @@ pub fn ingest_pipeline(
     }
     threadline_config::parse_collector_config(&tree)
         .map_err(|e| anyhow::anyhow!("invalid configuration (distributor::receivers):\n{e}"))
+}
+
+/// Sets `auth: {authenticator: <the store's>}` on every protocol of every receiver; a receiver
+/// that names an authenticator of its own is refused (the store's `auth` decides).
+fn require_store_auth(receivers: &mut Value) -> anyhow::Result<()> {
+    let Value::Mapping(receivers) = receivers else {
+        return Ok(());
+    };
+    for (name, receiver) in receivers.iter_mut() {
+        let Some(Value::Mapping(protocols)) = receiver.get_mut("protocols") else {
+            continue;
+        };
+        for (protocol, settings) in protocols.iter_mut() {
+            if let Value::Mapping(settings) = settings {
+                if settings.contains_key("auth") {
+                    anyhow::bail!(
+                        "invalid configuration: distributor::receivers::{}::protocols::{}::auth: \
+                         the store's own `auth` section checks its receivers; remove this key",
+                        name.as_str().unwrap_or("?"),
+                        protocol.as_str().unwrap_or("?")
+                    );
+                }
+                let auth: Value = serde_yaml_ng::from_str(&format!(
+                    "{{authenticator: {}}}",
+                    threadline_store::auth::EXTENSION_ID
+                ))?;
+                settings.insert(Value::from("auth"), auth);
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
@@ -92,7 +133,12 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let store = Store::open(config.clone())
         .await
         .context("cannot open the store")?;
-    let registry = crate::collector::registry(Some(store.clone()));
+    let mut registry = crate::collector::registry(Some(store.clone()));
+    if let Some(auth) = store.auth() {
+        registry.add_extension(Box::new(threadline_store::auth::StoreAuthFactory(
+            auth.clone(),
+        )));
+    }
     let service = if config.ingests() {
         let pipeline = ingest_pipeline(&config, "{level: none}")?;
         let service = Service::start(&registry, &pipeline)

@@ -54,7 +54,16 @@ pub fn router(store: Arc<Store>) -> Router {
             ),
             crate::api_admission::limit_outstanding,
         ));
-    crate::api_grpc::beside(http, store)
+    let auth = store.auth().cloned();
+    let router = crate::api_grpc::beside(http, store);
+    match auth {
+        // Outermost, so that the gRPC streaming API beside the HTTP one is covered too.
+        Some(auth) => router.layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::require,
+        )),
+        None => router,
+    }
 }
 
 /// An error answer: Tempo answers errors in plain text.

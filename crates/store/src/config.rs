@@ -35,6 +35,13 @@ pub struct StoreConfig {
     /// tenant, `single-tenant`, as Tempo.
     #[serde(default)]
     pub multitenancy_enabled: bool,
+    /// Require credentials on the HTTP API and the OTLP receivers, each mapped to the one
+    /// tenant it may read and write: `bearer_tokens: [{token | token_file, tenant}]`,
+    /// `basic: [{username, password (plain or bcrypt), tenant}]`. No credential: 401; a
+    /// credential asking for another tenant's `X-Scope-OrgID`: 403. Needs
+    /// `multitenancy_enabled: true`. See [`crate::auth`].
+    #[serde(default)]
+    pub auth: Option<crate::auth::StoreAuthConfig>,
     /// Metrics from traces (service graphs, span metrics), with Tempo's keys.
     #[serde(default)]
     pub metrics_generator: crate::generator::MetricsGeneratorConfig,
@@ -350,6 +357,9 @@ impl StoreConfig {
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         self.metrics_generator.validate(&mut errors);
+        if let Some(auth) = &self.auth {
+            auth.validate(self.multitenancy_enabled, &mut errors);
+        }
         if self.query_frontend.max_outstanding_per_tenant == 0 {
             errors.push(ConfigError::new(
                 "query_frontend::max_outstanding_per_tenant",

@@ -13,6 +13,7 @@ pub mod api_search_stream;
 pub mod api_service_graph;
 pub mod api_tags;
 pub mod attr_keys;
+pub mod auth;
 pub mod block;
 pub mod config;
 pub mod engine;

@@ -57,6 +57,8 @@ pub struct Block {
 
 pub struct Store {
     config: StoreConfig,
+    /// `auth`: credentials mapped to tenants, checked by the API and the receivers.
+    auth: Option<Arc<crate::auth::TenantAuth>>,
     objects: Arc<dyn ObjectStore>,
     wal: Wal,
     /// Appends hold it shared (WAL then head); a cut holds it alone (WAL rotation + head swap).
@@ -269,8 +271,13 @@ impl Store {
                     config.storage.trace.wal.path.display()
                 )
             })?;
+        let auth = match &config.auth {
+            Some(auth) => Some(Arc::new(crate::auth::TenantAuth::new(auth)?)),
+            None => None,
+        };
         let store = Arc::new_cyclic(|myself| Store {
             myself: myself.clone(),
+            auth,
             config,
             objects,
             wal,
@@ -327,6 +334,10 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    pub fn auth(&self) -> Option<&Arc<crate::auth::TenantAuth>> {
+        self.auth.as_ref()
     }
 
     /// Stores `data` for `tenant`; durable (per the fsync policy) and queryable on return.
