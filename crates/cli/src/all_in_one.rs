@@ -62,6 +62,15 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     ];
     store_sets.extend(args.store_sets.iter().cloned());
     let store_config = crate::store::load(&[], &store_sets)?;
+    if store_config.auth.is_some() {
+        // Its receivers are the collector config's: the store's credentials would guard the
+        // API but not ingest, where X-Scope-OrgID would still name any tenant.
+        anyhow::bail!(
+            "invalid configuration: auth (the store's credentials per tenant) is supported by \
+             `threadline store` only; in all-in-one, put bearertokenauth or basicauth on the \
+             receivers instead"
+        );
+    }
 
     let built_in = args.configs.is_empty();
     let configs = if built_in {
