@@ -280,6 +280,18 @@ async fn searches_and_lookups_while_compaction_and_retention_run_see_only_whole_
     }
 }
 
+/// The compacting store and a querier over `dir`'s bucket: one compaction merges every block,
+/// and deletes the inputs at once. Also returns the compaction settings, for more queriers.
+async fn store_and_querier_merging_everything(
+    dir: &Path,
+) -> (Arc<Store>, Arc<Store>, &'static str) {
+    let compaction = "compactor: {compaction: {compaction_cycle: 1h, block_retention: 1h, \
+                      compacted_block_retention: 0s, max_compaction_objects: 100}}";
+    let store = Store::open(config(dir, "wal", compaction)).await.unwrap();
+    let querier = open_querier(dir, "querier-wal", compaction).await;
+    (store, querier, compaction)
+}
+
 /// The deterministic case: a querier listed the blocks, then the compactor merged them and
 /// deleted the inputs at once. The querier's next reads find the files gone, take the block
 /// list again and answer in full.
@@ -287,12 +299,7 @@ async fn searches_and_lookups_while_compaction_and_retention_run_see_only_whole_
 async fn a_querier_whose_blocks_were_compacted_away_reads_the_merged_block() {
     let dir = tempfile::tempdir().unwrap();
     let (expected, _) = write_small_blocks(dir.path()).await;
-    let compaction = "compactor: {compaction: {compaction_cycle: 1h, block_retention: 1h, \
-                      compacted_block_retention: 0s, max_compaction_objects: 100}}";
-    let store = Store::open(config(dir.path(), "wal", compaction))
-        .await
-        .unwrap();
-    let querier = open_querier(dir.path(), "querier-wal", compaction).await;
+    let (store, querier, compaction) = store_and_querier_merging_everything(dir.path()).await;
     let listed = querier.block_metas().len();
     store.compact_and_expire().await.unwrap();
     assert_eq!(store.block_metas().len(), 1);
@@ -347,12 +354,7 @@ fn spans_of_new_trace() -> Vec<Span> {
 async fn a_listing_that_misses_the_merged_block_keeps_its_inputs_until_the_merged_block_is_seen() {
     let dir = tempfile::tempdir().unwrap();
     let (expected, expired) = write_small_blocks(dir.path()).await;
-    let compaction = "compactor: {compaction: {compaction_cycle: 1h, block_retention: 1h, \
-                      compacted_block_retention: 0s, max_compaction_objects: 100}}";
-    let store = Store::open(config(dir.path(), "wal", compaction))
-        .await
-        .unwrap();
-    let querier = open_querier(dir.path(), "querier-wal", compaction).await;
+    let (store, querier, _) = store_and_querier_merging_everything(dir.path()).await;
     let inputs: Vec<String> = querier
         .block_metas()
         .into_iter()
