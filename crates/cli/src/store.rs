@@ -72,6 +72,7 @@ pub fn ingest_pipeline(
     } else {
         (String::new(), "[]".to_string())
     };
+    raise_grpc_message_limit(&mut receivers);
     let tree: Value = serde_yaml_ng::from_str(&format!(
         "{}exporters: {{store: {{}}}}\n\
          service:\n  extensions: {}\n  telemetry: {{metrics: {metrics}}}\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [store]}}\n",
@@ -114,6 +115,38 @@ fn require_store_auth(receivers: &mut Value) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The store's gRPC message limit when its config sets none: 64 MiB rather than the collector's
+/// 4 MiB. The seed gateway batches 8192 spans with no `send_batch_max_size`, so a batch can hold
+/// 8192 spans plus one incoming request; after an outage its batches are full, 5-8 MB of the load
+/// generator's spans, and a 4 MiB limit refuses them for good (`bench/soak.py` lost 20,260 spans
+/// that way, dropped by the gateways as RESOURCE_EXHAUSTED). Tempo needs the same limit raised by
+/// hand; the store raises it by default. A value in the config wins.
+const GRPC_MAX_RECV_MSG_SIZE_MIB: u64 = 64;
+
+/// Sets `max_recv_msg_size_mib` on the `grpc` protocol of every receiver that has none.
+fn raise_grpc_message_limit(receivers: &mut Value) {
+    let Value::Mapping(receivers) = receivers else {
+        return;
+    };
+    for (_, receiver) in receivers.iter_mut() {
+        let Some(Value::Mapping(protocols)) = receiver.get_mut("protocols") else {
+            continue;
+        };
+        let Some(grpc) = protocols.get_mut("grpc") else {
+            continue;
+        };
+        if grpc.is_null() {
+            *grpc = Value::Mapping(Default::default());
+        }
+        if let Value::Mapping(settings) = grpc {
+            let key = Value::from("max_recv_msg_size_mib");
+            if !settings.contains_key(&key) {
+                settings.insert(key, Value::from(GRPC_MAX_RECV_MSG_SIZE_MIB));
+            }
+        }
+    }
 }
 
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
@@ -178,4 +211,31 @@ pub async fn serve_router(
             tracing::error!(error = %err, "the HTTP API stopped");
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `max_recv_msg_size_mib` of the store's OTLP gRPC receiver for a config built from `sets`.
+    fn grpc_limit(sets: &[&str]) -> Option<u64> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let config = load(&[], &sets).expect("valid config");
+        let pipeline = ingest_pipeline(&config, "{level: none}").expect("valid pipeline");
+        let receiver = pipeline.receivers.values().next()?;
+        receiver
+            .get("protocols")?
+            .get("grpc")?
+            .get("max_recv_msg_size_mib")?
+            .as_u64()
+    }
+
+    #[test]
+    fn the_store_takes_gateway_batches_past_4_mib_unless_its_config_sets_a_limit() {
+        assert_eq!(grpc_limit(&[]), Some(GRPC_MAX_RECV_MSG_SIZE_MIB));
+        assert_eq!(
+            grpc_limit(&["distributor::receivers::otlp::protocols::grpc::max_recv_msg_size_mib=4"]),
+            Some(4)
+        );
+    }
 }

@@ -43,6 +43,10 @@ pub struct BlockMeta {
     pub compaction_level: u32,
     /// When the block was written (seconds since the epoch).
     pub created_unix_secs: u64,
+    /// The blocks compaction merged into this one: a process polling the bucket forgets them
+    /// once it has loaded this block.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compacted_from: Vec<String>,
 }
 
 /// One trace's row in the index.
@@ -483,6 +487,7 @@ impl BlockBuilder {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            compacted_from: Vec::new(),
         };
         (meta, self.index)
     }

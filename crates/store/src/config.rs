@@ -107,7 +107,9 @@ fn default_max_outstanding_per_tenant() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct DistributorConfig {
     /// Receivers, in the collector's syntax. Only `otlp` exists; its `protocols.grpc` and
-    /// `protocols.http` take every setting of the collector's `otlp` receiver.
+    /// `protocols.http` take every setting of the collector's `otlp` receiver, with one default
+    /// of the store's own: gRPC `max_recv_msg_size_mib` is 64 (the collector's is 4), since a
+    /// gateway's full batches of 8192 spans exceed 4 MiB.
     #[serde(default = "default_receivers")]
     pub receivers: serde_yaml_ng::Mapping,
 }

@@ -7,10 +7,12 @@
 //! `compacted_block_retention` later (Tempo's key and default, 1h). A reader that still loses a
 //! block takes the block list again (`query.rs`).
 
+use futures::TryStreamExt;
+
 use super::*;
 
 /// The file that marks a block compacted; its age is the object's modification time.
-pub(super) const COMPACTED_META: &str = "meta.compacted.json";
+const COMPACTED_META: &str = "meta.compacted.json";
 
 impl Store {
     /// Merges small blocks of each tenant, marks blocks past retention compacted, and deletes
@@ -67,7 +69,11 @@ impl Store {
             // One swap: a read sees the inputs or the merged block, never both nor neither.
             {
                 let mut blocks = self.blocks.write();
-                blocks.retain(|b| !group.iter().any(|g| g.meta.block_id == b.meta.block_id));
+                // A refresh running meanwhile may have loaded the merged block already.
+                blocks.retain(|b| {
+                    b.meta.block_id != meta.block_id
+                        && !group.iter().any(|g| g.meta.block_id == b.meta.block_id)
+                });
                 blocks.push(Arc::new(merged));
             }
             tracing::info!(tenant, merged = group.len(), into = %meta.block_id, "compacted blocks");
@@ -196,7 +202,8 @@ impl Store {
         data.finish()
             .await
             .with_context(|| format!("writing {data_path}"))?;
-        let (meta, index) = builder.finish(block_id.clone(), tenant, level);
+        let (mut meta, index) = builder.finish(block_id.clone(), tenant, level);
+        meta.compacted_from = group.iter().map(|b| b.meta.block_id.clone()).collect();
         self.put_block_file(tenant, &block_id, "index", index.encode())
             .await?;
         // meta.json last: its presence marks the block complete.

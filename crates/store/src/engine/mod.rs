@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use threadline_otlp::TraceData;
@@ -26,6 +25,7 @@ use crate::error::StoreError;
 use crate::model::{to_model, TraceSummary};
 use crate::wal::Wal;
 
+mod block_list;
 mod compactor;
 mod query;
 
@@ -71,10 +71,10 @@ pub struct Store {
     /// Heads being written as blocks: still queryable.
     flushing: RwLock<Vec<Arc<Head>>>,
     blocks: RwLock<Vec<Arc<Block>>>,
-    /// Known blocks that the last block listing found marked compacted: kept for one more
-    /// listing, which is sure to see the block that replaced them (written before the mark).
-    /// Held for a whole refresh: listings run one at a time, so "the next one" is well defined.
-    compacted_last_listing: tokio::sync::Mutex<std::collections::HashSet<String>>,
+    /// Known blocks that the last refresh of the block list did not find and kept
+    /// ([`Store::refresh_blocks`]). Held for a whole refresh: refreshes run one at a time, so
+    /// "the last one" is well defined.
+    unlisted_last_refresh: tokio::sync::Mutex<std::collections::HashSet<String>>,
     /// Decompressed pages recently read: (block id, page) → traces.
     page_cache: Mutex<PageCache>,
     /// Service-graph and span metrics from what this store ingests: started on first use.
@@ -287,7 +287,7 @@ impl Store {
             head_started: Mutex::new(Instant::now()),
             flushing: RwLock::new(Vec::new()),
             blocks: RwLock::new(Vec::new()),
-            compacted_last_listing: tokio::sync::Mutex::new(std::collections::HashSet::new()),
+            unlisted_last_refresh: tokio::sync::Mutex::new(std::collections::HashSet::new()),
             page_cache: Mutex::new(PageCache::default()),
             generator: std::sync::OnceLock::new(),
             stop: CancellationToken::new(),
@@ -543,95 +543,6 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(err).with_context(|| format!("deleting {path}")),
         }
-    }
-
-    /// Loads the blocks in storage that are not known yet (written by another process sharing
-    /// the bucket), and forgets those deleted.
-    pub async fn refresh_blocks(&self) -> anyhow::Result<()> {
-        let mut compacted_before = self.compacted_last_listing.lock().await;
-        let listed: Vec<object_store::ObjectMeta> = self
-            .objects
-            .list(None)
-            .try_collect()
-            .await
-            .context("listing blocks")?;
-        let block_id_of = |p: &ObjectPath| p.parts().nth(1).map(|id| id.as_ref().to_string());
-        let compacted: std::collections::HashSet<String> = listed
-            .iter()
-            .filter(|m| m.location.filename() == Some(compactor::COMPACTED_META))
-            .filter_map(|m| block_id_of(&m.location))
-            .collect();
-        let metas: Vec<ObjectPath> = listed
-            .into_iter()
-            .map(|m| m.location)
-            .filter(|p| p.filename() == Some("meta.json"))
-            .collect();
-        let known: std::collections::HashSet<String> = self
-            .blocks
-            .read()
-            .iter()
-            .map(|b| b.meta.block_id.clone())
-            .collect();
-        let mut present = std::collections::HashSet::new();
-        for path in metas {
-            let parts: Vec<_> = path.parts().collect();
-            let [tenant, block_id, _] = parts.as_slice() else {
-                continue;
-            };
-            if crate::tempo_blocks::is_tempo_block_id(block_id.as_ref()) {
-                continue; // Tempo's: imported by `tempo_blocks`, never loaded as ours
-            }
-            let (tenant, block_id) = (tenant.as_ref().to_string(), block_id.as_ref().to_string());
-            present.insert(block_id.clone());
-            if known.contains(&block_id) {
-                continue;
-            }
-            match self.load_block(&tenant, &block_id).await {
-                Ok(block) => {
-                    let mut blocks = self.blocks.write();
-                    blocks.push(Arc::new(block));
-                }
-                Err(err) => {
-                    tracing::warn!(tenant, block = block_id, error = %err, "skipping a block")
-                }
-            }
-        }
-        // A listing is not a snapshot: it can miss the merged block's meta.json (listed before it
-        // was written) and yet see an input marked compacted. Such an input stays one listing more.
-        let mut kept = std::collections::HashSet::new();
-        self.blocks.write().retain(|b| {
-            let id = &b.meta.block_id;
-            if present.contains(id) {
-                return true;
-            }
-            if compacted.contains(id) && !compacted_before.contains(id) {
-                kept.insert(id.clone());
-                return true;
-            }
-            false
-        });
-        *compacted_before = kept;
-        Ok(())
-    }
-
-    async fn load_block(&self, tenant: &str, block_id: &str) -> anyhow::Result<Block> {
-        let get = |file: &str| {
-            let path = block_path(tenant, block_id, file);
-            let objects = self.objects.clone();
-            async move {
-                let result = objects
-                    .get(&path)
-                    .await
-                    .with_context(|| format!("reading {path}"))?;
-                result
-                    .bytes()
-                    .await
-                    .with_context(|| format!("reading {path}"))
-            }
-        };
-        let meta: BlockMeta = serde_json::from_slice(&get("meta.json").await?)?;
-        let index = BlockIndex::decode(&get("index").await?)?;
-        Ok(Block { meta, index })
     }
 
     fn blocks_of(&self, tenant: &str) -> Vec<Arc<Block>> {

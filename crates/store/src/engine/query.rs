@@ -197,8 +197,7 @@ impl Store {
             block = block_id,
             "a block went away during a read; taking the block list again"
         );
-        let gone = block_id.clone();
-        self.blocks.write().retain(|b| b.meta.block_id != gone);
+        // Forgotten by the refresh once a block that replaced it is loaded, or at the next one.
         self.refresh_blocks().await
     }
 
