@@ -192,3 +192,71 @@ def test_a_user_pipeline_that_keeps_the_tenant_runs(process_factory, tmp_path):
     wait_until(lambda: all(_get(f"{api_url}/api/traces/{i}", "initech")[0] == 200 for i in ids), 20,
                lambda: "initech's traces never arrived", interval=0.3)
     assert _get(f"{api_url}/api/traces/{ids[1]}", "acme")[0] == 404
+
+
+def test_all_in_one_with_the_stores_auth_maps_each_token_to_its_tenant_on_ingest_and_query(
+        process_factory, tmp_path):
+    """`--store-set auth=...`: the collector's receivers refuse requests without a credential
+    (gRPC UNAUTHENTICATED, HTTP 401) and store each request as its credential's tenant, through
+    tail_sampling and batch; the API answers each token with its own tenant's traces only."""
+    import grpc as grpc_lib
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    aio, grpc, http, api = _start_all_in_one(process_factory, tmp_path, extra=[
+        "--store-set", "auth={bearer_tokens: [{token: token-a, tenant: acme}, {token: token-g, tenant: globex}]}",
+    ])
+
+    def spans(service: str):
+        memory = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        with provider.get_tracer("e2e.aio-auth").start_as_current_span("request") as span:
+            span.set_status(Status(StatusCode.ERROR, "kept by the errors policy"))
+        provider.shutdown()
+        return memory.get_finished_spans()
+
+    def hex_id(finished) -> str:
+        return format(finished[0].get_span_context().trace_id, "032x")
+
+    acme, globex = spans("acme-svc"), spans("globex-svc")
+    sent = GrpcExporter(endpoint=f"{LOOPBACK}:{grpc}", insecure=True, headers={"authorization": "Bearer token-a"})
+    assert sent.export(acme) == SpanExportResult.SUCCESS
+    sent = HttpExporter(endpoint=f"http://{LOOPBACK}:{http}/v1/traces", headers={"Authorization": "Bearer token-g"})
+    assert sent.export(globex) == SpanExportResult.SUCCESS
+
+    # No credential, or a tenant header without one: refused before anything is stored.
+    with grpc_lib.insecure_channel(f"{LOOPBACK}:{grpc}") as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        try:
+            stub.Export(encode_spans(spans("anonymous")), timeout=10, metadata=[("x-scope-orgid", "acme")])
+            raise AssertionError("an unauthenticated export was accepted")
+        except grpc_lib.RpcError as err:
+            assert err.code() == grpc_lib.StatusCode.UNAUTHENTICATED, err
+    request = urllib.request.Request(f"http://{LOOPBACK}:{http}/v1/traces", method="POST",
+                                     data=encode_spans(spans("anonymous-http")).SerializeToString(),
+                                     headers={"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "acme"})
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        raise AssertionError("an unauthenticated HTTP export was accepted")
+    except urllib.error.HTTPError as err:
+        assert err.code == 401, err
+
+    def get(path: str, token: str | None) -> tuple[int, dict | None]:
+        request = urllib.request.Request(f"{api}{path}", headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, None
+
+    a_id, g_id = hex_id(acme), hex_id(globex)
+    wait_until(lambda: get(f"/api/traces/{a_id}", "token-a")[0] == 200, 30, "acme's trace never stored")
+    wait_until(lambda: get(f"/api/traces/{g_id}", "token-g")[0] == 200, 30, "globex's trace never stored")
+    assert get(f"/api/traces/{a_id}", "token-g")[0] == 404
+    assert get(f"/api/traces/{g_id}", "token-a")[0] == 404
+    assert get(f"/api/traces/{a_id}", None)[0] == 401
+    _, found = get("/api/search?q=%7B%7D&limit=50", "token-a")
+    assert {t["rootServiceName"] for t in found["traces"]} == {"acme-svc"}, found

@@ -279,3 +279,64 @@ def test_store_refuses_auth_without_multitenancy(tmp_path):
     )
     assert result.returncode != 0
     assert "multitenancy_enabled: true" in result.stderr + result.stdout, result.stderr
+
+
+def test_the_ui_asks_for_a_credential_and_shows_only_that_tenants_traces(store_factory, tmp_path):
+    """The web UI against a store with `auth`, in Debian's Chromium: without a credential the
+    search says what to set; a bearer token or a user and password set in Settings is sent as
+    the Authorization header, and each shows its own tenant's traces only."""
+    from playwright.sync_api import expect, sync_playwright
+    from ui_estate import launch
+
+    store = _store_with_two_tenants(store_factory, tmp_path)
+    a_spans, b_spans = finished_spans("ui-svc-a"), finished_spans("ui-svc-b")
+    assert GrpcExporter(endpoint=store.grpc_endpoint, insecure=True,
+                        headers={"authorization": "Bearer token-a"}).export(a_spans) == SpanExportResult.SUCCESS
+    assert GrpcExporter(endpoint=store.grpc_endpoint, insecure=True,
+                        headers={"authorization": "Bearer token-b"}).export(b_spans) == SpanExportResult.SUCCESS
+    a_id, b_id = trace_id(a_spans), trace_id(b_spans)
+    wait_until(lambda: store.get(f"/api/traces/{a_id}", {"Authorization": "Bearer token-a"})[0] == 200, 20,
+               "team-a's trace is not served")
+    wait_until(lambda: store.get(f"/api/traces/{b_id}", {"Authorization": "Bearer token-b"})[0] == 200, 20,
+               "team-b's trace is not served")
+
+    def shown(page) -> set[str]:
+        page.goto(f"{store.api}/#/search?q=%7B%20%7D&range=1h")
+        page.wait_for_selector('#search-progress[data-state="done"], #search-progress[data-state="failed"]',
+                               state="attached", timeout=15000)
+        return set(page.eval_on_selector_all("#results tbody tr", "rows => rows.map(r => r.dataset.trace)"))
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            assert shown(page) == set()
+            expect(page.locator(".state.error")).to_contain_text("the store requires a credential")
+            expect(page.locator(".state.error")).to_contain_text("Settings")
+
+            page.goto(f"{store.api}/#/settings")
+            page.select_option("#credential-kind", "bearer")
+            page.fill("#credential-token", "token-a")
+            page.click("#save-settings")
+            assert shown(page) == {a_id}
+
+            page.goto(f"{store.api}/#/settings")
+            expect(page.locator("#credential-token")).to_have_value("token-a")
+            page.select_option("#credential-kind", "basic")
+            page.fill("#credential-username", "grafana-b")
+            page.fill("#credential-password", BCRYPT_PASSWORD)
+            page.click("#save-settings")
+            assert shown(page) == {b_id}
+            page.goto(f"{store.api}/#/trace/{a_id}")
+            expect(page.locator("main")).to_contain_text("This trace is not in the store", timeout=10000)
+
+            page.goto(f"{store.api}/#/settings")
+            page.fill("#credential-password", "wrong")
+            page.click("#save-settings")
+            assert shown(page) == set()
+            expect(page.locator(".state.error")).to_contain_text("the credential in Settings was refused")
+            assert not errors, f"JavaScript errors on the page: {errors}"
+        finally:
+            browser.close()

@@ -62,15 +62,6 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     ];
     store_sets.extend(args.store_sets.iter().cloned());
     let store_config = crate::store::load(&[], &store_sets)?;
-    if store_config.auth.is_some() {
-        // Its receivers are the collector config's: the store's credentials would guard the
-        // API but not ingest, where X-Scope-OrgID would still name any tenant.
-        anyhow::bail!(
-            "invalid configuration: auth (the store's credentials per tenant) is supported by \
-             `threadline store` only; in all-in-one, put bearertokenauth or basicauth on the \
-             receivers instead"
-        );
-    }
 
     let built_in = args.configs.is_empty();
     let configs = if built_in {
@@ -78,16 +69,26 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     } else {
         args.configs.clone()
     };
-    let root = threadline_config::resolve(&ConfigSources {
+    let mut root = threadline_config::resolve(&ConfigSources {
         configs,
         sets: args.sets.clone(),
     })
     .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    // The store's `auth` guards ingest too: the collector's receivers check credentials with
+    // it, and it sets X-Scope-OrgID to the credential's tenant (kept to the store as below).
+    let mut registry = crate::collector::registry(None);
+    if let Some(auth) = &store_config.auth {
+        let auth =
+            threadline_store::auth::TenantAuth::new(auth).context("invalid configuration: auth")?;
+        registry.add_extension(Box::new(threadline_store::auth::StoreAuthFactory(
+            Arc::new(auth),
+        )));
+        guard_receivers_with_store_auth(&mut root)?;
+    }
     // The same checks as `threadline validate`, before anything is opened or bound.
     // Its warnings are for collectors deployed in tiers (replicas, agents), not for one process.
-    let (mut pipeline, _) =
-        threadline_collector::service::load(&crate::collector::registry(None), &root)
-            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let (mut pipeline, _) = threadline_collector::service::load(&registry, &root)
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     if crate::collector::store_exporters(&pipeline).is_empty() {
         anyhow::bail!(
             "invalid configuration:\nservice::pipelines: no pipeline exports to the store: \
@@ -119,7 +120,12 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     let store = Store::open(store_config.clone())
         .await
         .context("cannot open the store")?;
-    let registry = crate::collector::registry(Some(store.clone()));
+    let mut registry = crate::collector::registry(Some(store.clone()));
+    if let Some(auth) = store.auth() {
+        registry.add_extension(Box::new(threadline_store::auth::StoreAuthFactory(
+            auth.clone(),
+        )));
+    }
     let service = Service::start(&registry, &pipeline)
         .await
         .context("cannot start the collector pipeline")?;
@@ -164,6 +170,38 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         generator.flush_remote_write(deadline).await;
     }
     tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Puts every protocol of the collector config's receivers behind the store's authenticator
+/// and runs it as an extension (a receiver naming an authenticator of its own is refused: the
+/// store's `auth` decides who writes which tenant).
+fn guard_receivers_with_store_auth(root: &mut serde_yaml_ng::Value) -> anyhow::Result<()> {
+    use serde_yaml_ng::Value;
+    let id = threadline_store::auth::EXTENSION_ID;
+    let Value::Mapping(root) = root else {
+        return Ok(());
+    };
+    if let Some(receivers) = root.get_mut("receivers") {
+        crate::store::require_store_auth(receivers, "receivers")?;
+    }
+    let extensions = root
+        .entry(Value::from("extensions"))
+        .or_insert_with(|| Value::Mapping(Default::default()));
+    if let Value::Mapping(extensions) = extensions {
+        extensions.insert(Value::from(id), Value::Mapping(Default::default()));
+    }
+    let service = root
+        .entry(Value::from("service"))
+        .or_insert_with(|| Value::Mapping(Default::default()));
+    if let Value::Mapping(service) = service {
+        let listed = service
+            .entry(Value::from("extensions"))
+            .or_insert_with(|| Value::Sequence(Vec::new()));
+        if let Value::Sequence(listed) = listed {
+            listed.push(Value::from(id));
+        }
+    }
     Ok(())
 }
 

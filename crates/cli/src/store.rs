@@ -66,7 +66,7 @@ pub fn ingest_pipeline(
     // With `auth`, every protocol checks credentials with the store's own authenticator,
     // which also sets X-Scope-OrgID to the credential's tenant.
     let extensions = if config.auth.is_some() {
-        require_store_auth(&mut receivers)?;
+        require_store_auth(&mut receivers, "distributor::receivers")?;
         let id = threadline_store::auth::EXTENSION_ID;
         (format!("extensions: {{{id}: {{}}}}\n"), format!("[{id}]"))
     } else {
@@ -87,8 +87,9 @@ pub fn ingest_pipeline(
 }
 
 /// Sets `auth: {authenticator: <the store's>}` on every protocol of every receiver; a receiver
-/// that names an authenticator of its own is refused (the store's `auth` decides).
-fn require_store_auth(receivers: &mut Value) -> anyhow::Result<()> {
+/// that names an authenticator of its own is refused (the store's `auth` decides). `section` is
+/// where `receivers` is in the config, for the error.
+pub(crate) fn require_store_auth(receivers: &mut Value, section: &str) -> anyhow::Result<()> {
     let Value::Mapping(receivers) = receivers else {
         return Ok(());
     };
@@ -97,10 +98,14 @@ fn require_store_auth(receivers: &mut Value) -> anyhow::Result<()> {
             continue;
         };
         for (protocol, settings) in protocols.iter_mut() {
+            // `grpc:` with no settings is a protocol on its defaults: guarded too.
+            if settings.is_null() {
+                *settings = Value::Mapping(Default::default());
+            }
             if let Value::Mapping(settings) = settings {
                 if settings.contains_key("auth") {
                     anyhow::bail!(
-                        "invalid configuration: distributor::receivers::{}::protocols::{}::auth: \
+                        "invalid configuration: {section}::{}::protocols::{}::auth: \
                          the store's own `auth` section checks its receivers; remove this key",
                         name.as_str().unwrap_or("?"),
                         protocol.as_str().unwrap_or("?")
@@ -236,6 +241,34 @@ mod tests {
         assert_eq!(
             grpc_limit(&["distributor::receivers::otlp::protocols::grpc::max_recv_msg_size_mib=4"]),
             Some(4)
+        );
+    }
+
+    #[test]
+    fn every_protocol_goes_behind_the_store_auth_and_one_with_its_own_is_refused() {
+        let mut receivers: Value = serde_yaml_ng::from_str(
+            "otlp: {protocols: {grpc: , http: {endpoint: 127.0.0.1:4318}}}",
+        )
+        .unwrap();
+        require_store_auth(&mut receivers, "receivers").unwrap();
+        for protocol in ["grpc", "http"] {
+            let authenticator = &receivers["otlp"]["protocols"][protocol]["auth"]["authenticator"];
+            assert_eq!(
+                authenticator.as_str(),
+                Some(threadline_store::auth::EXTENSION_ID),
+                "{protocol}"
+            );
+        }
+        let mut own: Value = serde_yaml_ng::from_str(
+            "otlp: {protocols: {grpc: {auth: {authenticator: bearertokenauth}}}}",
+        )
+        .unwrap();
+        let err = require_store_auth(&mut own, "receivers")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("receivers::otlp::protocols::grpc::auth"),
+            "{err}"
         );
     }
 }

@@ -201,7 +201,7 @@ async fn collect_names(
         for block in store.blocks(&request.tenant) {
             let inside = block.meta.start_unix_nano >= request.range.0
                 && block.meta.end_unix_nano <= request.range.1;
-            let Some(keys) = block.index.keys.as_ref().filter(|_| inside) else {
+            let Some(keys) = block.summary.keys().filter(|_| inside) else {
                 continue;
             };
             for (i, scope) in scopes.iter().enumerate() {

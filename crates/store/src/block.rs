@@ -49,8 +49,9 @@ pub struct BlockMeta {
     pub compacted_from: Vec<String>,
 }
 
-/// One trace's row in the index.
-#[derive(Debug, Clone, PartialEq)]
+/// One trace's row in the index: 56 bytes, no allocation of its own (a block's rows are most of
+/// the memory its index takes).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TraceRow {
     pub trace_id: [u8; 16],
     pub page: u32,
@@ -60,7 +61,9 @@ pub struct TraceRow {
     pub root_name: u32,
     pub has_error: bool,
     pub spans: u32,
-    pub services: Vec<u32>,
+    /// The trace's services: an entry of [`BlockIndex::service_sets`] (traces of a block share
+    /// a few sets).
+    pub services: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -70,6 +73,8 @@ pub struct BlockIndex {
     pub strings: Vec<String>,
     /// Sorted by trace id.
     pub rows: Vec<TraceRow>,
+    /// The distinct sets of services of the rows (ids of `strings`).
+    pub service_sets: Vec<Vec<u32>>,
     /// Every attribute key of the block's spans, per scope; None for an index written before
     /// keys were kept (such a block is never skipped for a missing key).
     pub keys: Option<KeySet>,
@@ -81,6 +86,13 @@ impl BlockIndex {
             .binary_search_by(|row| row.trace_id.cmp(trace_id))
             .ok()
             .map(|i| &self.rows[i])
+    }
+
+    /// The services (ids of `strings`) of `row`.
+    pub fn services_of(&self, row: &TraceRow) -> &[u32] {
+        self.service_sets
+            .get(row.services as usize)
+            .map_or(&[], Vec::as_slice)
     }
 
     pub fn string(&self, index: u32) -> &str {
@@ -96,8 +108,8 @@ impl BlockIndex {
             root_name: self.string(row.root_name).to_string(),
             has_error: row.has_error,
             spans: row.spans,
-            services: row
-                .services
+            services: self
+                .services_of(row)
                 .iter()
                 .map(|s| self.string(*s).to_string())
                 .collect(),
@@ -110,7 +122,7 @@ impl BlockIndex {
         let rows: usize = self
             .rows
             .iter()
-            .map(|row| 16 + 4 + 8 + 8 + 4 + 4 + 1 + 4 + 4 + 4 * row.services.len())
+            .map(|row| 16 + 4 + 8 + 8 + 4 + 4 + 1 + 4 + 4 + 4 * self.services_of(row).len())
             .sum();
         let keys: usize = self
             .keys
@@ -119,6 +131,21 @@ impl BlockIndex {
             .map(|(_, key)| 5 + key.len())
             .sum();
         INDEX_MAGIC.len() + 4 + 12 * self.pages.len() + 4 + strings + 4 + rows + 4 + keys
+    }
+
+    /// Bytes the index holds in memory, roughly (what the index cache counts).
+    pub fn memory_bytes(&self) -> usize {
+        // A heap allocation costs about 16 bytes besides its contents.
+        let strings: usize = self.strings.iter().map(|s| 40 + s.len()).sum();
+        let rows = self.rows.capacity() * std::mem::size_of::<TraceRow>();
+        let service_sets: usize = self.service_sets.iter().map(|s| 40 + 4 * s.len()).sum();
+        let keys: usize = self
+            .keys
+            .iter()
+            .flat_map(KeySet::iter)
+            .map(|(_, key)| 48 + key.len())
+            .sum();
+        std::mem::size_of::<Self>() + 12 * self.pages.len() + strings + rows + service_sets + keys
     }
 
     /// Whether the block's spans may have attribute `key` in `scope` (true when the index
@@ -160,8 +187,9 @@ impl BlockIndex {
             put_u32(&mut out, row.root_name);
             out.push(u8::from(row.has_error));
             put_u32(&mut out, row.spans);
-            put_u32(&mut out, row.services.len() as u32);
-            for s in &row.services {
+            let services = self.services_of(row);
+            put_u32(&mut out, services.len() as u32);
+            for s in services {
                 put_u32(&mut out, *s);
             }
         }
@@ -187,6 +215,7 @@ impl BlockIndex {
             _ => return Err(BlockError::Corrupt("index: bad magic".into())),
         };
         let mut index = BlockIndex::default();
+        let mut sets = ServiceSets::default();
         for _ in 0..r.u32()? {
             index.pages.push((r.u64()?, r.u32()?));
         }
@@ -206,7 +235,8 @@ impl BlockIndex {
             let root_name = r.u32()?;
             let has_error = r.take(1)?[0] != 0;
             let spans = r.u32()?;
-            let services = (0..r.u32()?).map(|_| r.u32()).collect::<Result<_, _>>()?;
+            let services: Vec<u32> = (0..r.u32()?).map(|_| r.u32()).collect::<Result<_, _>>()?;
+            let services = sets.intern(&mut index.service_sets, services);
             index.rows.push(TraceRow {
                 trace_id,
                 page,
@@ -232,6 +262,24 @@ impl BlockIndex {
             index.keys = Some(keys);
         }
         Ok(index)
+    }
+}
+
+/// Gives each distinct set of services one entry of `BlockIndex::service_sets`.
+#[derive(Default)]
+struct ServiceSets {
+    ids: HashMap<Vec<u32>, u32>,
+}
+
+impl ServiceSets {
+    fn intern(&mut self, sets: &mut Vec<Vec<u32>>, services: Vec<u32>) -> u32 {
+        if let Some(id) = self.ids.get(&services) {
+            return *id;
+        }
+        let id = sets.len() as u32;
+        sets.push(services.clone());
+        self.ids.insert(services, id);
+        id
     }
 }
 
@@ -368,6 +416,7 @@ pub fn compress_pages(pages: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, BlockError> {
 pub struct BlockBuilder {
     index: BlockIndex,
     interned: HashMap<String, u32>,
+    service_sets: ServiceSets,
     page: Vec<u8>,
     /// Pages handed out so far: the page number of the next trace.
     pages_cut: u32,
@@ -388,6 +437,7 @@ impl BlockBuilder {
         BlockBuilder {
             index: BlockIndex::default(),
             interned: HashMap::new(),
+            service_sets: ServiceSets::default(),
             page: Vec::with_capacity(PAGE_BYTES + PAGE_BYTES / 4),
             pages_cut: 0,
             data_len: 0,
@@ -417,6 +467,10 @@ impl BlockBuilder {
         self.page.extend_from_slice(&trace_id);
         put_u32(&mut self.page, trace.encoded_len() as u32);
         self.page.extend_from_slice(trace.as_bytes());
+        let services: Vec<u32> = summary.services.iter().map(|s| self.intern(s)).collect();
+        let services = self
+            .service_sets
+            .intern(&mut self.index.service_sets, services);
         let row = TraceRow {
             trace_id,
             page: self.pages_cut,
@@ -426,7 +480,7 @@ impl BlockBuilder {
             root_name: self.intern(&summary.root_name),
             has_error: summary.has_error,
             spans: summary.spans,
-            services: summary.services.iter().map(|s| self.intern(s)).collect(),
+            services,
         };
         self.index.rows.push(row);
         let keys = self.index.keys.get_or_insert_with(KeySet::default);

@@ -239,6 +239,16 @@ pub struct TraceStorageConfig {
     pub gcs: Option<GcsConfig>,
     #[serde(default)]
     pub azure: Option<AzureConfig>,
+    /// Memory for the rows of block indexes (per trace: id, page, times, root, services),
+    /// in MiB. Rows of blocks beyond it are read from storage again when a search needs them;
+    /// trace by id never needs them. Each block also keeps a summary in memory for good, about
+    /// 2 bytes per trace. Default 256 (the rows of about 4.5M traces).
+    #[serde(default = "default_index_cache_mib")]
+    pub index_cache_mib: u64,
+}
+
+fn default_index_cache_mib() -> u64 {
+    256
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,7 @@ pub mod api_tags;
 pub mod attr_keys;
 pub mod auth;
 pub mod block;
+pub mod block_summary;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -532,3 +532,63 @@ async fn an_append_dropped_while_it_cuts_the_head_loses_no_acknowledged_trace() 
         );
     }
 }
+
+#[tokio::test]
+async fn with_no_memory_for_index_rows_every_read_still_finds_what_the_blocks_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sent = Vec::new();
+    {
+        let store = Store::open(config(dir.path(), "")).await.unwrap();
+        for block in 0..4u8 {
+            for n in 0..5u8 {
+                let trace = 1 + block * 5 + n;
+                let service = if trace % 2 == 0 { "api" } else { "db" };
+                let request = request(trace, 2, service, Duration::ZERO, trace % 3 == 0);
+                store
+                    .append("single-tenant", &data(&request))
+                    .await
+                    .unwrap();
+                sent.push((trace, request));
+            }
+            store.cut().await.unwrap();
+        }
+        assert!(
+            store.index_cache_bytes() > 0,
+            "blocks just written keep their rows"
+        );
+    }
+    let mut no_cache = config(dir.path(), "");
+    no_cache.storage.trace.index_cache_mib = 0;
+    let store = Store::open(no_cache).await.unwrap();
+    assert_eq!(store.blocks("single-tenant").len(), 4);
+    for (trace, request) in &sent {
+        let found = store
+            .trace_by_id("single-tenant", &[*trace; 16])
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("trace {trace}"));
+        assert_eq!(&found.to_request().unwrap(), request);
+    }
+    assert!(store
+        .trace_by_id("single-tenant", &[99; 16])
+        .await
+        .unwrap()
+        .is_none());
+    let query = threadline_traceql::parse("{ status = error }").unwrap();
+    let matcher = |t: &threadline_traceql::model::Trace| query.evaluate(t).is_some();
+    let hinted = SearchRequest {
+        service_hint: Some("api".into()),
+        error_hint: true,
+        limit: 100,
+        ..Default::default()
+    };
+    let (found, _) = store
+        .search("single-tenant", &hinted, &matcher)
+        .await
+        .unwrap();
+    let mut ids: Vec<u8> = found.iter().map(|f| f.trace_id[0]).collect();
+    ids.sort_unstable();
+    // Errors are the multiples of 3; `api` the even traces.
+    assert_eq!(ids, vec![6, 12, 18]);
+    assert_eq!(store.index_cache_bytes(), 0, "nothing kept with no room");
+}

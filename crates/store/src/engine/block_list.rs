@@ -33,7 +33,11 @@ impl Store {
         let replaced = self.replaced_or_expired(&listed);
         self.blocks.write().retain(|b| {
             let id = &b.meta.block_id;
-            !replaced.contains(id) && (listed.contains(id) || unlisted.contains(id))
+            let keep = !replaced.contains(id) && (listed.contains(id) || unlisted.contains(id));
+            if !keep {
+                self.index_cache.remove(id);
+            }
+            keep
         });
         *unlisted_before = unlisted;
         Ok(())
@@ -139,6 +143,6 @@ impl Store {
         };
         let meta: BlockMeta = serde_json::from_slice(&get("meta.json").await?)?;
         let index = BlockIndex::decode(&get("index").await?)?;
-        Ok(Block { meta, index })
+        Ok(self.keep_index(meta, index))
     }
 }

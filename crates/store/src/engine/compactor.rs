@@ -34,6 +34,7 @@ impl Store {
             self.blocks
                 .write()
                 .retain(|b| b.meta.block_id != block.meta.block_id);
+            self.index_cache.remove(&block.meta.block_id);
             self.mark_compacted(&block).await?;
         }
 
@@ -75,6 +76,9 @@ impl Store {
                         && !group.iter().any(|g| g.meta.block_id == b.meta.block_id)
                 });
                 blocks.push(Arc::new(merged));
+            }
+            for block in &group {
+                self.index_cache.remove(&block.meta.block_id);
             }
             tracing::info!(tenant, merged = group.len(), into = %meta.block_id, "compacted blocks");
             for block in &group {
@@ -210,7 +214,7 @@ impl Store {
         self.put_block_file(tenant, &block_id, "meta.json", serde_json::to_vec(&meta)?)
             .await?;
         tracing::info!(tenant, block = %meta.block_id, traces = meta.traces, spans = meta.spans, bytes = meta.size_bytes, level, "wrote block");
-        Ok(Block { meta, index })
+        Ok(self.keep_index(meta, index))
     }
 }
 
@@ -265,7 +269,7 @@ impl PageCursor {
                 self.current = Some(trace);
                 continue;
             }
-            if self.next_page as usize >= self.block.index.pages.len() {
+            if self.next_page >= self.block.summary.page_count() {
                 return Ok(None);
             }
             // Uncached: compaction reads each page once and must not evict the readers' pages.

@@ -20,6 +20,7 @@ use threadline_traceql::model::Trace;
 use tokio_util::sync::CancellationToken;
 
 use crate::block::{self, BlockBuilder, BlockIndex, BlockMeta};
+use crate::block_summary::BlockSummary;
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::model::{to_model, TraceSummary};
@@ -27,6 +28,7 @@ use crate::wal::Wal;
 
 mod block_list;
 mod compactor;
+mod index_cache;
 mod query;
 
 pub use query::{SearchOptions, SkippedBlocks};
@@ -49,10 +51,11 @@ struct Head {
     bytes: u64,
 }
 
-/// A block in the store: its meta and index (in memory).
+/// A block in the store: its meta and summary (in memory); its index rows are read through
+/// the index cache ([`Store::block_index`]).
 pub struct Block {
     pub meta: BlockMeta,
-    pub index: BlockIndex,
+    pub summary: BlockSummary,
 }
 
 pub struct Store {
@@ -77,6 +80,8 @@ pub struct Store {
     unlisted_last_refresh: tokio::sync::Mutex<std::collections::HashSet<String>>,
     /// Decompressed pages recently read: (block id, page) → traces.
     page_cache: Mutex<PageCache>,
+    /// Block index rows recently used, bounded by `storage::trace::index_cache_mib`.
+    index_cache: index_cache::IndexCache,
     /// Service-graph and span metrics from what this store ingests: started on first use.
     generator: std::sync::OnceLock<Arc<crate::generator::Generator>>,
     stop: CancellationToken,
@@ -275,6 +280,7 @@ impl Store {
             Some(auth) => Some(Arc::new(crate::auth::TenantAuth::new(auth)?)),
             None => None,
         };
+        let index_cache_bytes = (config.storage.trace.index_cache_mib as usize) << 20;
         let store = Arc::new_cyclic(|myself| Store {
             myself: myself.clone(),
             auth,
@@ -289,6 +295,7 @@ impl Store {
             blocks: RwLock::new(Vec::new()),
             unlisted_last_refresh: tokio::sync::Mutex::new(std::collections::HashSet::new()),
             page_cache: Mutex::new(PageCache::default()),
+            index_cache: index_cache::IndexCache::new(index_cache_bytes),
             generator: std::sync::OnceLock::new(),
             stop: CancellationToken::new(),
         });
@@ -504,15 +511,64 @@ impl Store {
         self.put_block_file(tenant, &id, "meta.json", serde_json::to_vec(&built.meta)?)
             .await?;
         let meta = built.meta.clone();
-        {
-            let mut blocks = self.blocks.write();
-            blocks.push(Arc::new(Block {
-                meta: built.meta,
-                index: built.index,
-            }));
-        }
+        let block = self.keep_index(built.meta, built.index);
+        self.blocks.write().push(Arc::new(block));
         tracing::info!(tenant, block = %meta.block_id, traces = meta.traces, spans = meta.spans, bytes = meta.size_bytes, level, "wrote block");
         Ok(meta)
+    }
+
+    /// The block of `meta` and `index`, whose index goes into the cache (a block just written
+    /// or loaded is likely to be searched).
+    fn keep_index(&self, meta: BlockMeta, index: BlockIndex) -> Block {
+        let summary = BlockSummary::of(&index);
+        self.index_cache.insert(&meta.block_id, Arc::new(index));
+        Block { meta, summary }
+    }
+
+    /// The index of `block`: from the cache, or read from the bucket (and cached).
+    pub async fn block_index(&self, block: &Block) -> anyhow::Result<Arc<BlockIndex>> {
+        if let Some(index) = self.index_cache.get(&block.meta.block_id) {
+            return Ok(index);
+        }
+        let bytes = self.get_block_file(block, "index", None).await?;
+        let index = tokio::task::spawn_blocking(move || BlockIndex::decode(&bytes))
+            .await
+            .context("decoding an index")?
+            .with_context(|| format!("decoding the index of block {}", block.meta.block_id))?;
+        let index = Arc::new(index);
+        self.index_cache.insert(&block.meta.block_id, index.clone());
+        Ok(index)
+    }
+
+    /// Bytes of block indexes held in memory now.
+    pub fn index_cache_bytes(&self) -> usize {
+        self.index_cache.bytes()
+    }
+
+    /// Reads `file` of `block` (a byte range of it, or all). A file that is gone is
+    /// [`StoreError::BlockGone`], so that readers refresh the block list and try again.
+    async fn get_block_file(
+        &self,
+        block: &Block,
+        file: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> anyhow::Result<Bytes> {
+        let path = block_path(&block.meta.tenant, &block.meta.block_id, file);
+        let result = match range {
+            Some(range) => self.objects.get_range(&path, range).await,
+            None => match self.objects.get(&path).await {
+                Ok(got) => got.bytes().await,
+                Err(err) => Err(err),
+            },
+        };
+        result.map_err(|err| match err {
+            object_store::Error::NotFound { .. } => anyhow::Error::new(StoreError::BlockGone {
+                tenant: block.meta.tenant.clone(),
+                block_id: block.meta.block_id.clone(),
+                source: err,
+            }),
+            err => anyhow::Error::new(err).context(format!("reading {path}")),
+        })
     }
 
     /// Writes one file of a block.

@@ -85,24 +85,11 @@ impl Store {
         block: &Block,
         page: u32,
     ) -> anyhow::Result<Vec<([u8; 16], TraceData)>> {
-        let (offset, len) = *block
-            .index
-            .pages
-            .get(page as usize)
-            .context("page out of range")?;
+        let (offset, len) = block.summary.page(page).context("page out of range")?;
         let path = block_path(&block.meta.tenant, &block.meta.block_id, "data");
         let bytes: Bytes = self
-            .objects
-            .get_range(&path, offset..offset + u64::from(len))
-            .await
-            .map_err(|err| match err {
-                object_store::Error::NotFound { .. } => anyhow::Error::new(StoreError::BlockGone {
-                    tenant: block.meta.tenant.clone(),
-                    block_id: block.meta.block_id.clone(),
-                    source: err,
-                }),
-                err => anyhow::Error::new(err).context(format!("reading {path}")),
-            })?;
+            .get_block_file(block, "data", Some(offset..offset + u64::from(len)))
+            .await?;
         // Decompressing and checking a page is about a millisecond of CPU.
         let traces = tokio::task::spawn_blocking(move || block::page_traces(&bytes))
             .await
@@ -116,10 +103,12 @@ impl Store {
         block: &Block,
         trace_id: &[u8; 16],
     ) -> anyhow::Result<Option<TraceData>> {
-        let Some(row) = block.index.find(trace_id) else {
+        // The summary names the one page the trace can be on; a false positive of its filter
+        // costs a page read that finds nothing.
+        let Some(page) = block.summary.page_of(trace_id) else {
             return Ok(None);
         };
-        let page = self.page(block, row.page).await?;
+        let page = self.page(block, page).await?;
         Ok(page
             .iter()
             .find(|(id, _)| id == trace_id)
@@ -405,19 +394,28 @@ impl Store {
             // a match (answered from the index alone, grafana/tempo #4422). With one required
             // attribute, a match split over blocks is found from the part that has it; with
             // several, its parts may each lack one, so a block holding split traces is read.
-            if let Some(keys) = &block.index.keys {
+            if let Some(keys) = block.summary.keys() {
                 if options.required_keys.iter().any(|k| !k.present_in(keys))
                     && (options.required_keys.len() < 2
-                        || !self.has_split_traces(tenant, &blocks, block_number))
+                        || !self.has_split_traces(tenant, &blocks, block_number).await?)
                 {
                     stats.skipped.attribute_absent += 1;
                     continue;
                 }
             }
-            // The service hint as an id of this block's string table; a block without the name
-            // holds no candidate.
+            // A block without the hinted service holds no candidate.
+            if request
+                .service_hint
+                .as_ref()
+                .is_some_and(|name| !block.summary.has_service(name))
+            {
+                stats.skipped.service_absent += 1;
+                continue;
+            }
+            let index = self.block_index(block).await?;
+            // The service hint as an id of this block's string table.
             let service = match &request.service_hint {
-                Some(name) => match block.index.string_id(name) {
+                Some(name) => match index.string_id(name) {
                     Some(id) => Some(id),
                     None => {
                         stats.skipped.service_absent += 1;
@@ -430,7 +428,7 @@ impl Store {
             // Rows are in trace id order, as pages: each run of rows of one page is checked
             // against the index, then the page is read if any row may match. The rows are
             // compared as they are: this loop runs over every trace of the block.
-            for rows in block.index.rows.chunk_by(|a, b| a.page == b.page) {
+            for rows in index.rows.chunk_by(|a, b| a.page == b.page) {
                 if found.len() >= limit {
                     break;
                 }
@@ -438,7 +436,7 @@ impl Store {
                     .iter()
                     .filter(|row| {
                         request.admits(row.start_unix_nano, row.end_unix_nano, row.has_error)
-                            && service.is_none_or(|id| row.services.contains(&id))
+                            && service.is_none_or(|id| index.services_of(row).contains(&id))
                             && !seen.contains(&row.trace_id)
                     })
                     .map(|row| row.trace_id)
@@ -487,10 +485,20 @@ impl Store {
     }
 
     /// Whether a trace of `blocks[at]` has spans in another block or in a head. Only blocks
-    /// whose time range overlaps this one's can hold parts of its traces.
-    fn has_split_traces(&self, tenant: &str, blocks: &[Arc<Block>], at: usize) -> bool {
+    /// whose time range overlaps this one's can hold parts of its traces; their indexes are
+    /// read only for ids their filters do not rule out.
+    async fn has_split_traces(
+        &self,
+        tenant: &str,
+        blocks: &[Arc<Block>],
+        at: usize,
+    ) -> anyhow::Result<bool> {
         let block = &blocks[at];
-        let others: Vec<&Arc<Block>> = blocks
+        let index = self.block_index(block).await?;
+        if self.any_in_heads(tenant, &index) {
+            return Ok(true);
+        }
+        let overlapping: Vec<&Arc<Block>> = blocks
             .iter()
             .enumerate()
             .filter(|(i, b)| {
@@ -500,22 +508,35 @@ impl Store {
             })
             .map(|(_, b)| b)
             .collect();
+        for other in overlapping {
+            let maybe: Vec<[u8; 16]> = index
+                .rows
+                .iter()
+                .map(|row| row.trace_id)
+                .filter(|id| other.summary.may_hold(id))
+                .collect();
+            if maybe.is_empty() {
+                continue;
+            }
+            let other_index = self.block_index(other).await?;
+            if maybe.iter().any(|id| other_index.find(id).is_some()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether a trace of `index` has spans in the head or a head being written.
+    fn any_in_heads(&self, tenant: &str, index: &BlockIndex) -> bool {
         let in_head = |head: &Head| {
             head.tenants.get(tenant).is_some_and(|traces| {
-                block
-                    .index
+                index
                     .rows
                     .iter()
                     .any(|row| traces.contains_key(&row.trace_id))
             })
         };
-        in_head(&self.head.lock())
-            || self.flushing.read().iter().any(|h| in_head(h))
-            || block.index.rows.iter().any(|row| {
-                others
-                    .iter()
-                    .any(|other| other.index.find(&row.trace_id).is_some())
-            })
+        in_head(&self.head.lock()) || self.flushing.read().iter().any(|h| in_head(h))
     }
 
     /// Whether a trace has spans outside `blocks[except]`: in another block or in a head.
@@ -536,7 +557,7 @@ impl Store {
             || blocks
                 .iter()
                 .enumerate()
-                .any(|(i, b)| i != except && b.index.find(trace_id).is_some())
+                .any(|(i, b)| i != except && b.summary.may_hold(trace_id))
     }
 
     fn consider(
@@ -598,7 +619,7 @@ impl Store {
             traces.push(to_model(id, &block::merge_parts(&parts)));
         }
         'blocks: for block in self.blocks_of(tenant) {
-            for page in 0..block.index.pages.len() as u32 {
+            for page in 0..block.summary.page_count() {
                 for (id, data) in self.page(&block, page).await?.iter() {
                     if traces.len() >= max_traces {
                         break 'blocks;

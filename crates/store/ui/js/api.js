@@ -1,5 +1,6 @@
-// The store's public HTTP API (Tempo's endpoints and Threadline's), with the tenant header when set.
-import { settings } from "./settings.js";
+// The store's public HTTP API (Tempo's endpoints and Threadline's), with the tenant header and the
+// credential when set.
+import { settings, authorization } from "./settings.js";
 
 export class ApiError extends Error {
   constructor(status, message, path) {
@@ -16,6 +17,8 @@ async function request(path, params, signal) {
   const headers = {};
   const tenant = settings().tenant;
   if (tenant) headers["X-Scope-OrgID"] = tenant;
+  const credential = authorization();
+  if (credential) headers.Authorization = credential;
   let response;
   try {
     response = await fetch(url, { headers, signal });
@@ -23,7 +26,14 @@ async function request(path, params, signal) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, `the store at ${location.host} does not answer (${err.message}); is threadline running?`, path);
   }
-  if (!response.ok) throw new ApiError(response.status, (await response.text()).trim() || response.statusText, path);
+  if (!response.ok) {
+    const text = (await response.text()).trim() || response.statusText;
+    if (response.status === 401) {
+      const hint = credential ? "the credential in Settings was refused" : "set a token or a user in Settings (#/settings)";
+      throw new ApiError(401, `the store requires a credential: ${hint} (${text})`, path);
+    }
+    throw new ApiError(response.status, text, path);
+  }
   return response;
 }
 

@@ -6,7 +6,7 @@ import { tracePage } from "./trace_view.js";
 import { comparePage } from "./compare.js";
 import { mapPage, servicePage } from "./service_map.js";
 import { healthPage } from "./health.js";
-import { settings, saveSettings } from "./settings.js";
+import { settings, saveSettings, credential, saveCredential } from "./settings.js";
 
 const main = document.getElementById("main");
 
@@ -26,6 +26,7 @@ function settingsPage(root) {
   const logs = h("input", { id: "logs-url", size: 90, value: s.logsUrl, placeholder: "http://localhost:3000/explore?left=…${traceId}…" });
   const tenant = h("input", { id: "tenant", value: s.tenant, placeholder: "empty: single-tenant" });
   const saved = h("span", { class: "muted", "aria-live": "polite" });
+  const c = {};
   clear(root).append(h("h1", {}, "Settings"), h("p", { class: "muted" }, "Kept in this browser."),
     h("div", { class: "panel" },
       h("label", {}, h("strong", {}, "Logs URL template"), h("br"), logs),
@@ -33,7 +34,31 @@ function settingsPage(root) {
         h("code", {}, 'http://localhost:3000/explore?left={"queries":[{"expr":"{service_name=\\"${service}\\"} |= \\"${traceId}\\""}],"range":{"from":"${start}","to":"${end}"}}')),
       h("label", {}, h("strong", {}, "Tenant (X-Scope-OrgID)"), h("br"), tenant),
       h("p", { class: "muted" }, "Only when the store runs with multitenancy_enabled."),
-      h("button", { class: "primary", id: "save-settings", onclick: () => { saveSettings({ logsUrl: logs.value.trim(), tenant: tenant.value.trim() }); saved.textContent = "Saved."; } }, "Save"), " ", saved));
+      credentialFields(c),
+      h("button", { class: "primary", id: "save-settings", onclick: () => {
+        saveSettings({ logsUrl: logs.value.trim(), tenant: tenant.value.trim() });
+        saveCredential({ kind: c.kind.value, token: c.token.value.trim(), username: c.username.value.trim(), password: c.password.value });
+        saved.textContent = "Saved.";
+      } }, "Save"), " ", saved));
+}
+
+/// The credential inputs (for a store with `auth`), into `c`; only the chosen kind's are shown.
+function credentialFields(c) {
+  const now = credential();
+  c.kind = h("select", { id: "credential-kind" },
+    ...[["", "none"], ["bearer", "Bearer token"], ["basic", "User and password"]].map(([value, label]) =>
+      h("option", { value, ...(now.kind === value ? { selected: true } : {}) }, label)));
+  c.token = h("input", { id: "credential-token", type: "password", size: 40, value: now.token, autocomplete: "off" });
+  c.username = h("input", { id: "credential-username", value: now.username, autocomplete: "username" });
+  c.password = h("input", { id: "credential-password", type: "password", value: now.password, autocomplete: "current-password" });
+  const token = h("label", {}, "Token ", c.token);
+  const basic = h("span", {}, h("label", {}, "User ", c.username), " ", h("label", {}, "Password ", c.password));
+  const show = () => { token.hidden = c.kind.value !== "bearer"; basic.hidden = c.kind.value !== "basic"; };
+  c.kind.addEventListener("change", show);
+  show();
+  return h("div", {},
+    h("label", {}, h("strong", {}, "Credential"), h("br"), c.kind), " ", token, basic,
+    h("p", { class: "muted" }, "When the store runs with auth: sent as the Authorization header. Kept for this tab only."));
 }
 
 function route() {
