@@ -6,7 +6,7 @@ each `storage::trace::index_cache_mib` given starts the store on those blocks an
 RSS once open, trace by id (random stored ids), limit-20 searches, and RSS at the end.
 
     python3 bench/index_memory.py --spans 2000000 [--reuse DIR] \\
-        [--binary old=/path/to/threadline] [--cache-mib 256,0]
+        [--binary old=/path/to/threadline] [--cache-mib 32,0]
 
 With `--binary old=...` a build before the index cache runs the same queries (its indexes are
 all in memory; the cache setting does not apply to it). Standard library only.
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=2_000_000)
     parser.add_argument("--reuse", type=Path, help="a data directory filled before")
     parser.add_argument("--binary", action="append", default=[], help="name=path of another build to compare")
-    parser.add_argument("--cache-mib", default="256,0", help="index_cache_mib values for this build")
+    parser.add_argument("--cache-mib", default="32,0", help="index_cache_mib values for this build")
     parser.add_argument("--lookups", type=int, default=200)
     parser.add_argument("--port-base", type=int, default=29700)
     args = parser.parse_args()

@@ -26,6 +26,8 @@ use crate::model::TraceSummary;
 /// Indexes written since attribute keys were added; `TLIDX1` (no keys) is still read.
 const INDEX_MAGIC: &[u8; 6] = b"TLIDX2";
 const INDEX_MAGIC_V1: &[u8; 6] = b"TLIDX1";
+/// Bytes of the smallest encoded row (no services).
+const ROW_MIN_BYTES: usize = 16 + 4 + 8 + 8 + 4 + 4 + 1 + 4 + 4;
 /// Uncompressed bytes per page.
 const PAGE_BYTES: usize = 1 << 20;
 const ZSTD_LEVEL: i32 = 6;
@@ -225,7 +227,13 @@ impl BlockIndex {
                 .map_err(|_| BlockError::Corrupt("index: string is not UTF-8".into()))?;
             index.strings.push(text.to_string());
         }
-        for _ in 0..r.u32()? {
+        let rows = r.u32()?;
+        // Exactly: the rows are most of an index's memory, and pushing would leave up to half
+        // of it unused. Capped, so a corrupt count cannot ask for more than the buffer holds.
+        index
+            .rows
+            .reserve_exact((rows as usize).min(buf.len() / ROW_MIN_BYTES));
+        for _ in 0..rows {
             let mut trace_id = [0u8; 16];
             trace_id.copy_from_slice(r.take(16)?);
             let page = r.u32()?;
@@ -518,11 +526,14 @@ impl BlockBuilder {
 
     /// The block's meta and index, once every page is written.
     pub fn finish(
-        self,
+        mut self,
         block_id: String,
         tenant: &str,
         compaction_level: u32,
     ) -> (BlockMeta, BlockIndex) {
+        // The index is kept (cached) after the block is written: no room left unused.
+        self.index.rows.shrink_to_fit();
+        self.index.service_sets.shrink_to_fit();
         let index_len = self.index.encoded_len() as u64;
         let meta = BlockMeta {
             block_id,

@@ -242,13 +242,14 @@ pub struct TraceStorageConfig {
     /// Memory for the rows of block indexes (per trace: id, page, times, root, services),
     /// in MiB. Rows of blocks beyond it are read from storage again when a search needs them;
     /// trace by id never needs them. Each block also keeps a summary in memory for good, about
-    /// 2 bytes per trace. Default 256 (the rows of about 4.5M traces).
+    /// 2 bytes per trace. Default 32 (the rows of about 600k traces): a search over more blocks
+    /// reads the others' rows again, about 16 ns per trace (bench/index_memory.py).
     #[serde(default = "default_index_cache_mib")]
     pub index_cache_mib: u64,
 }
 
 fn default_index_cache_mib() -> u64 {
-    256
+    32
 }
 
 #[derive(Debug, Clone, Deserialize)]
