@@ -13,7 +13,7 @@ use http::HeaderMap;
 use threadline_config::settings::AuthSettings;
 
 use crate::client::ClientInfo;
-use crate::component::Host;
+use crate::component::{Extension, Host};
 
 pub mod htpasswd;
 
@@ -61,26 +61,36 @@ pub trait ClientAuthenticator: Send + Sync {
     fn apply(&self, headers: &mut HeaderMap, client: &ClientInfo) -> Result<(), String>;
 }
 
+/// The running extension named by a component's `auth` (at `path`, for errors).
+fn running_extension<'h>(
+    host: &'h Host,
+    auth: &AuthSettings,
+    path: &str,
+) -> anyhow::Result<&'h Arc<dyn Extension>> {
+    host.extensions.get(&auth.authenticator).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{path}::auth::authenticator: extension {} is not running; configure it under \
+             extensions and list it in service::extensions",
+            auth.authenticator
+        )
+    })
+}
+
 /// The server authenticator named by a receiver's `auth` (at `path`, for errors).
 pub fn server_authenticator(
     host: &Host,
     auth: &AuthSettings,
     path: &str,
 ) -> anyhow::Result<Arc<dyn ServerAuthenticator>> {
-    let extension = host.extensions.get(&auth.authenticator).ok_or_else(|| {
-        anyhow::anyhow!(
-            "{path}::auth::authenticator: extension {} is not running; configure it under \
-             extensions and list it in service::extensions",
-            auth.authenticator
-        )
-    })?;
-    extension.server_authenticator().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{path}::auth::authenticator: extension {} cannot authenticate requests a server \
-             receives (server authenticators: bearertokenauth, basicauth with htpasswd)",
-            auth.authenticator
-        )
-    })
+    running_extension(host, auth, path)?
+        .server_authenticator()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{path}::auth::authenticator: extension {} cannot authenticate requests a server \
+                 receives (server authenticators: bearertokenauth, basicauth with htpasswd)",
+                auth.authenticator
+            )
+        })
 }
 
 /// The client authenticator named by an exporter's `auth` (at `path`, for errors).
@@ -89,21 +99,16 @@ pub fn client_authenticator(
     auth: &AuthSettings,
     path: &str,
 ) -> anyhow::Result<Arc<dyn ClientAuthenticator>> {
-    let extension = host.extensions.get(&auth.authenticator).ok_or_else(|| {
-        anyhow::anyhow!(
-            "{path}::auth::authenticator: extension {} is not running; configure it under \
-             extensions and list it in service::extensions",
-            auth.authenticator
-        )
-    })?;
-    extension.client_authenticator().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{path}::auth::authenticator: extension {} cannot add credentials to requests an \
-             exporter sends (client authenticators: bearertokenauth, basicauth with \
-             client_auth, headers_setter)",
-            auth.authenticator
-        )
-    })
+    running_extension(host, auth, path)?
+        .client_authenticator()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{path}::auth::authenticator: extension {} cannot add credentials to requests an \
+                 exporter sends (client authenticators: bearertokenauth, basicauth with \
+                 client_auth, headers_setter)",
+                auth.authenticator
+            )
+        })
 }
 
 /// Compares two secrets in time that depends only on their lengths.
