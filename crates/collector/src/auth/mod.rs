@@ -93,14 +93,19 @@ pub fn server_authenticator(
         })
 }
 
-/// The client authenticator named by an exporter's `auth` (at `path`, for errors).
+/// The client authenticator named by an exporter's `auth` (at `path`, for errors); `None` when
+/// the exporter has no `auth`.
 pub fn client_authenticator(
     host: &Host,
-    auth: &AuthSettings,
+    auth: Option<&AuthSettings>,
     path: &str,
-) -> anyhow::Result<Arc<dyn ClientAuthenticator>> {
+) -> anyhow::Result<Option<Arc<dyn ClientAuthenticator>>> {
+    let Some(auth) = auth else {
+        return Ok(None);
+    };
     running_extension(host, auth, path)?
         .client_authenticator()
+        .map(Some)
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{path}::auth::authenticator: extension {} cannot add credentials to requests an \

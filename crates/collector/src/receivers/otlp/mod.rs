@@ -211,18 +211,18 @@ impl TypedReceiverFactory for OtlpReceiverFactory {
                 0 => DEFAULT_HTTP_MAX_BODY,
                 size => size as usize,
             };
-            let non_zero = |d: threadline_config::settings::GoDuration| {
-                (!d.is_zero()).then(|| d.as_duration())
-            };
             let limits = server::ConnectionLimits {
-                read_header_timeout: non_zero(settings.read_header_timeout),
-                idle_timeout: non_zero(settings.idle_timeout),
+                read_header_timeout: settings.read_header_timeout.non_zero(),
+                idle_timeout: settings.idle_timeout.non_zero(),
                 keep_alive: settings.keep_alives_enabled,
             };
             let state = Arc::new(http::HttpState {
                 ingest: ingest.clone(),
                 max_body_size,
-                body_timeout: non_zero(settings.read_timeout).unwrap_or(http::DEFAULT_BODY_TIMEOUT),
+                body_timeout: settings
+                    .read_timeout
+                    .non_zero()
+                    .unwrap_or(http::DEFAULT_BODY_TIMEOUT),
             });
             let app = http::router(state, &settings.traces_url_path);
             tracing::info!(receiver = %ctx.id, endpoint = %listener_addr(&listener), "OTLP HTTP receiver listening");
