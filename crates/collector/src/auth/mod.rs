@@ -76,14 +76,19 @@ fn running_extension<'h>(
     })
 }
 
-/// The server authenticator named by a receiver's `auth` (at `path`, for errors).
+/// The server authenticator named by a receiver's `auth` (at `path`, for errors); `None` when
+/// the receiver has no `auth`.
 pub fn server_authenticator(
     host: &Host,
-    auth: &AuthSettings,
+    auth: Option<&AuthSettings>,
     path: &str,
-) -> anyhow::Result<Arc<dyn ServerAuthenticator>> {
+) -> anyhow::Result<Option<Arc<dyn ServerAuthenticator>>> {
+    let Some(auth) = auth else {
+        return Ok(None);
+    };
     running_extension(host, auth, path)?
         .server_authenticator()
+        .map(Some)
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{path}::auth::authenticator: extension {} cannot authenticate requests a server \
