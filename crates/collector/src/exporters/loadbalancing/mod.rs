@@ -20,6 +20,7 @@
 //!   so a busy gateway does not split traces.
 
 mod config;
+#[cfg(feature = "k8s")]
 mod k8s;
 mod resolver;
 mod ring;
