@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import BINARY, SEED, Process, cpu_seconds, metric, rss_mib, sink_argv, sink_stats, stop_all, wait_port  # noqa: E402
+from procs import BINARY, SEED, Process, collector_argv, cpu_seconds, metric, rss_mib, sink_argv, sink_stats, stop_all, wait_port  # noqa: E402
 
 
 def main() -> None:
@@ -53,14 +53,10 @@ def main() -> None:
 
         # 2. The gateway.
         spawn("sink", sink_argv(sink_grpc, sink_stats_port), sink_grpc)
-        gateway = spawn("gateway", [
-            "collector", "--config", str(SEED / "gateway-config.yaml"),
-            "--set", f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{grpc}",
-            "--set", f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{http}",
+        gateway = spawn("gateway", collector_argv(SEED / "gateway-config.yaml", grpc, http, metrics, [
             "--set", f"exporters::otlp/tempo::endpoint=127.0.0.1:{sink_grpc}",
-            "--set", f"service::telemetry::metrics::address=127.0.0.1:{metrics}",
             "--set", f"processors::tail_sampling::decision_wait={args.decision_wait}",
-        ], grpc)
+        ]), grpc)
         wait_port(metrics)
         peak = {"rss": 0.0, "buffered": 0.0}
         stop = threading.Event()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import BINARY, SEED, Process, metric, rss_mib, sink_argv, sink_stats, stop_all, wait_port  # noqa: E402
+from procs import BINARY, SEED, Process, collector_argv, metric, rss_mib, sink_argv, sink_stats, stop_all, wait_port  # noqa: E402
 
 
 def main() -> None:
@@ -41,15 +41,11 @@ def main() -> None:
     grpc, http, metrics, health = base + 117, base + 118, base + 188, base + 133
     logs = Path(tempfile.mkdtemp(prefix="threadline-outage-bench-"))
     sink = Process("sink", sink_argv(sink_grpc, sink_stats_port), logs, sink_stats_port)
-    agent = Process("agent", [
-        "collector", "--config", str(SEED / "agent-config.yaml"),
-        "--set", f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{grpc}",
-        "--set", f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{http}",
+    agent = Process("agent", collector_argv(SEED / "agent-config.yaml", grpc, http, metrics, [
         "--set", f"exporters::otlp::endpoint=127.0.0.1:{sink_grpc}",
         "--set", f"exporters::otlp::sending_queue::queue_size={args.queue_size}",
-        "--set", f"service::telemetry::metrics::address=127.0.0.1:{metrics}",
         "--set", f"extensions::health_check::endpoint=127.0.0.1:{health}",
-    ], logs, grpc)
+    ]), logs, grpc)
 
     try:
         sink.start()

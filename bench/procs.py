@@ -65,6 +65,16 @@ def sink_argv(grpc: int, stats: int) -> list[str]:
     return ["sink", "--grpc-endpoint", f"127.0.0.1:{grpc}", "--stats-endpoint", f"127.0.0.1:{stats}", "--quiet"]
 
 
+def collector_argv(config: Path, grpc: int, http: int, metrics_port: int, extra: list[str]) -> list[str]:
+    """`threadline collector` with `config`, its OTLP receivers and metrics on 127.0.0.1."""
+    return [
+        "collector", "--config", str(config), *extra,
+        "--set", f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{grpc}",
+        "--set", f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{http}",
+        "--set", f"service::telemetry::metrics::address=127.0.0.1:{metrics_port}",
+    ]
+
+
 @dataclass
 class Incarnation:
     pid: int

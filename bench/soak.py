@@ -40,22 +40,13 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import BINARY, SEED, Process, metric  # noqa: E402
+from procs import BINARY, SEED, Process, collector_argv, metric  # noqa: E402
 
 SPANS_PER_TRACE = 10
 RSS_GROWTH_LIMIT = 0.10
 # Quiet samples (one a second) each half of a life must have for its RSS to be judged: a peak
 # over less than one head cycle of the store (30 s) says little.
 MIN_QUIET_SAMPLES = 30
-
-
-def collector_argv(config: Path, grpc: int, http: int, metrics_port: int, extra: list[str]) -> list[str]:
-    return [
-        "collector", "--config", str(config), *extra,
-        "--set", f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{grpc}",
-        "--set", f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{http}",
-        "--set", f"service::telemetry::metrics::address=127.0.0.1:{metrics_port}",
-    ]
 
 
 def search(api: str, query: str, start: int, end: int) -> list[dict]:
