@@ -155,6 +155,7 @@ pub struct SearchStats {
     pub skipped: query::SkippedBlocks,
 }
 
+#[cfg(feature = "cloud-storage")]
 fn with_prefix<S: ObjectStore>(store: S, prefix: &str) -> Arc<dyn ObjectStore> {
     if prefix.is_empty() {
         Arc::new(store)
