@@ -65,7 +65,8 @@ esac
 OUT="${OUT:-$ROOT/bench/out/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 VENV="$ROOT/bench/.venv"
-SEED_CONFIG="/work/shared/seed/agent-config.yaml"
+# The seed agent config as the repository keeps it; $THREADLINE_SEED_DIR points elsewhere.
+SEED_CONFIG="${THREADLINE_SEED_DIR:-$ROOT/examples/seed}/agent-config.yaml"
 CLK_TCK="$(getconf CLK_TCK)"
 
 # Ports, all on 127.0.0.1.

@@ -12,69 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BINARY = ROOT / "target" / "release" / "threadline"
-SEED = ROOT.parent / "shared" / "seed" / "gateway-config.yaml"
-PAGE = os.sysconf("SC_PAGE_SIZE")
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * PAGE / 2**20
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def metric(port: int, name: str, *labels: str) -> float:
-    """Sum of the samples of `name` whose label text contains every one of `labels`."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(
-        float(l.rsplit(" ", 1)[1])
-        for l in text.splitlines()
-        if l.startswith(name + "{") and all(label in l for label in labels)
-    )
-
-
-def sink_stats(port: int) -> dict:
-    return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5).read())
-
-
-def wait_port(port: int) -> None:
-    import socket
-
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"port {port} never opened")
-
-
-def stop_all(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM to every process still running, then wait for each (SIGKILL after 30 s)."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procs import BINARY, SEED, Process, collector_argv, cpu_seconds, metric, rss_mib, sink_argv, sink_stats, stop_all, wait_port  # noqa: E402
 
 
 def main() -> None:
@@ -90,33 +36,27 @@ def main() -> None:
     sink_grpc, sink_stats_port, probe_grpc, probe_stats = base + 17, base + 18, base + 27, base + 28
     grpc, http, metrics = base + 117, base + 118, base + 188
     logs = Path(tempfile.mkdtemp(prefix="threadline-gateway-bench-"))
-    procs: list[subprocess.Popen] = []
+    procs: list[Process] = []
 
-    def spawn(name: str, argv: list[str]) -> subprocess.Popen:
-        out = open(logs / f"{name}.log", "wb")
-        p = subprocess.Popen([str(BINARY), *argv], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    def spawn(name: str, argv: list[str], ready_port: int) -> Process:
+        p = Process(name, argv, logs, ready_port)
         procs.append(p)
+        p.start()
         return p
 
     try:
         # 1. The encoded size of the load generator's spans, measured on a sink.
-        spawn("probe-sink", ["sink", "--grpc-endpoint", f"127.0.0.1:{probe_grpc}", "--stats-endpoint", f"127.0.0.1:{probe_stats}", "--quiet"])
-        wait_port(probe_grpc)
+        spawn("probe-sink", sink_argv(probe_grpc, probe_stats), probe_grpc)
         subprocess.run([str(BINARY), "loadgen", "--endpoint", f"127.0.0.1:{probe_grpc}", "--traces", "2000", "--spans-per-request", "500"], check=True, capture_output=True)
         probe = sink_stats(probe_stats)
         bytes_per_span = probe["bytes"] / probe["spans"]
 
         # 2. The gateway.
-        spawn("sink", ["sink", "--grpc-endpoint", f"127.0.0.1:{sink_grpc}", "--stats-endpoint", f"127.0.0.1:{sink_stats_port}", "--quiet"])
-        gateway = spawn("gateway", [
-            "collector", "--config", str(SEED),
-            "--set", f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{grpc}",
-            "--set", f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{http}",
+        spawn("sink", sink_argv(sink_grpc, sink_stats_port), sink_grpc)
+        gateway = spawn("gateway", collector_argv(SEED / "gateway-config.yaml", grpc, http, metrics, [
             "--set", f"exporters::otlp/tempo::endpoint=127.0.0.1:{sink_grpc}",
-            "--set", f"service::telemetry::metrics::address=127.0.0.1:{metrics}",
             "--set", f"processors::tail_sampling::decision_wait={args.decision_wait}",
-        ])
-        wait_port(grpc)
+        ]), grpc)
         wait_port(metrics)
         peak = {"rss": 0.0, "buffered": 0.0}
         stop = threading.Event()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,9 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import BINARY, ROOT, metric, rss_mib, sink_stats, stop_all, wait_port  # noqa: E402
-
-SEED = ROOT.parent / "shared" / "seed" / "agent-config.yaml"
+from procs import BINARY, SEED, Process, collector_argv, metric, rss_mib, sink_argv, sink_stats, stop_all, wait_port  # noqa: E402
 
 
 def main() -> None:
@@ -43,31 +40,16 @@ def main() -> None:
     sink_grpc, sink_stats_port = base + 17, base + 18
     grpc, http, metrics, health = base + 117, base + 118, base + 188, base + 133
     logs = Path(tempfile.mkdtemp(prefix="threadline-outage-bench-"))
-    procs: list[subprocess.Popen] = []
-
-    def spawn(name: str, argv: list[str]) -> subprocess.Popen:
-        out = open(logs / f"{name}.log", "ab")
-        p = subprocess.Popen([str(BINARY), *argv], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(p)
-        return p
-
-    def start_sink() -> subprocess.Popen:
-        sink = spawn("sink", ["sink", "--grpc-endpoint", f"127.0.0.1:{sink_grpc}", "--stats-endpoint", f"127.0.0.1:{sink_stats_port}", "--quiet"])
-        wait_port(sink_stats_port)
-        return sink
+    sink = Process("sink", sink_argv(sink_grpc, sink_stats_port), logs, sink_stats_port)
+    agent = Process("agent", collector_argv(SEED / "agent-config.yaml", grpc, http, metrics, [
+        "--set", f"exporters::otlp::endpoint=127.0.0.1:{sink_grpc}",
+        "--set", f"exporters::otlp::sending_queue::queue_size={args.queue_size}",
+        "--set", f"extensions::health_check::endpoint=127.0.0.1:{health}",
+    ]), logs, grpc)
 
     try:
-        sink = start_sink()
-        agent = spawn("agent", [
-            "collector", "--config", str(SEED),
-            "--set", f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{grpc}",
-            "--set", f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{http}",
-            "--set", f"exporters::otlp::endpoint=127.0.0.1:{sink_grpc}",
-            "--set", f"exporters::otlp::sending_queue::queue_size={args.queue_size}",
-            "--set", f"service::telemetry::metrics::address=127.0.0.1:{metrics}",
-            "--set", f"extensions::health_check::endpoint=127.0.0.1:{health}",
-        ])
-        wait_port(grpc)
+        sink.start()
+        agent.start()
         wait_port(metrics)
         peak = {"rss": 0.0}
         stop = threading.Event()
@@ -88,12 +70,11 @@ def main() -> None:
         ], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         time.sleep(10)
         delivered = sink_stats(sink_stats_port)["spans"]
-        sink.send_signal(signal.SIGTERM)
-        sink.wait(timeout=30)
+        sink.stop(timeout=30)
         time.sleep(args.outage)
         refused_in_outage = metric(metrics, "otelcol_receiver_refused_spans")
         accepted_in_outage = metric(metrics, "otelcol_receiver_accepted_spans")
-        sink = start_sink()
+        sink.start()
         out, _ = loadgen.communicate(timeout=args.seconds + 600)
         report = json.loads(out.strip().splitlines()[-1])
         # The agent's retries back off up to 30 s: wait until everything queued went out.
@@ -126,7 +107,7 @@ def main() -> None:
         }
         print(json.dumps(result, indent=2))
     finally:
-        stop_all(procs)
+        stop_all([sink, agent])
 
 
 if __name__ == "__main__":

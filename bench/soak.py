@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -38,78 +37,16 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import BINARY, ROOT, metric, rss_mib, wait_port  # noqa: E402
+from procs import BINARY, SEED, Process, collector_argv, metric  # noqa: E402
 
-# The seed configs as the repository keeps them (byte for byte ../shared/seed's; the e2e suite
-# checks it), so the soak runs on a clean clone too.
-SEED = Path(os.environ.get("THREADLINE_SEED_DIR", ROOT / "examples" / "seed"))
 SPANS_PER_TRACE = 10
 RSS_GROWTH_LIMIT = 0.10
 # Quiet samples (one a second) each half of a life must have for its RSS to be judged: a peak
 # over less than one head cycle of the store (30 s) says little.
 MIN_QUIET_SAMPLES = 30
-
-
-@dataclass
-class Incarnation:
-    pid: int
-    started: float
-    ended: float | None = None
-    samples: list[tuple[float, float]] = field(default_factory=list)
-
-
-class Process:
-    """One role (`store`, `gateway-1`, ...): started, stopped and restarted by pid, with RSS samples
-    per incarnation."""
-
-    def __init__(self, name: str, argv: list[str], logs: Path, ready_port: int) -> None:
-        self.name, self.argv, self.logs, self.ready_port = name, argv, logs, ready_port
-        self.popen: subprocess.Popen | None = None
-        self.incarnations: list[Incarnation] = []
-        self.lock = threading.Lock()
-
-    def start(self) -> None:
-        log = open(self.logs / f"{self.name}.log", "ab")
-        popen = subprocess.Popen([str(BINARY), *self.argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        with self.lock:
-            self.popen = popen
-            self.incarnations.append(Incarnation(popen.pid, time.monotonic()))
-        wait_port(self.ready_port)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        with self.lock:
-            popen, self.popen = self.popen, None
-        if popen is None or popen.poll() is not None:
-            return
-        popen.send_signal(sig)
-        try:
-            popen.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
-        self.incarnations[-1].ended = time.monotonic()
-
-    def sample(self, under_load: bool) -> None:
-        with self.lock:
-            if self.popen is None or self.popen.poll() is not None or not under_load:
-                return
-            try:
-                self.incarnations[-1].samples.append((time.monotonic(), rss_mib(self.popen.pid)))
-            except (OSError, ValueError):
-                pass
-
-
-def collector_argv(config: Path, grpc: int, http: int, metrics_port: int, extra: list[str]) -> list[str]:
-    return [
-        "collector", "--config", str(config), *extra,
-        "--set", f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{grpc}",
-        "--set", f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{http}",
-        "--set", f"service::telemetry::metrics::address=127.0.0.1:{metrics_port}",
-    ]
 
 
 def search(api: str, query: str, start: int, end: int) -> list[dict]:

@@ -44,6 +44,12 @@ cargo fmt --all -- --check || fail "formatting differs: run 'cargo fmt --all'"
 step "cargo clippy (release, all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --release -- -D warnings || fail "clippy found problems"
 
+# The slim build (README): without the `k8s` and `cloud-storage` features, so that what they gate
+# keeps compiling both ways. Its own feature set and check mode: the full build below stays fresh.
+step "cargo clippy of the slim build (--no-default-features)"
+cargo clippy --release -p threadline -p threadline-collector -p threadline-store --no-default-features \
+	--all-targets -- -D warnings || fail "the slim build (--no-default-features) has problems"
+
 # The binary is built together with the tests, so both resolve dependency features the same way
 # (dev-dependencies included) and share every compiled crate; `cargo build -p threadline` alone
 # would resolve them differently and compile much of the tree a second time.

@@ -6,11 +6,33 @@ mod all_in_one;
 mod collector;
 mod demo;
 mod doctor;
+#[cfg(feature = "k8s")]
 mod operator;
 mod query;
 mod store;
 mod store_convert;
 mod tenancy;
+
+/// `operator` and `install` in a binary built without the `k8s` feature: they take any
+/// arguments and refuse, naming the feature.
+#[cfg(not(feature = "k8s"))]
+mod operator {
+    #[derive(clap::Args)]
+    pub struct OperatorArgs {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        _args: Vec<String>,
+    }
+
+    pub type InstallArgs = OperatorArgs;
+
+    pub async fn run(_: OperatorArgs) -> anyhow::Result<()> {
+        anyhow::bail!("operator: {}", threadline_config::built_without("k8s"))
+    }
+
+    pub fn install(_: InstallArgs) -> anyhow::Result<()> {
+        anyhow::bail!("install: {}", threadline_config::built_without("k8s"))
+    }
+}
 
 use clap::{Parser, Subcommand};
 

@@ -1,4 +1,4 @@
-//! Shared pieces of the crate's tests: a recording consumer and loopback ports.
+//! Shared pieces of the crate's tests: a recording consumer, request headers and loopback ports.
 
 use std::sync::Mutex;
 
@@ -67,4 +67,22 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Request headers (HTTP headers or gRPC metadata) from `(name, value)` pairs, in order; a name
+/// may repeat.
+pub fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    map
+}
+
+/// The client info a receiver with `include_metadata` gives a request with these headers.
+pub fn client_info(pairs: &[(&str, &str)]) -> crate::client::ClientInfo {
+    crate::client::ClientInfo::from_headers(&headers(pairs))
 }

@@ -44,3 +44,13 @@ pub fn join_path(parent: &str, key: &str) -> String {
         format!("{parent}::{key}")
     }
 }
+
+/// Why a configured part is refused by a binary built without the cargo feature that holds it
+/// (`k8s`, `cloud-storage`): the binary's features are on by default, and a slim build
+/// (`--no-default-features`) leaves them out.
+pub fn built_without(feature: &str) -> String {
+    format!(
+        "this binary was built without the `{feature}` feature; rebuild with default features \
+         or `--features {feature}`"
+    )
+}

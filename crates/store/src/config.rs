@@ -392,6 +392,17 @@ impl StoreConfig {
             ));
         }
         let trace = &self.storage.trace;
+        #[cfg(not(feature = "cloud-storage"))]
+        if matches!(trace.backend.as_str(), "s3" | "gcs" | "azure") {
+            errors.push(ConfigError::new(
+                "storage::trace::backend",
+                format!(
+                    "{}: {}",
+                    trace.backend,
+                    threadline_config::built_without("cloud-storage")
+                ),
+            ));
+        }
         match trace.backend.as_str() {
             "local" if trace.local.is_none() => errors.push(ConfigError::new(
                 "storage::trace::local::path",

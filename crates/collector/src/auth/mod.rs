@@ -13,7 +13,7 @@ use http::HeaderMap;
 use threadline_config::settings::AuthSettings;
 
 use crate::client::ClientInfo;
-use crate::component::Host;
+use crate::component::{Extension, Host};
 
 pub mod htpasswd;
 
@@ -61,49 +61,62 @@ pub trait ClientAuthenticator: Send + Sync {
     fn apply(&self, headers: &mut HeaderMap, client: &ClientInfo) -> Result<(), String>;
 }
 
-/// The server authenticator named by a receiver's `auth` (at `path`, for errors).
+/// The server authenticator named by a receiver's `auth` (at `path`, for errors); `None` when
+/// the receiver has no `auth`.
 pub fn server_authenticator(
     host: &Host,
-    auth: &AuthSettings,
+    auth: Option<&AuthSettings>,
     path: &str,
-) -> anyhow::Result<Arc<dyn ServerAuthenticator>> {
-    let extension = host.extensions.get(&auth.authenticator).ok_or_else(|| {
-        anyhow::anyhow!(
-            "{path}::auth::authenticator: extension {} is not running; configure it under \
-             extensions and list it in service::extensions",
-            auth.authenticator
-        )
-    })?;
-    extension.server_authenticator().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{path}::auth::authenticator: extension {} cannot authenticate requests a server \
-             receives (server authenticators: bearertokenauth, basicauth with htpasswd)",
-            auth.authenticator
-        )
-    })
+) -> anyhow::Result<Option<Arc<dyn ServerAuthenticator>>> {
+    named_authenticator(
+        host,
+        auth,
+        path,
+        |extension| extension.server_authenticator(),
+        "cannot authenticate requests a server receives (server authenticators: \
+         bearertokenauth, basicauth with htpasswd)",
+    )
 }
 
-/// The client authenticator named by an exporter's `auth` (at `path`, for errors).
+/// The client authenticator named by an exporter's `auth` (at `path`, for errors); `None` when
+/// the exporter has no `auth`.
 pub fn client_authenticator(
     host: &Host,
-    auth: &AuthSettings,
+    auth: Option<&AuthSettings>,
     path: &str,
-) -> anyhow::Result<Arc<dyn ClientAuthenticator>> {
-    let extension = host.extensions.get(&auth.authenticator).ok_or_else(|| {
+) -> anyhow::Result<Option<Arc<dyn ClientAuthenticator>>> {
+    named_authenticator(
+        host,
+        auth,
+        path,
+        |extension| extension.client_authenticator(),
+        "cannot add credentials to requests an exporter sends (client authenticators: \
+         bearertokenauth, basicauth with client_auth, headers_setter)",
+    )
+}
+
+/// The running extension `auth` names, as the authenticator `role` picks from it; `cannot` says
+/// what an extension that is not one cannot do.
+fn named_authenticator<A: ?Sized>(
+    host: &Host,
+    auth: Option<&AuthSettings>,
+    path: &str,
+    role: impl FnOnce(&dyn Extension) -> Option<Arc<A>>,
+    cannot: &str,
+) -> anyhow::Result<Option<Arc<A>>> {
+    let Some(auth) = auth else {
+        return Ok(None);
+    };
+    let id = &auth.authenticator;
+    let extension = host.extensions.get(id).ok_or_else(|| {
         anyhow::anyhow!(
-            "{path}::auth::authenticator: extension {} is not running; configure it under \
-             extensions and list it in service::extensions",
-            auth.authenticator
+            "{path}::auth::authenticator: extension {id} is not running; configure it under \
+             extensions and list it in service::extensions"
         )
     })?;
-    extension.client_authenticator().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{path}::auth::authenticator: extension {} cannot add credentials to requests an \
-             exporter sends (client authenticators: bearertokenauth, basicauth with \
-             client_auth, headers_setter)",
-            auth.authenticator
-        )
-    })
+    role(extension.as_ref())
+        .map(Some)
+        .ok_or_else(|| anyhow::anyhow!("{path}::auth::authenticator: extension {id} {cannot}"))
 }
 
 /// Compares two secrets in time that depends only on their lengths.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use threadline_config::ComponentId;
 
-use crate::client::{self, ClientInfo};
+use crate::client;
 use crate::component::{CreateContext, ExporterFactory, ExtensionFactory, Host, ReceiverFactory};
 use crate::exporters::otlp::OtlpExporterFactory;
 use crate::exporters::otlphttp::OtlpHttpExporterFactory;
@@ -17,7 +17,7 @@ use crate::extensions::bearertokenauth::BearerTokenAuthFactory;
 use crate::extensions::headers_setter::HeadersSetterFactory;
 use crate::receivers::otlp::OtlpReceiverFactory;
 use crate::telemetry::Telemetry;
-use crate::test_support::{free_port, Recorder};
+use crate::test_support::{client_info, free_port, headers, Recorder};
 
 fn add(
     host: &mut Host,
@@ -232,10 +232,8 @@ async fn headers_setter_sends_values_from_the_datas_metadata() {
         "headers_setter",
         &format!("{{Authorization: \"{basic}\", X-Static: gone}}"),
     );
-    let mut headers = http::HeaderMap::new();
-    headers.insert("x-tenant", "team-a".parse().unwrap());
     client::scope(
-        ClientInfo::from_headers(&headers),
+        client_info(&[("x-tenant", "team-a")]),
         exporter.consume(traces("a", 1)),
     )
     .await
@@ -293,8 +291,7 @@ async fn a_rotated_token_file_is_picked_up_without_a_restart() {
         .server_authenticator()
         .unwrap();
     let check = |token: &str| {
-        let mut headers = http::HeaderMap::new();
-        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let mut headers = headers(&[("authorization", &format!("Bearer {token}"))]);
         auth.authenticate(&mut headers).is_ok()
     };
     assert!(check("first"));

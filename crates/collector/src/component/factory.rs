@@ -166,80 +166,50 @@ pub trait ExtensionFactory: Send + Sync {
         -> anyhow::Result<Arc<dyn Extension>>;
 }
 
-impl<F: TypedReceiverFactory> ReceiverFactory for F {
-    fn kind(&self) -> &'static str {
-        TypedReceiverFactory::kind(self)
-    }
+/// Wraps every typed factory of one kind into its object-safe form. The four kinds differ only
+/// in the traits, the method's name and whether it takes the next consumer: each decodes and
+/// validates the section once and attaches the section's YAML path to every error.
+macro_rules! object_safe_factory {
+    ($typed:ident => $object:ident, $kind:expr, fn $method:ident($($next:ident)?) -> $out:ty) => {
+        impl<F: $typed> $object for F {
+            fn kind(&self) -> &'static str {
+                $typed::kind(self)
+            }
 
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<F::Config>(config, path).map(|_| ())
-    }
+            fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
+                decode_config::<F::Config>(config, path).map(|_| ())
+            }
 
-    fn create_traces(
-        &self,
-        ctx: &CreateContext<'_>,
-        config: &Value,
-        next: NextConsumer,
-    ) -> anyhow::Result<Arc<dyn Component>> {
-        let config = decode_config(config, &ctx.path(Kind::Receiver))?;
-        TypedReceiverFactory::create(self, ctx, config, next)
-    }
+            fn $method(
+                &self,
+                ctx: &CreateContext<'_>,
+                config: &Value,
+                $($next: NextConsumer,)?
+            ) -> anyhow::Result<Arc<$out>> {
+                let config = decode_config(config, &ctx.path($kind))?;
+                $typed::create(self, ctx, config, $($next)?)
+            }
+        }
+    };
 }
 
-impl<F: TypedProcessorFactory> ProcessorFactory for F {
-    fn kind(&self) -> &'static str {
-        TypedProcessorFactory::kind(self)
-    }
-
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<F::Config>(config, path).map(|_| ())
-    }
-
-    fn create_traces(
-        &self,
-        ctx: &CreateContext<'_>,
-        config: &Value,
-        next: NextConsumer,
-    ) -> anyhow::Result<Arc<dyn Processor>> {
-        let config = decode_config(config, &ctx.path(Kind::Processor))?;
-        TypedProcessorFactory::create(self, ctx, config, next)
-    }
-}
-
-impl<F: TypedExporterFactory> ExporterFactory for F {
-    fn kind(&self) -> &'static str {
-        TypedExporterFactory::kind(self)
-    }
-
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<F::Config>(config, path).map(|_| ())
-    }
-
-    fn create_traces(
-        &self,
-        ctx: &CreateContext<'_>,
-        config: &Value,
-    ) -> anyhow::Result<Arc<dyn Exporter>> {
-        let config = decode_config(config, &ctx.path(Kind::Exporter))?;
-        TypedExporterFactory::create(self, ctx, config)
-    }
-}
-
-impl<F: TypedExtensionFactory> ExtensionFactory for F {
-    fn kind(&self) -> &'static str {
-        TypedExtensionFactory::kind(self)
-    }
-
-    fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {
-        decode_config::<F::Config>(config, path).map(|_| ())
-    }
-
-    fn create(
-        &self,
-        ctx: &CreateContext<'_>,
-        config: &Value,
-    ) -> anyhow::Result<Arc<dyn Extension>> {
-        let config = decode_config(config, &ctx.path(Kind::Extension))?;
-        TypedExtensionFactory::create(self, ctx, config)
-    }
-}
+object_safe_factory!(
+    TypedReceiverFactory => ReceiverFactory,
+    Kind::Receiver,
+    fn create_traces(next) -> dyn Component
+);
+object_safe_factory!(
+    TypedProcessorFactory => ProcessorFactory,
+    Kind::Processor,
+    fn create_traces(next) -> dyn Processor
+);
+object_safe_factory!(
+    TypedExporterFactory => ExporterFactory,
+    Kind::Exporter,
+    fn create_traces() -> dyn Exporter
+);
+object_safe_factory!(
+    TypedExtensionFactory => ExtensionFactory,
+    Kind::Extension,
+    fn create() -> dyn Extension
+);

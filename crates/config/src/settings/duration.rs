@@ -184,6 +184,12 @@ impl GoDuration {
     pub fn is_zero(self) -> bool {
         self.0.is_zero()
     }
+
+    /// The duration, or `None` when it is zero (the settings where zero means "no limit" or
+    /// "the default").
+    pub fn non_zero(self) -> Option<Duration> {
+        (!self.is_zero()).then_some(self.0)
+    }
 }
 
 impl Deref for GoDuration {
@@ -350,5 +356,14 @@ mod tests {
             assert_eq!(format(duration), text);
             assert_eq!(ok(text), duration, "round trip of {text}");
         }
+    }
+
+    #[test]
+    fn non_zero_is_none_only_for_zero() {
+        assert_eq!(GoDuration::ZERO.non_zero(), None);
+        assert_eq!(
+            GoDuration::from_millis(250).non_zero(),
+            Some(Duration::from_millis(250))
+        );
     }
 }

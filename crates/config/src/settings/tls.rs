@@ -293,8 +293,7 @@ impl TlsServerSettings {
         };
         let interval = self
             .reload_interval
-            .filter(|d| !d.is_zero())
-            .map(|d| d.as_duration())
+            .and_then(GoDuration::non_zero)
             // Only files change; PEM text in the config does not.
             .filter(|_| set(&self.cert_file).is_some() || set(&self.key_file).is_some());
         let Some(interval) = interval else {

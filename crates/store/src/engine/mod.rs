@@ -160,6 +160,7 @@ pub struct SearchStats {
     pub skipped: query::SkippedBlocks,
 }
 
+#[cfg(feature = "cloud-storage")]
 fn with_prefix<S: ObjectStore>(store: S, prefix: &str) -> Arc<dyn ObjectStore> {
     if prefix.is_empty() {
         Arc::new(store)
@@ -171,6 +172,7 @@ fn with_prefix<S: ObjectStore>(store: S, prefix: &str) -> Arc<dyn ObjectStore> {
 fn object_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let trace = &config.storage.trace;
     match trace.backend.as_str() {
+        #[cfg(feature = "cloud-storage")]
         "gcs" => {
             let gcs = trace
                 .gcs
@@ -186,6 +188,7 @@ fn object_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
                 &gcs.prefix,
             ))
         }
+        #[cfg(feature = "cloud-storage")]
         "azure" => {
             let azure = trace
                 .azure
@@ -207,6 +210,7 @@ fn object_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
                 &azure.prefix,
             ))
         }
+        #[cfg(feature = "cloud-storage")]
         "s3" => {
             let s3 = trace.s3.as_ref().context("storage::trace::s3 is missing")?;
             let scheme = if s3.insecure { "http" } else { "https" };
@@ -222,6 +226,11 @@ fn object_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
                 .context("storage::trace::s3")?;
             Ok(with_prefix(store, &s3.prefix))
         }
+        #[cfg(not(feature = "cloud-storage"))]
+        backend @ ("gcs" | "azure" | "s3") => anyhow::bail!(
+            "storage::trace::backend: {backend}: {}",
+            threadline_config::built_without("cloud-storage")
+        ),
         _ => {
             let local = trace
                 .local

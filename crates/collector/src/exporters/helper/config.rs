@@ -35,8 +35,7 @@ pub fn retry_policy(settings: &RetrySettings) -> RetryPolicy {
         enabled: settings.enabled,
         initial_interval: settings.initial_interval.as_duration(),
         max_interval: settings.max_interval.as_duration(),
-        max_elapsed_time: (!settings.max_elapsed_time.is_zero())
-            .then(|| settings.max_elapsed_time.as_duration()),
+        max_elapsed_time: settings.max_elapsed_time.non_zero(),
         multiplier: settings.multiplier,
         randomization_factor: settings.randomization_factor,
     }

@@ -211,6 +211,13 @@ impl ComponentConfig for LoadBalancingConfig {
                 ),
             ));
         }
+        #[cfg(not(feature = "k8s"))]
+        if resolver.k8s.is_some() {
+            errors.push(ConfigError::new(
+                "resolver::k8s",
+                threadline_config::built_without("k8s"),
+            ));
+        }
         if let Some(k8s) = &resolver.k8s {
             if k8s.service.trim().is_empty() || k8s.service.split('.').count() > 2 {
                 errors.push(ConfigError::new(

@@ -20,6 +20,7 @@
 //!   so a busy gateway does not split traces.
 
 mod config;
+#[cfg(feature = "k8s")]
 mod k8s;
 mod resolver;
 mod ring;
@@ -85,20 +86,11 @@ impl TypedExporterFactory for LoadBalancingFactory {
         config: LoadBalancingConfig,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
         let path = ctx.path(Kind::Exporter);
-        let auth = config
-            .protocol
-            .otlp
-            .client
-            .auth
-            .as_ref()
-            .map(|auth| {
-                crate::auth::client_authenticator(
-                    ctx.host,
-                    auth,
-                    &format!("{path}::protocol::otlp"),
-                )
-            })
-            .transpose()?;
+        let auth = crate::auth::client_authenticator(
+            ctx.host,
+            config.protocol.otlp.client.auth.as_ref(),
+            &format!("{path}::protocol::otlp"),
+        )?;
         let balancer =
             Balancer::start(&ctx.id.to_string(), config.clone(), auth).context(path.clone())?;
         let settings = HelperSettings {
@@ -171,7 +163,7 @@ impl Balancer {
             exporter: exporter.to_string(),
             routing_key: config.routing_key,
             retry: retry_policy(config.retry()),
-            attempt_timeout: (!timeout.is_zero()).then(|| timeout.as_duration()),
+            attempt_timeout: timeout.non_zero(),
             config,
             auth,
             membership: RwLock::new(Membership::default()),

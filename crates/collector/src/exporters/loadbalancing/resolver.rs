@@ -42,6 +42,11 @@ pub fn start(
         ));
         return Ok(receiver);
     }
+    #[cfg(not(feature = "k8s"))]
+    if config.k8s.is_some() {
+        anyhow::bail!("resolver::k8s: {}", threadline_config::built_without("k8s"));
+    }
+    #[cfg(feature = "k8s")]
     if let Some(k8s) = &config.k8s {
         let (sender, receiver) = watch::channel(Vec::new());
         let exporter = exporter.to_string();

@@ -361,6 +361,7 @@ async fn the_dns_resolver_finds_backends_by_name() {
 
 /// A simulated Kubernetes API server (no cluster runs here): it serves one namespace's
 /// EndpointSlices, a list and then a watch stream fed by the test.
+#[cfg(feature = "k8s")]
 mod simulated_api_server {
     use std::sync::{Arc, Mutex};
 
@@ -503,6 +504,7 @@ mod simulated_api_server {
     }
 }
 
+#[cfg(feature = "k8s")]
 #[tokio::test]
 async fn k8s_resolver_follows_endpointslices_of_a_simulated_api_server() {
     use simulated_api_server::{slice, ApiServer};
@@ -557,6 +559,7 @@ async fn k8s_resolver_follows_endpointslices_of_a_simulated_api_server() {
     stop.cancel();
 }
 
+#[cfg(feature = "k8s")]
 #[test]
 fn k8s_config_is_validated() {
     let text = error_text("protocol: {otlp: {}}\nresolver: {k8s: {service: a.b.c, ports: []}}");
@@ -568,6 +571,14 @@ fn k8s_config_is_validated() {
     )
     .unwrap();
     assert_eq!(ok.resolver.k8s.unwrap().ports, [4317]);
+}
+
+#[cfg(not(feature = "k8s"))]
+#[test]
+fn a_k8s_resolver_names_the_missing_feature() {
+    let text = error_text("protocol: {otlp: {}}\nresolver: {k8s: {service: lb-svc}}");
+    assert!(text.contains("resolver::k8s"), "{text}");
+    assert!(text.contains("without the `k8s` feature"), "{text}");
 }
 
 #[tokio::test]

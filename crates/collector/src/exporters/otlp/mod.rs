@@ -13,7 +13,6 @@ pub mod transport;
 use std::sync::Arc;
 
 use anyhow::Context;
-use threadline_config::settings::GoDuration;
 use tonic::transport::Endpoint;
 
 pub use config::{OtlpExporterConfig, Target};
@@ -39,12 +38,7 @@ impl TypedExporterFactory for OtlpExporterFactory {
         config: OtlpExporterConfig,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
         let path = ctx.path(Kind::Exporter);
-        let auth = config
-            .client
-            .auth
-            .as_ref()
-            .map(|auth| crate::auth::client_authenticator(ctx.host, auth, &path))
-            .transpose()?;
+        let auth = crate::auth::client_authenticator(ctx.host, config.client.auth.as_ref(), &path)?;
         let sender =
             grpc_sender(&ctx.id.to_string(), &config, auth).with_context(|| path.clone())?;
         let settings = HelperSettings {
@@ -52,7 +46,7 @@ impl TypedExporterFactory for OtlpExporterFactory {
             metrics: ctx.telemetry.exporter(ctx.id),
             retry: retry_policy(&config.retry_on_failure),
             queue: queue_policy(&config.sending_queue, ctx).with_context(|| path.clone())?,
-            attempt_timeout: non_zero(config.timeout),
+            attempt_timeout: config.timeout.non_zero(),
         };
         let exporter = QueuedRetrySender::start(sender, settings).with_context(|| path.clone())?;
         Ok(Arc::new(exporter))
@@ -100,14 +94,14 @@ pub fn grpc_sender(
             .context("authority")?;
         endpoint = endpoint.origin(origin);
     }
-    if let Some(timeout) = non_zero(config.timeout) {
+    if let Some(timeout) = config.timeout.non_zero() {
         endpoint = endpoint.connect_timeout(timeout);
     }
     if let Some(keepalive) = &config.client.keepalive {
-        if let Some(interval) = non_zero(keepalive.time) {
+        if let Some(interval) = keepalive.time.non_zero() {
             endpoint = endpoint.http2_keep_alive_interval(interval);
         }
-        if let Some(timeout) = non_zero(keepalive.timeout) {
+        if let Some(timeout) = keepalive.timeout.non_zero() {
             endpoint = endpoint.keep_alive_timeout(timeout);
         }
         endpoint = endpoint.keep_alive_while_idle(keepalive.permit_without_stream);
@@ -132,11 +126,7 @@ pub fn grpc_sender(
             })
             .collect::<anyhow::Result<Vec<_>>>()
             .context("headers")?,
-        timeout: non_zero(config.timeout),
+        timeout: config.timeout.non_zero(),
         auth,
     })
-}
-
-fn non_zero(duration: GoDuration) -> Option<std::time::Duration> {
-    (!duration.is_zero()).then(|| duration.as_duration())
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use prost::Message;
-use threadline_config::settings::{Compression, GoDuration};
+use threadline_config::settings::Compression;
 use threadline_otlp::proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use threadline_otlp::TraceData;
 
@@ -49,12 +49,7 @@ impl TypedExporterFactory for OtlpHttpExporterFactory {
         config: OtlpHttpExporterConfig,
     ) -> anyhow::Result<Arc<dyn Exporter>> {
         let path = ctx.path(Kind::Exporter);
-        let auth = config
-            .client
-            .auth
-            .as_ref()
-            .map(|auth| crate::auth::client_authenticator(ctx.host, auth, &path))
-            .transpose()?;
+        let auth = crate::auth::client_authenticator(ctx.host, config.client.auth.as_ref(), &path)?;
         let sender =
             http_sender(&ctx.id.to_string(), &config, auth).with_context(|| path.clone())?;
         // As upstream, the HTTP client's `timeout` bounds each attempt; the helper adds none.
@@ -107,8 +102,8 @@ pub fn http_sender(
         // TLS comes from our own rustls config (below); reqwest's root store would go unused.
         .tls_built_in_root_certs(false)
         .user_agent(crate::exporters::user_agent())
-        .pool_idle_timeout(non_zero(settings.idle_conn_timeout));
-    if let Some(timeout) = non_zero(settings.timeout) {
+        .pool_idle_timeout(settings.idle_conn_timeout.non_zero());
+    if let Some(timeout) = settings.timeout.non_zero() {
         builder = builder.timeout(timeout);
     }
     let idle_per_host = if settings.disable_keep_alives {
@@ -119,7 +114,7 @@ pub fn http_sender(
     if let Some(idle) = idle_per_host {
         builder = builder.pool_max_idle_per_host(idle);
     }
-    if let Some(interval) = non_zero(settings.http2_read_idle_timeout) {
+    if let Some(interval) = settings.http2_read_idle_timeout.non_zero() {
         builder = builder
             .http2_keep_alive_interval(interval)
             .http2_keep_alive_timeout(settings.http2_ping_timeout.as_duration());
@@ -187,10 +182,6 @@ fn resolve(url: &reqwest::Url, port: u16) -> anyhow::Result<Vec<std::net::Socket
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve {host}"))?
         .collect())
-}
-
-fn non_zero(duration: GoDuration) -> Option<Duration> {
-    (!duration.is_zero()).then(|| duration.as_duration())
 }
 
 impl HttpSender {

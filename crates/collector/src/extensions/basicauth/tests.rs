@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::component::decode_config;
+use crate::test_support::headers;
 
 fn decode(text: &str) -> Result<BasicAuthConfig, threadline_config::ConfigErrors> {
     decode_config(
@@ -68,11 +69,7 @@ fn the_server_reads_the_file_then_inline() {
         .server_authenticator()
         .unwrap();
     let check = |user: &str, password: &str| {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "authorization",
-            basic_header(user, password).parse().unwrap(),
-        );
+        let mut headers = headers(&[("authorization", &basic_header(user, password))]);
         server.authenticate(&mut headers)
     };
     assert!(check("alice", "from-inline").is_ok());

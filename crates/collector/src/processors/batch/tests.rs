@@ -12,7 +12,7 @@ use crate::client::{self, ClientInfo};
 use crate::component::{decode_config, Component};
 use crate::consumer::TracesConsumer;
 use crate::telemetry::Telemetry;
-use crate::test_support::Recorder;
+use crate::test_support::{client_info, Recorder};
 
 /// A request of `count` spans named `{prefix}{i}`.
 fn request(prefix: &str, count: usize) -> TraceData {
@@ -235,17 +235,6 @@ fn testdata_decodes() {
     assert_eq!(defaults.timeout.0, Duration::from_millis(200));
 }
 
-fn client(pairs: &[(&str, &str)]) -> ClientInfo {
-    let mut headers = http::HeaderMap::new();
-    for (name, value) in pairs {
-        headers.append(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    ClientInfo::from_headers(&headers)
-}
-
 async fn consume_as(processor: &BatchProcessor, info: ClientInfo, data: TraceData) {
     client::scope(info, processor.consume(data)).await.unwrap();
 }
@@ -254,9 +243,9 @@ async fn consume_as(processor: &BatchProcessor, info: ClientInfo, data: TraceDat
 async fn metadata_keys_batch_each_combination_apart_and_carry_only_those_keys_on() {
     let (processor, recorder, _) =
         start("timeout: 50ms\nsend_batch_size: 1000\nmetadata_keys: [X-Scope-OrgID]\n");
-    let acme = client(&[("x-scope-orgid", "acme"), ("user-agent", "sdk/1")]);
-    let acme_other_client = client(&[("X-Scope-OrgID", "acme"), ("user-agent", "sdk/2")]);
-    let globex = client(&[("x-scope-orgid", "globex")]);
+    let acme = client_info(&[("x-scope-orgid", "acme"), ("user-agent", "sdk/1")]);
+    let acme_other_client = client_info(&[("X-Scope-OrgID", "acme"), ("user-agent", "sdk/2")]);
+    let globex = client_info(&[("x-scope-orgid", "globex")]);
     consume_as(&processor, acme, request("a", 3)).await;
     consume_as(&processor, globex, request("g", 2)).await;
     consume_as(&processor, acme_other_client, request("a2-", 1)).await;
@@ -295,17 +284,17 @@ async fn metadata_keys_batch_each_combination_apart_and_carry_only_those_keys_on
 async fn a_new_combination_past_the_cardinality_limit_is_refused_permanently() {
     let (processor, recorder, _) =
         start("timeout: 20ms\nmetadata_keys: [tenant]\nmetadata_cardinality_limit: 2\n");
-    consume_as(&processor, client(&[("tenant", "1")]), request("a", 1)).await;
-    consume_as(&processor, client(&[("tenant", "2")]), request("b", 1)).await;
+    consume_as(&processor, client_info(&[("tenant", "1")]), request("a", 1)).await;
+    consume_as(&processor, client_info(&[("tenant", "2")]), request("b", 1)).await;
     let err = client::scope(
-        client(&[("tenant", "3")]),
+        client_info(&[("tenant", "3")]),
         processor.consume(request("c", 1)),
     )
     .await
     .unwrap_err();
     assert!(err.is_permanent() && err.to_string().contains("metadata_cardinality_limit 2"));
     // Known combinations still pass.
-    consume_as(&processor, client(&[("tenant", "1")]), request("a", 1)).await;
+    consume_as(&processor, client_info(&[("tenant", "1")]), request("a", 1)).await;
     wait_for(&recorder, 3).await;
     processor
         .shutdown(Instant::now() + Duration::from_secs(2))
@@ -318,7 +307,7 @@ async fn without_metadata_keys_batches_carry_no_client_metadata() {
     let (processor, recorder, _) = start("timeout: 20ms\n");
     consume_as(
         &processor,
-        client(&[("x-scope-orgid", "acme")]),
+        client_info(&[("x-scope-orgid", "acme")]),
         request("a", 2),
     )
     .await;

@@ -231,8 +231,7 @@ impl TailSampler {
             .iter()
             .map(|p| metrics.policy(&p.name, &decision_labels))
             .collect();
-        let after_root = (!config.decision_wait_after_root_received.0.is_zero())
-            .then_some(config.decision_wait_after_root_received.0);
+        let after_root = config.decision_wait_after_root_received.non_zero();
         let cache_size = |configured: usize| {
             let total = if configured == 0 {
                 DEFAULT_DECISION_CACHE

@@ -14,7 +14,7 @@ use super::{TailSampler, TailSamplingConfig};
 use crate::component::{decode_config, Component, MemoryPressure};
 use crate::consumer::TracesConsumer;
 use crate::telemetry::Telemetry;
-use crate::test_support::Recorder;
+use crate::test_support::{client_info, Recorder};
 
 fn start(config: &TailSamplingConfig, recorder: &Arc<Recorder>) -> Arc<TailSampler> {
     start_with(config, recorder, &Telemetry::new("test"), Arc::default())
@@ -529,10 +529,10 @@ async fn memory_pressure_decides_the_oldest_traces_early() {
 }
 
 fn tenant(name: &str) -> crate::client::ClientInfo {
-    let mut headers = http::HeaderMap::new();
-    headers.insert("x-scope-orgid", name.parse().unwrap());
-    headers.insert("user-agent", format!("sdk-of-{name}").parse().unwrap());
-    crate::client::ClientInfo::from_headers(&headers)
+    client_info(&[
+        ("x-scope-orgid", name),
+        ("user-agent", &format!("sdk-of-{name}")),
+    ])
 }
 
 #[tokio::test]

@@ -208,15 +208,16 @@ impl GrpcLimits {
             .as_ref()
             .and_then(|k| k.server_parameters.clone())
             .unwrap_or_default();
-        let non_zero =
-            |d: threadline_config::settings::GoDuration| (!d.is_zero()).then(|| d.as_duration());
         GrpcLimits {
             idle: Some(
-                non_zero(parameters.max_connection_idle).unwrap_or(DEFAULT_MAX_CONNECTION_IDLE),
+                parameters
+                    .max_connection_idle
+                    .non_zero()
+                    .unwrap_or(DEFAULT_MAX_CONNECTION_IDLE),
             ),
-            age: non_zero(parameters.max_connection_age),
-            ping_interval: non_zero(parameters.time),
-            ping_timeout: non_zero(parameters.timeout),
+            age: parameters.max_connection_age.non_zero(),
+            ping_interval: parameters.time.non_zero(),
+            ping_timeout: parameters.timeout.non_zero(),
         }
     }
 }

@@ -137,17 +137,15 @@ async fn export_traces(
     // Decompressing and parsing JSON take milliseconds of CPU per request: on the blocking pool,
     // so that the async workers keep serving other clients. An uncompressed protobuf body is only
     // walked (about 0.1 ms per 512 spans), which costs less than the hand-over.
-    let compressed = !matches!(
-        headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim),
-        None | Some("") | Some("identity")
-    );
+    let content_encoding = match ContentEncoding::of(&headers) {
+        Ok(content_encoding) => content_encoding,
+        Err((status, message)) => {
+            return error_response(status, encoding, Code::InvalidArgument, &message)
+        }
+    };
     let max_body_size = state.max_body_size;
-    let request_headers = headers.clone();
-    let decode = move || decode_body(&request_headers, raw, max_body_size, encoding);
-    let decoded = if compressed || encoding == Encoding::Json {
+    let decode = move || decode_body(content_encoding, raw, max_body_size, encoding);
+    let decoded = if content_encoding != ContentEncoding::Identity || encoding == Encoding::Json {
         match tokio::task::spawn_blocking(decode).await {
             Ok(decoded) => decoded,
             Err(err) => Err((
@@ -193,12 +191,12 @@ async fn export_traces(
 
 /// Undoes the content encoding and decodes the request.
 fn decode_body(
-    headers: &HeaderMap,
+    content_encoding: ContentEncoding,
     raw: Bytes,
     limit: usize,
     encoding: Encoding,
 ) -> Result<(TraceData, threadline_otlp::Rejected), (StatusCode, String)> {
-    let body = decompress(headers, raw, limit)?;
+    let body = content_encoding.decode(raw, limit)?;
     let bad_request = |message: String| (StatusCode::BAD_REQUEST, message);
     match encoding {
         Encoding::Protobuf => TraceData::from_request_bytes(body)
@@ -237,52 +235,86 @@ fn request_encoding(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
+/// A request's `Content-Encoding`, read once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ContentEncoding {
+    Identity,
+    Gzip,
+    Deflate,
+    Zstd,
+}
+
+impl ContentEncoding {
+    /// The encoding `headers` name (none, or not text: identity); an unknown one is refused.
+    fn of(headers: &HeaderMap) -> Result<Self, (StatusCode, String)> {
+        let name = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "" | "identity" => Ok(ContentEncoding::Identity),
+            "gzip" | "x-gzip" => Ok(ContentEncoding::Gzip),
+            "deflate" => Ok(ContentEncoding::Deflate),
+            "zstd" => Ok(ContentEncoding::Zstd),
+            other => Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "unsupported Content-Encoding {other:?}: use gzip, zstd, deflate or identity"
+                ),
+            )),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ContentEncoding::Identity => "identity",
+            ContentEncoding::Gzip => "gzip",
+            ContentEncoding::Deflate => "deflate",
+            ContentEncoding::Zstd => "zstd",
+        }
+    }
+
+    /// Undoes the encoding, refusing output beyond `limit` bytes (a small gzip body can expand
+    /// enormously).
+    fn decode(self, raw: Bytes, limit: usize) -> Result<Bytes, (StatusCode, String)> {
+        let reader: Box<dyn Read> = match self {
+            ContentEncoding::Identity => return Ok(raw),
+            ContentEncoding::Gzip => Box::new(flate2::read::GzDecoder::new(&raw[..])),
+            ContentEncoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
+            ContentEncoding::Zstd => match zstd::stream::read::Decoder::new(&raw[..]) {
+                Ok(decoder) => Box::new(decoder),
+                Err(e) => return Err((StatusCode::BAD_REQUEST, format!("invalid zstd body: {e}"))),
+            },
+        };
+        let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+        let read = reader
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid {} body: {e}", self.name()),
+                )
+            })?;
+        if read > limit {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("decompressed request body exceeds the limit of {limit} bytes"),
+            ));
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
 /// Undoes `Content-Encoding`, refusing output beyond `limit` bytes (a small gzip body can expand enormously).
 pub fn decompress(
     headers: &HeaderMap,
     raw: Bytes,
     limit: usize,
 ) -> Result<Bytes, (StatusCode, String)> {
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let reader: Box<dyn Read> = match encoding.as_str() {
-        "" | "identity" => return Ok(raw),
-        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(&raw[..])),
-        "deflate" => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
-        "zstd" => match zstd::stream::read::Decoder::new(&raw[..]) {
-            Ok(decoder) => Box::new(decoder),
-            Err(e) => return Err((StatusCode::BAD_REQUEST, format!("invalid zstd body: {e}"))),
-        },
-        other => {
-            return Err((
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "unsupported Content-Encoding {other:?}: use gzip, zstd, deflate or identity"
-                ),
-            ))
-        }
-    };
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-    let read = reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("invalid {encoding} body: {e}"),
-            )
-        })?;
-    if read > limit {
-        return Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("decompressed request body exceeds the limit of {limit} bytes"),
-        ));
-    }
-    Ok(Bytes::from(out))
+    ContentEncoding::of(headers)?.decode(raw, limit)
 }
 
 fn retry_later(encoding: Encoding, message: &str, delay: std::time::Duration) -> Response {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use threadline_config::settings::AuthSettings;
 use threadline_otlp::TraceData;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -32,29 +33,37 @@ const MIB: usize = 1024 * 1024;
 const DEFAULT_GRPC_MAX_RECV_MIB: usize = 4;
 const DEFAULT_HTTP_MAX_BODY: usize = 20 * MIB;
 
-/// What both transports share: the next consumer, metrics, and the memory-pressure gate.
+/// What both transports share: the next consumer, the memory-pressure gate, and each
+/// transport's metrics and settings.
 pub struct Ingest {
     next: NextConsumer,
-    grpc_metrics: ReceiverMetrics,
-    http_metrics: ReceiverMetrics,
     memory_pressure: Arc<MemoryPressure>,
     /// Back-off suggested to clients that are refused.
     retry_after: Duration,
-    /// `include_metadata` of the gRPC and HTTP protocols: pass request headers on as client info.
-    grpc_include_metadata: bool,
-    http_include_metadata: bool,
-    /// `auth` of the gRPC and HTTP protocols: checks each request before its body is read.
-    grpc_auth: Option<Arc<dyn ServerAuthenticator>>,
-    http_auth: Option<Arc<dyn ServerAuthenticator>>,
+    grpc: Transport,
+    http: Transport,
+}
+
+/// One protocol's metrics and request settings.
+struct Transport {
+    metrics: ReceiverMetrics,
+    /// `include_metadata`: pass request headers on as client info.
+    include_metadata: bool,
+    /// `auth`: checks each request before its body is read.
+    auth: Option<Arc<dyn ServerAuthenticator>>,
 }
 
 impl Ingest {
-    fn metrics(&self, transport: &str) -> &ReceiverMetrics {
+    fn transport(&self, transport: &str) -> &Transport {
         if transport == "grpc" {
-            &self.grpc_metrics
+            &self.grpc
         } else {
-            &self.http_metrics
+            &self.http
         }
+    }
+
+    fn metrics(&self, transport: &str) -> &ReceiverMetrics {
+        &self.transport(transport).metrics
     }
 
     async fn consume(
@@ -64,13 +73,8 @@ impl Ingest {
         headers: &::http::HeaderMap,
     ) -> Result<(), ConsumeError> {
         let spans = data.span_count() as u64;
-        let include = if transport == "grpc" {
-            self.grpc_include_metadata
-        } else {
-            self.http_include_metadata
-        };
         // As upstream: without include_metadata the pipeline sees no client metadata.
-        let info = if include {
+        let info = if self.transport(transport).include_metadata {
             ClientInfo::from_headers(headers)
         } else {
             ClientInfo::default()
@@ -91,12 +95,7 @@ impl Ingest {
         transport: &str,
         headers: &mut ::http::HeaderMap,
     ) -> Result<(), crate::auth::AuthError> {
-        let auth = if transport == "grpc" {
-            &self.grpc_auth
-        } else {
-            &self.http_auth
-        };
-        match auth {
+        match &self.transport(transport).auth {
             None => Ok(()),
             Some(auth) => auth.authenticate(headers).inspect_err(|_| {
                 self.refuse_unread(transport);
@@ -126,50 +125,30 @@ impl TypedReceiverFactory for OtlpReceiverFactory {
         next: NextConsumer,
     ) -> anyhow::Result<Arc<dyn Component>> {
         let path = ctx.path(Kind::Receiver);
-        let grpc_auth = config
-            .protocols
-            .grpc
-            .as_ref()
-            .and_then(|g| g.auth.as_ref())
-            .map(|auth| {
-                crate::auth::server_authenticator(
-                    ctx.host,
-                    auth,
-                    &format!("{path}::protocols::grpc"),
-                )
-            })
-            .transpose()?;
-        let http_auth = config
-            .protocols
-            .http
-            .as_ref()
-            .and_then(|h| h.auth.as_ref())
-            .map(|auth| {
-                crate::auth::server_authenticator(
-                    ctx.host,
-                    auth,
-                    &format!("{path}::protocols::http"),
-                )
-            })
-            .transpose()?;
+        let (grpc, http) = (
+            config.protocols.grpc.as_ref(),
+            config.protocols.http.as_ref(),
+        );
+        let auth = |protocol: &str, auth: Option<&AuthSettings>| {
+            let path = format!("{path}::protocols::{protocol}");
+            crate::auth::server_authenticator(ctx.host, auth, &path)
+        };
+        let grpc_auth = auth("grpc", grpc.and_then(|g| g.auth.as_ref()))?;
+        let http_auth = auth("http", http.and_then(|h| h.auth.as_ref()))?;
         let ingest = Arc::new(Ingest {
-            grpc_auth,
-            http_auth,
             next,
-            grpc_metrics: ctx.telemetry.receiver(ctx.id, "grpc"),
-            http_metrics: ctx.telemetry.receiver(ctx.id, "http"),
             memory_pressure: ctx.host.memory_pressure.clone(),
             retry_after: Duration::from_secs(1),
-            grpc_include_metadata: config
-                .protocols
-                .grpc
-                .as_ref()
-                .is_some_and(|g| g.include_metadata),
-            http_include_metadata: config
-                .protocols
-                .http
-                .as_ref()
-                .is_some_and(|h| h.include_metadata),
+            grpc: Transport {
+                metrics: ctx.telemetry.receiver(ctx.id, "grpc"),
+                include_metadata: grpc.is_some_and(|g| g.include_metadata),
+                auth: grpc_auth,
+            },
+            http: Transport {
+                metrics: ctx.telemetry.receiver(ctx.id, "http"),
+                include_metadata: http.is_some_and(|h| h.include_metadata),
+                auth: http_auth,
+            },
         });
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -211,18 +190,18 @@ impl TypedReceiverFactory for OtlpReceiverFactory {
                 0 => DEFAULT_HTTP_MAX_BODY,
                 size => size as usize,
             };
-            let non_zero = |d: threadline_config::settings::GoDuration| {
-                (!d.is_zero()).then(|| d.as_duration())
-            };
             let limits = server::ConnectionLimits {
-                read_header_timeout: non_zero(settings.read_header_timeout),
-                idle_timeout: non_zero(settings.idle_timeout),
+                read_header_timeout: settings.read_header_timeout.non_zero(),
+                idle_timeout: settings.idle_timeout.non_zero(),
                 keep_alive: settings.keep_alives_enabled,
             };
             let state = Arc::new(http::HttpState {
                 ingest: ingest.clone(),
                 max_body_size,
-                body_timeout: non_zero(settings.read_timeout).unwrap_or(http::DEFAULT_BODY_TIMEOUT),
+                body_timeout: settings
+                    .read_timeout
+                    .non_zero()
+                    .unwrap_or(http::DEFAULT_BODY_TIMEOUT),
             });
             let app = http::router(state, &settings.traces_url_path);
             tracing::info!(receiver = %ctx.id, endpoint = %listener_addr(&listener), "OTLP HTTP receiver listening");
