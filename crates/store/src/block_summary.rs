@@ -11,7 +11,7 @@
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
-use crate::attr_keys::{KeyScope, KeySet};
+use crate::attr_keys::KeySet;
 use crate::block::BlockIndex;
 
 /// Bits of the Bloom filter per trace: 1% false positives with [`HASHES`] hashes.
@@ -95,13 +95,6 @@ impl BlockSummary {
 
     pub fn keys(&self) -> Option<&KeySet> {
         self.keys.as_ref()
-    }
-
-    /// Whether the block's spans may have attribute `key` in `scope`.
-    pub fn may_have_key(&self, scope: KeyScope, key: &str) -> bool {
-        self.keys
-            .as_ref()
-            .is_none_or(|keys| keys.contains(scope, key))
     }
 
     /// Whether a trace of the block has a span of `service`.
