@@ -25,7 +25,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BINARY = ROOT / "target" / "release" / "threadline"
+# THREADLINE_BINARY runs another build (e.g. a "before" binary) against the same data.
+BINARY = Path(os.environ.get("THREADLINE_BINARY", ROOT / "target" / "release" / "threadline"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -119,6 +119,9 @@ pub(crate) async fn run(
     let range = range_request(params, instant, now_unix_nanos())?;
     let evaluator = Evaluator::new(&query, &range)
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // A span-local query is answered from the columns of the blocks that have them, on every
+    // core; the head and blocks without columns are read trace by trace below.
+    let from_columns = crate::columns::answers(&query);
 
     // One pass over the traces that overlap the range; the closure keeps none of them.
     let evaluator = Mutex::new(evaluator);
@@ -135,6 +138,7 @@ pub(crate) async fn run(
     // Blocks without an attribute the query's filter requires hold no span it counts.
     let options = crate::engine::SearchOptions {
         required_keys: crate::attr_keys::required_keys(&query),
+        skip_blocks_with_columns: from_columns,
         ..Default::default()
     };
     let partial = || evaluator.lock().snapshot();
@@ -143,12 +147,31 @@ pub(crate) async fn run(
         .search_with(&tenant, &request, &options, &observe, &tell)
         .await
         .map_err(engine_error)?;
-    let evaluator = evaluator.into_inner();
-    let figures = Figures {
+    let mut evaluator = evaluator.into_inner();
+    let mut figures = Figures {
         inspected_traces: stats.inspected_traces,
         inspected_bytes: stats.inspected_bytes,
-        inspected_spans: evaluator.spans_observed,
+        inspected_spans: 0,
     };
+    if from_columns {
+        let query = Arc::new(query);
+        let new_evaluator: crate::engine::NewEvaluator = Arc::new(move || {
+            // The query and range were accepted by `Evaluator::new` above.
+            Evaluator::new(&query, &range).unwrap_or_else(|_| unreachable!("checked above"))
+        });
+        let (columns, scanned) = store
+            .metrics_from_columns(
+                &tenant,
+                (range.start_unix_nano, range.end_unix_nano),
+                new_evaluator,
+            )
+            .await
+            .map_err(engine_error)?;
+        figures.inspected_traces += scanned.traces;
+        figures.inspected_bytes += scanned.bytes;
+        evaluator.merge(columns);
+    }
+    figures.inspected_spans = evaluator.spans_observed;
     Ok((evaluator.finish(), figures))
 }
 

@@ -17,6 +17,8 @@ pub fn metrics_json(stats: &SearchStats) -> Json {
         // Not in Tempo: blocks read, blocks not read, and why each was not.
         "inspectedBlocks": stats.inspected_blocks,
         "skippedBlocks": skipped.total(),
+        "threadlineSkippedPages": stats.pages_without_value,
+        "threadlineSkippedTraces": stats.traces_without_needle,
         "threadlineSkippedBlocks": {
             "outside time range": skipped.outside_time_range,
             "attribute absent from block": skipped.attribute_absent,
@@ -24,6 +26,8 @@ pub fn metrics_json(stats: &SearchStats) -> Json {
             "no trace in the block passes the index": skipped.no_candidate_trace,
             "search limit reached": skipped.limit_reached,
             "answered from the block index": skipped.answered_from_index,
+            "answered from the block columns": skipped.answered_from_columns,
+            "no page holds a required value": skipped.value_absent,
         },
     })
 }

@@ -305,6 +305,7 @@ async fn collect_values(
         options.required_keys.push(RequiredKey {
             scopes: scopes.clone(),
             key: key.clone(),
+            value: None,
         });
     }
     let visit = |trace: &Trace, span: &Span| {

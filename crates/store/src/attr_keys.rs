@@ -11,6 +11,8 @@ use threadline_traceql::ast::{
 };
 use threadline_traceql::Query;
 
+use crate::page_values::ValueKey;
+
 /// The scope of an attribute key, as stored in a block index (one byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -140,10 +142,13 @@ fn visit_key(key_value: &[u8], scope: KeyScope, visit: &mut impl FnMut(KeyScope,
 
 /// An attribute a matching trace must have: `key` in one of `scopes` (an unscoped `.key` is
 /// the span's or the resource's, as TraceQL evaluates it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequiredKey {
     pub scopes: Vec<KeyScope>,
     pub key: String,
+    /// The value the attribute must equal (`=` against a string, number or boolean), for
+    /// skipping pages whose value filters lack it ([`crate::page_values`]).
+    pub value: Option<ValueKey>,
 }
 
 impl RequiredKey {
@@ -152,6 +157,18 @@ impl RequiredKey {
         self.scopes
             .iter()
             .any(|scope| keys.contains(*scope, &self.key))
+    }
+
+    /// The value hashes of which a page holding a match has one (one per scope), or None
+    /// without a required value.
+    pub fn value_hashes(&self) -> Option<Vec<u64>> {
+        let value = self.value.as_ref()?;
+        Some(
+            self.scopes
+                .iter()
+                .map(|scope| crate::page_values::value_hash(*scope, &self.key, value.as_ref()))
+                .collect(),
+        )
     }
 }
 
@@ -197,6 +214,8 @@ pub fn matcher_required_keys(matcher: &crate::search::Matcher) -> Vec<RequiredKe
             .map(|(key, _)| RequiredKey {
                 scopes: vec![KeyScope::Span, KeyScope::Resource],
                 key: key.clone(),
+                // `tags=` values match as text, whatever the attribute's type.
+                value: None,
             })
             .collect(),
     }
@@ -259,6 +278,13 @@ fn conjunct_keys(expr: &FieldExpr, out: &mut Vec<RequiredKey>) {
         return;
     }
     let (scope, name) = attribute;
+    let value = match (op, literal) {
+        (BinaryOp::Eq, Literal::Str(s)) => Some(ValueKey::Str(s.clone())),
+        (BinaryOp::Eq, Literal::Int(i)) => Some(ValueKey::Number(*i as f64)),
+        (BinaryOp::Eq, Literal::Float(f)) => Some(ValueKey::Number(*f)),
+        (BinaryOp::Eq, Literal::Bool(b)) => Some(ValueKey::Bool(*b)),
+        _ => None,
+    };
     let scopes = match scope {
         Scope::Span => vec![KeyScope::Span],
         Scope::Resource => vec![KeyScope::Resource],
@@ -270,6 +296,7 @@ fn conjunct_keys(expr: &FieldExpr, out: &mut Vec<RequiredKey>) {
     out.push(RequiredKey {
         scopes,
         key: name.clone(),
+        value,
     });
 }
 

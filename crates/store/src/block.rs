@@ -1,6 +1,6 @@
 //! Immutable blocks: the traces of one tenant over a time span, sorted by trace id.
 //!
-//! A block is three objects under `<tenant>/<block id>/`:
+//! A block is five objects under `<tenant>/<block id>/`:
 //! * `data`: pages of about 1 MiB of traces (`[trace id][len u32][encoded spans]`...), each
 //!   compressed with zstd. Encoded OTLP compresses well (resources, scopes and names repeat), and
 //!   keeping it as it arrived means a trace is returned field for field, with no rebuilding.
@@ -10,6 +10,9 @@
 //!   Since `TLIDX2` the index also lists every attribute key of the block's spans per scope
 //!   (span, resource, event, link, instrumentation): a query on an attribute the block does not
 //!   have skips the block, and tag listings over a whole block read no page.
+//! * `columns`: the span fields span-local metrics queries read, in Parquet, one row group per
+//!   page ([`crate::columns`]).
+//! * `values`: per page, a Bloom filter of its attribute values ([`crate::page_values`]).
 //! * `meta.json`: tenant, time range, counts, size, compaction level. Written last: a block
 //!   without it is incomplete and ignored.
 
@@ -21,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use threadline_otlp::{TraceData, TraceDataBuilder};
 
 use crate::attr_keys::{self, KeyScope, KeySet};
+use crate::columns::ColumnsBuilder;
 use crate::model::TraceSummary;
+use crate::page_values::PageValuesBuilder;
 
 /// Indexes written since attribute keys were added; `TLIDX1` (no keys) is still read.
 const INDEX_MAGIC: &[u8; 6] = b"TLIDX2";
@@ -49,6 +54,19 @@ pub struct BlockMeta {
     /// once it has loaded this block.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compacted_from: Vec<String>,
+    /// Bytes of the `columns` object (span fields in Parquet, see [`crate::columns`]); 0 for a
+    /// block written without one (before columns, or when writing them failed): its metrics
+    /// queries read the pages.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub columns_bytes: u64,
+    /// Bytes of the `values` object (a Bloom filter of attribute values per page, see
+    /// [`crate::page_values`]); 0 for a block written before them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub values_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One trace's row in the index: 56 bytes, no allocation of its own (a block's rows are most of
@@ -337,6 +355,18 @@ pub struct BuiltBlock {
     pub meta: BlockMeta,
     pub index: BlockIndex,
     pub data: Vec<u8>,
+    /// The `columns` object, when it could be written.
+    pub columns: Option<Vec<u8>>,
+    /// The `values` object.
+    pub values: Vec<u8>,
+}
+
+/// What [`BlockBuilder::finish`] gives: the block's meta and its objects but `data`.
+pub struct FinishedBlock {
+    pub meta: BlockMeta,
+    pub index: BlockIndex,
+    pub columns: Option<Vec<u8>>,
+    pub values: Vec<u8>,
 }
 
 /// Builds a block from whole traces (all parts of each trace given together). Pages are
@@ -369,8 +399,14 @@ pub fn build(
     }
     pages.extend(builder.last_page());
     write(&mut builder, &mut pages)?;
-    let (meta, index) = builder.finish(block_id, tenant, compaction_level);
-    Ok(BuiltBlock { meta, index, data })
+    let finished = builder.finish(block_id, tenant, compaction_level);
+    Ok(BuiltBlock {
+        meta: finished.meta,
+        index: finished.index,
+        data,
+        columns: finished.columns,
+        values: finished.values,
+    })
 }
 
 fn compression_threads() -> usize {
@@ -432,6 +468,9 @@ pub struct BlockBuilder {
     start_unix_nano: u64,
     end_unix_nano: u64,
     spans: u64,
+    /// None once writing columns failed: the block is whole without them (queries read pages).
+    columns: Option<ColumnsBuilder>,
+    values: PageValuesBuilder,
 }
 
 impl Default for BlockBuilder {
@@ -452,6 +491,12 @@ impl BlockBuilder {
             start_unix_nano: u64::MAX,
             end_unix_nano: 0,
             spans: 0,
+            columns: ColumnsBuilder::new()
+                .inspect_err(
+                    |err| tracing::warn!(error = %err, "a block is written without columns"),
+                )
+                .ok(),
+            values: PageValuesBuilder::default(),
         }
     }
 
@@ -490,6 +535,10 @@ impl BlockBuilder {
             spans: summary.spans,
             services,
         };
+        if let Some(columns) = &mut self.columns {
+            columns.push(self.index.rows.len() as u32, trace);
+        }
+        self.values.push(trace);
         self.index.rows.push(row);
         let keys = self.index.keys.get_or_insert_with(KeySet::default);
         attr_keys::for_each_key(trace, |scope, key| keys.insert(scope, key));
@@ -505,6 +554,13 @@ impl BlockBuilder {
             return None;
         }
         self.pages_cut += 1;
+        self.values.end_page();
+        if let Some(columns) = &mut self.columns {
+            if let Err(err) = columns.end_page() {
+                tracing::warn!(error = %err, "a block is written without columns");
+                self.columns = None;
+            }
+        }
         let capacity = self.page.capacity();
         Some(std::mem::replace(
             &mut self.page,
@@ -524,13 +580,23 @@ impl BlockBuilder {
         self.index.rows.is_empty()
     }
 
-    /// The block's meta and index, once every page is written.
+    /// The block's meta, index and columns object, once every page is written.
     pub fn finish(
         mut self,
         block_id: String,
         tenant: &str,
         compaction_level: u32,
-    ) -> (BlockMeta, BlockIndex) {
+    ) -> FinishedBlock {
+        let columns = self.columns.take().and_then(|c| {
+            c.finish()
+                .inspect_err(
+                    |err| tracing::warn!(error = %err, "a block is written without columns"),
+                )
+                .ok()
+        });
+        let columns_bytes = columns.as_ref().map_or(0, |c| c.len() as u64);
+        let values = self.values.finish().encode();
+        let values_bytes = values.len() as u64;
         // The index is kept (cached) after the block is written: no room left unused.
         self.index.rows.shrink_to_fit();
         self.index.service_sets.shrink_to_fit();
@@ -546,15 +612,22 @@ impl BlockBuilder {
             end_unix_nano: self.end_unix_nano,
             traces: self.index.rows.len() as u64,
             spans: self.spans,
-            size_bytes: self.data_len + index_len,
+            size_bytes: self.data_len + index_len + columns_bytes + values_bytes,
             compaction_level,
             created_unix_secs: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             compacted_from: Vec::new(),
+            columns_bytes,
+            values_bytes,
         };
-        (meta, self.index)
+        FinishedBlock {
+            meta,
+            index: self.index,
+            columns,
+            values,
+        }
     }
 }
 

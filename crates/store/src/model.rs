@@ -58,7 +58,7 @@ impl TraceSummary {
     }
 }
 
-fn value(view: AnyValueView<'_>) -> Option<Value> {
+pub(crate) fn value(view: AnyValueView<'_>) -> Option<Value> {
     Some(match view {
         AnyValueView::String(s) => Value::Str(s.to_string()),
         AnyValueView::Bool(b) => Value::Bool(b),

@@ -199,10 +199,14 @@ async fn compaction_streams_multi_page_blocks_and_merges_traces_split_across_the
     let index = BlockIndex::decode(&std::fs::read(remaining[0].join("index")).unwrap()).unwrap();
     assert!(index.pages.len() > 3, "{} pages", index.pages.len());
     let data_len = std::fs::metadata(remaining[0].join("data")).unwrap().len();
+    let columns_len = std::fs::metadata(remaining[0].join("columns"))
+        .unwrap()
+        .len();
+    assert_eq!(metas[0].columns_bytes, columns_len);
     assert_eq!(
         metas[0].size_bytes,
-        data_len + index.encode().len() as u64,
-        "size_bytes counts data and index"
+        data_len + index.encode().len() as u64 + columns_len,
+        "size_bytes counts data, index and columns"
     );
 
     for trace_id in &generated {
@@ -363,9 +367,11 @@ async fn blocks_live_in_any_object_store() {
     assert_eq!(
         names,
         [
+            "team-a/columns",
             "team-a/data",
             "team-a/index",
             "team-a/meta.json",
+            "team-b/columns",
             "team-b/data",
             "team-b/index",
             "team-b/meta.json"

@@ -491,3 +491,55 @@ fn topk_and_bottomk_break_ties_by_labels() {
         }
     }
 }
+
+#[test]
+fn evaluators_merged_after_observing_parts_equal_one_that_observed_all() {
+    let mut range = range();
+    range.exemplars = 3;
+    for query in [
+        "{ } | rate() by (resource.service.name)",
+        "{ } | count_over_time()",
+        "{ kind = server } | quantile_over_time(duration, .5, .99) by (resource.service.name)",
+        "{ } | min_over_time(duration) by (name)",
+        "{ } | max_over_time(duration)",
+        "{ } | avg_over_time(duration) by (resource.service.name)",
+        "{ } | histogram_over_time(duration)",
+        "{ } | compare({ status = error })",
+        "({ } | count_over_time()) / ({ } | rate())",
+        "{ } | count_over_time() by (name) | topk(2)",
+    ] {
+        let q = parse(query).unwrap_or_else(|e| panic!("{query}: {e}"));
+        let mut whole = Evaluator::new(&q, &range).unwrap();
+        let traces = traces();
+        for trace in &traces {
+            whole.observe(trace);
+        }
+        for split in 0..=traces.len() {
+            let mut first = Evaluator::new(&q, &range).unwrap();
+            let mut second = Evaluator::new(&q, &range).unwrap();
+            for trace in &traces[..split] {
+                first.observe(trace);
+            }
+            for trace in &traces[split..] {
+                second.observe(trace);
+            }
+            first.merge(second);
+            assert_eq!(first.spans_observed, whole.spans_observed, "{query}");
+            let mut merged = first.finish();
+            let mut expected = Evaluator::new(&q, &range).unwrap();
+            for trace in &traces {
+                expected.observe(trace);
+            }
+            let mut expected = expected.finish();
+            let order = |s: &TimeSeries| format!("{:?}", s.labels);
+            merged.sort_by_key(order);
+            expected.sort_by_key(order);
+            assert_eq!(merged.len(), expected.len(), "{query} split at {split}");
+            for (m, e) in merged.iter().zip(&expected) {
+                assert_eq!(m.labels, e.labels, "{query} split at {split}");
+                assert_eq!(m.samples, e.samples, "{query} split at {split}");
+                assert!(m.exemplars.len() <= 3, "{query}: the exemplar limit holds");
+            }
+        }
+    }
+}

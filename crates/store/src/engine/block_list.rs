@@ -36,6 +36,7 @@ impl Store {
             let keep = !replaced.contains(id) && (listed.contains(id) || unlisted.contains(id));
             if !keep {
                 self.index_cache.remove(id);
+                self.value_cache.remove(id);
             }
             keep
         });

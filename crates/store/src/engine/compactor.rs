@@ -35,6 +35,7 @@ impl Store {
                 .write()
                 .retain(|b| b.meta.block_id != block.meta.block_id);
             self.index_cache.remove(&block.meta.block_id);
+            self.value_cache.remove(&block.meta.block_id);
             self.mark_compacted(&block).await?;
         }
 
@@ -79,6 +80,7 @@ impl Store {
             }
             for block in &group {
                 self.index_cache.remove(&block.meta.block_id);
+                self.value_cache.remove(&block.meta.block_id);
             }
             tracing::info!(tenant, merged = group.len(), into = %meta.block_id, "compacted blocks");
             for block in &group {
@@ -134,7 +136,14 @@ impl Store {
             }
             // meta.json first (present only after a crash while marking), the marker last: a
             // crash part-way leaves a block that the next cycle finishes deleting.
-            for file in ["meta.json", "index", "data", COMPACTED_META] {
+            for file in [
+                "meta.json",
+                "index",
+                "data",
+                crate::columns::OBJECT,
+                crate::page_values::OBJECT,
+                COMPACTED_META,
+            ] {
                 self.delete_block_file(tenant, id, file).await?;
             }
             tracing::info!(tenant, block = id, "deleted a compacted block");
@@ -206,8 +215,20 @@ impl Store {
         data.finish()
             .await
             .with_context(|| format!("writing {data_path}"))?;
-        let (mut meta, index) = builder.finish(block_id.clone(), tenant, level);
+        let finished = builder.finish(block_id.clone(), tenant, level);
+        let (mut meta, index) = (finished.meta, finished.index);
         meta.compacted_from = group.iter().map(|b| b.meta.block_id.clone()).collect();
+        if let Some(columns) = finished.columns {
+            self.put_block_file(tenant, &block_id, crate::columns::OBJECT, columns)
+                .await?;
+        }
+        self.put_block_file(
+            tenant,
+            &block_id,
+            crate::page_values::OBJECT,
+            finished.values,
+        )
+        .await?;
         self.put_block_file(tenant, &block_id, "index", index.encode())
             .await?;
         // meta.json last: its presence marks the block complete.

@@ -11,35 +11,65 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::block::BlockIndex;
+use crate::page_values::PageValues;
 
-pub(super) struct IndexCache {
-    capacity_bytes: usize,
-    inner: Mutex<Entries>,
+// The same cache type holds blocks' page value filters ([`PageValues`]), in a store's second
+// cache with a capacity of its own.
+
+/// What the cache holds: it knows its size in memory.
+pub(super) trait Sized64 {
+    fn memory_bytes(&self) -> usize;
 }
 
-#[derive(Default)]
-struct Entries {
+impl Sized64 for BlockIndex {
+    fn memory_bytes(&self) -> usize {
+        BlockIndex::memory_bytes(self)
+    }
+}
+
+impl Sized64 for PageValues {
+    fn memory_bytes(&self) -> usize {
+        PageValues::memory_bytes(self)
+    }
+}
+
+pub(super) struct IndexCache<T = BlockIndex> {
+    capacity_bytes: usize,
+    inner: Mutex<Entries<T>>,
+}
+
+struct Entries<T> {
     /// Block id → index, its size, and when it was last used.
-    by_block: HashMap<String, Entry>,
+    by_block: HashMap<String, Entry<T>>,
     bytes: usize,
     clock: u64,
 }
 
-struct Entry {
-    index: Arc<BlockIndex>,
+impl<T> Default for Entries<T> {
+    fn default() -> Self {
+        Entries {
+            by_block: HashMap::new(),
+            bytes: 0,
+            clock: 0,
+        }
+    }
+}
+
+struct Entry<T> {
+    index: Arc<T>,
     bytes: usize,
     last_used: u64,
 }
 
-impl IndexCache {
-    pub(super) fn new(capacity_bytes: usize) -> IndexCache {
+impl<T: Sized64> IndexCache<T> {
+    pub(super) fn new(capacity_bytes: usize) -> IndexCache<T> {
         IndexCache {
             capacity_bytes,
             inner: Mutex::new(Entries::default()),
         }
     }
 
-    pub(super) fn get(&self, block_id: &str) -> Option<Arc<BlockIndex>> {
+    pub(super) fn get(&self, block_id: &str) -> Option<Arc<T>> {
         let mut entries = self.inner.lock();
         entries.clock += 1;
         let now = entries.clock;
@@ -50,7 +80,7 @@ impl IndexCache {
 
     /// Keeps `index`, evicting the least recently used indexes beyond the capacity. An index
     /// larger than the whole cache is not kept.
-    pub(super) fn insert(&self, block_id: &str, index: Arc<BlockIndex>) {
+    pub(super) fn insert(&self, block_id: &str, index: Arc<T>) {
         let bytes = index.memory_bytes();
         if bytes > self.capacity_bytes {
             return;

@@ -24,16 +24,24 @@ use crate::block_summary::BlockSummary;
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::model::{to_model, TraceSummary};
+use crate::page_values::PageValues;
 use crate::wal::Wal;
 
 mod block_list;
+mod columns_scan;
 mod compactor;
 mod index_cache;
 mod query;
 
+pub use columns_scan::{ColumnsScanStats, NewEvaluator};
 pub use query::{SearchOptions, SkippedBlocks};
 
 use compactor::run_compaction_loop;
+
+/// Memory for page value filters: they take 1.7 bytes per span (17.2 MB for the load
+/// generator's 10M spans), so 32 MiB keeps those of about 19M spans; a search over more reads
+/// the others again (LRU: a scan over all of them then reads every one).
+const VALUE_CACHE_BYTES: usize = 32 << 20;
 
 /// The tenant of every trace when multitenancy is off, as Tempo's.
 pub const SINGLE_TENANT: &str = "single-tenant";
@@ -82,6 +90,8 @@ pub struct Store {
     page_cache: Mutex<PageCache>,
     /// Block index rows recently used, bounded by `storage::trace::index_cache_mib`.
     index_cache: index_cache::IndexCache,
+    /// Page value filters recently used ([`VALUE_CACHE_BYTES`]).
+    value_cache: index_cache::IndexCache<PageValues>,
     /// Service-graph and span metrics from what this store ingests: started on first use.
     generator: std::sync::OnceLock<Arc<crate::generator::Generator>>,
     stop: CancellationToken,
@@ -158,6 +168,10 @@ pub struct SearchStats {
     /// Blocks with at least one page read.
     pub inspected_blocks: u64,
     pub skipped: query::SkippedBlocks,
+    /// Pages not read: their value filters lack a value every match has.
+    pub pages_without_value: u64,
+    /// Candidate traces not decoded: their bytes lack a required key or string value.
+    pub traces_without_needle: u64,
 }
 
 #[cfg(feature = "cloud-storage")]
@@ -305,6 +319,7 @@ impl Store {
             unlisted_last_refresh: tokio::sync::Mutex::new(std::collections::HashSet::new()),
             page_cache: Mutex::new(PageCache::default()),
             index_cache: index_cache::IndexCache::new(index_cache_bytes),
+            value_cache: index_cache::IndexCache::new(VALUE_CACHE_BYTES),
             generator: std::sync::OnceLock::new(),
             stop: CancellationToken::new(),
         });
@@ -514,6 +529,12 @@ impl Store {
         .context("building a block")?;
         let id = built.meta.block_id.clone();
         self.put_block_file(tenant, &id, "data", built.data).await?;
+        if let Some(columns) = built.columns {
+            self.put_block_file(tenant, &id, crate::columns::OBJECT, columns)
+                .await?;
+        }
+        self.put_block_file(tenant, &id, crate::page_values::OBJECT, built.values)
+            .await?;
         self.put_block_file(tenant, &id, "index", built.index.encode())
             .await?;
         // meta.json last: its presence marks the block complete.
@@ -547,6 +568,34 @@ impl Store {
         let index = Arc::new(index);
         self.index_cache.insert(&block.meta.block_id, index.clone());
         Ok(index)
+    }
+
+    /// The page value filters of `block` (from the cache, or read and cached); None for a
+    /// block written before them.
+    pub(super) async fn page_values(
+        &self,
+        block: &Block,
+    ) -> anyhow::Result<Option<Arc<PageValues>>> {
+        if block.meta.values_bytes == 0 {
+            return Ok(None);
+        }
+        if let Some(values) = self.value_cache.get(&block.meta.block_id) {
+            return Ok(Some(values));
+        }
+        let bytes = self
+            .get_block_file(block, crate::page_values::OBJECT, None)
+            .await?;
+        let values = PageValues::decode(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "decoding the value filters of block {}/{}: {e}",
+                block.meta.tenant,
+                block.meta.block_id
+            )
+        })?;
+        let values = Arc::new(values);
+        self.value_cache
+            .insert(&block.meta.block_id, values.clone());
+        Ok(Some(values))
     }
 
     /// Bytes of block indexes held in memory now.

@@ -29,6 +29,9 @@ pub struct SearchOptions {
     pub required_keys: Vec<RequiredKey>,
     /// Ids of blocks not to read (a tag listing took their keys from their index).
     pub skip_blocks: std::collections::HashSet<String>,
+    /// Not to read blocks that have columns (a metrics query answered from them), whatever
+    /// listing the search runs over.
+    pub skip_blocks_with_columns: bool,
 }
 
 /// Blocks a search did not read, per reason (reported in the search response's `metrics`).
@@ -46,6 +49,10 @@ pub struct SkippedBlocks {
     pub limit_reached: u64,
     /// Answered from the block's index (tag names over a whole block).
     pub answered_from_index: u64,
+    /// Answered from the block's columns (a span-local metrics query).
+    pub answered_from_columns: u64,
+    /// No page's value filter holds a value every match has.
+    pub value_absent: u64,
 }
 
 impl SkippedBlocks {
@@ -56,6 +63,8 @@ impl SkippedBlocks {
             + self.no_candidate_trace
             + self.limit_reached
             + self.answered_from_index
+            + self.answered_from_columns
+            + self.value_absent
     }
 }
 
@@ -136,7 +145,7 @@ impl Store {
     }
 
     /// Fails with [`StoreError::Unavailable`] once the store is closing.
-    fn check_open(&self) -> anyhow::Result<()> {
+    pub(super) fn check_open(&self) -> anyhow::Result<()> {
         if self.stop.is_cancelled() {
             return Err(StoreError::Unavailable(
                 "the store is shutting down: ask another replica or retry after the restart".into(),
@@ -148,7 +157,7 @@ impl Store {
 
     /// After a read failed with `err`: Ok when the read may go on over a fresh block list
     /// (`err` was a block that compaction or retention removed), else the error to return.
-    async fn recover_from_vanished_block(
+    pub(super) async fn recover_from_vanished_block(
         &self,
         err: anyhow::Error,
         attempts: &mut usize,
@@ -323,6 +332,8 @@ impl Store {
             stats.total_blocks = 0;
             stats.inspected_blocks = 0;
             stats.skipped = SkippedBlocks::default();
+            stats.pages_without_value = 0;
+            stats.traces_without_needle = 0;
             let mut state = (&mut found, &mut stats, &mut seen);
             match self
                 .search_blocks(
@@ -380,6 +391,10 @@ impl Store {
                 stats.skipped.answered_from_index += 1;
                 continue;
             }
+            if options.skip_blocks_with_columns && block.meta.columns_bytes > 0 {
+                stats.skipped.answered_from_columns += 1;
+                continue;
+            }
             if request
                 .start_unix_nano
                 .is_some_and(|s| block.meta.end_unix_nano < s)
@@ -424,6 +439,28 @@ impl Store {
                 },
                 None => None,
             };
+            // A value every match has, missing from a page's value filter: the page holds no
+            // match. Several required attributes may each be in another part of a split trace,
+            // so then only a block without split traces is judged by its pages' values.
+            let value_hashes: Vec<Vec<u64>> = options
+                .required_keys
+                .iter()
+                .filter_map(RequiredKey::value_hashes)
+                .collect();
+            let values = match value_hashes.is_empty() {
+                true => None,
+                false => match self.page_values(block).await? {
+                    Some(values)
+                        if options.required_keys.len() < 2
+                            || !self.has_split_traces(tenant, &blocks, block_number).await? =>
+                    {
+                        Some(values)
+                    }
+                    _ => None,
+                },
+            };
+            let mut pages_without_value = 0u64;
+            let needles = crate::page_values::Needles::of(&options.required_keys);
             let mut block_read = false;
             // Rows are in trace id order, as pages: each run of rows of one page is checked
             // against the index, then the page is read if any row may match. The rows are
@@ -431,6 +468,13 @@ impl Store {
             for rows in index.rows.chunk_by(|a, b| a.page == b.page) {
                 if found.len() >= limit {
                     break;
+                }
+                if values
+                    .as_ref()
+                    .is_some_and(|v| !v.may_hold_all(rows[0].page, &value_hashes))
+                {
+                    pages_without_value += 1;
+                    continue;
                 }
                 let candidates: std::collections::HashSet<[u8; 16]> = rows
                     .iter()
@@ -461,8 +505,15 @@ impl Store {
                     }
                     // The whole trace: parts in other blocks or the head (rare) are merged in.
                     // Marked seen only once read, so a retry after a vanished block reads it.
-                    let data = if self.has_parts_elsewhere(tenant, trace_id, &blocks, block_number)
-                    {
+                    let elsewhere =
+                        self.has_parts_elsewhere(tenant, trace_id, &blocks, block_number);
+                    // A whole trace lacking a required key or string value in its bytes cannot
+                    // match: not decoded (nor marked seen: nothing else holds any of it).
+                    if !elsewhere && !needles.all_in(data.as_bytes()) {
+                        stats.traces_without_needle += 1;
+                        continue;
+                    }
+                    let data = if elsewhere {
                         match self.trace_by_id_once(tenant, trace_id).await? {
                             Some(data) => data,
                             None => continue,
@@ -476,9 +527,12 @@ impl Store {
             }
             if block_read {
                 stats.inspected_blocks += 1;
+            } else if pages_without_value > 0 {
+                stats.skipped.value_absent += 1;
             } else {
                 stats.skipped.no_candidate_trace += 1;
             }
+            stats.pages_without_value += pages_without_value;
         }
         report(found.as_slice(), **stats, blocks.len());
         Ok(())

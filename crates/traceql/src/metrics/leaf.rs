@@ -114,10 +114,7 @@ impl Leaf {
                 acc.exemplars.push((
                     interval,
                     Exemplar {
-                        labels: vec![
-                            ("trace:id".into(), Value::Str(hex(&span.trace_id))),
-                            ("span:id".into(), Value::Str(hex(&span.span_id))),
-                        ],
+                        labels: exemplar_labels(span),
                         value: exemplar_value,
                         timestamp_ms: (span.start_unix_nano / 1_000_000) as i64,
                     },
@@ -313,4 +310,14 @@ fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `trace:id` and `span:id` of an exemplar; a span whose id is unknown (zero: spans counted
+/// from a store's columns, which keep no span ids) has `trace:id` alone.
+fn exemplar_labels(span: &crate::model::Span) -> Vec<(String, Value)> {
+    let mut labels = vec![("trace:id".into(), Value::Str(hex(&span.trace_id)))];
+    if span.span_id != [0; 8] {
+        labels.push(("span:id".into(), Value::Str(hex(&span.span_id))));
+    }
+    labels
 }

@@ -7,7 +7,9 @@
 //! in `(T_i - step, T_i]` with `T_i = aligned_start + (i + 1) * step`, and the sample of interval
 //! `i` is stamped `T_i`. An instant query has one interval, `[start, end]`, stamped `end`.
 
-use std::collections::HashMap;
+/// Series are looked up once per counted span: with std's SipHash the lookups took 4.3% of a
+/// store's columns scan (perf, BENCHMARKS.md 2026-12-04); foldhash is several times faster.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::ast::{BinaryOp, FieldExpr, Intrinsic, MetricsExpr, MetricsFunction, Pipeline, Root};
 use crate::eval::{self, TraceContext, Val};
@@ -16,6 +18,7 @@ use crate::Query;
 
 mod combine;
 mod leaf;
+mod merge;
 
 use combine::{combine, second_stage};
 
@@ -358,7 +361,7 @@ fn build(expr: &MetricsExpr) -> Node {
             function: aggregation.function.clone(),
             by_labels: aggregation.by.iter().map(|f| f.to_string()).collect(),
             by: aggregation.by.clone(),
-            series: HashMap::new(),
+            series: HashMap::default(),
             compare: Compare::default(),
             exemplars_taken: 0,
         })),
