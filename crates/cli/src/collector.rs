@@ -1,10 +1,12 @@
 //! The `collector` and `validate` commands.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use threadline_collector::reference;
 use threadline_collector::registry::{list, Registry};
 use threadline_collector::service::{self, Service};
 use threadline_config::{CollectorConfig, ConfigSources};
@@ -95,12 +97,31 @@ pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn print_components() {
+#[derive(Args)]
+pub struct ComponentsArgs {
+    /// Write the component reference (one markdown page per component: its fields with type,
+    /// default and description, and its metrics) into DIR, default `docs/components`.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = reference::DOCS_DIR)]
+    pub docs: Option<PathBuf>,
+}
+
+pub fn components(args: ComponentsArgs) -> anyhow::Result<()> {
     let registry = registry(None);
+    if let Some(dir) = args.docs {
+        let written = reference::write_pages(&registry, &dir).with_context(|| {
+            format!(
+                "cannot write the component reference into {}",
+                dir.display()
+            )
+        })?;
+        println!("wrote {} pages into {}", written.len(), dir.display());
+        return Ok(());
+    }
     println!("receivers:  {}", list(&registry.receivers));
     println!("processors: {}", list(&registry.processors));
     println!("exporters:  {}", list(&registry.exporters));
     println!("extensions: {}", list(&registry.extensions));
+    Ok(())
 }
 
 pub async fn run(args: ConfigArgs) -> anyhow::Result<()> {
@@ -167,5 +188,26 @@ fn init_logging(config: &CollectorConfig) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use threadline_collector::reference::{stale_pages, DOCS_DIR, REGENERATE};
+
+    #[test]
+    fn committed_component_reference_is_current() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(DOCS_DIR);
+        let stale = stale_pages(&super::registry(None), &dir);
+        assert!(
+            stale.is_empty(),
+            "the component reference is stale:\n  {}\nregenerate it with `{REGENERATE}` and \
+             commit {DOCS_DIR}",
+            stale.join("\n  ")
+        );
     }
 }

@@ -66,8 +66,8 @@ enum Command {
     Collector(collector::ConfigArgs),
     /// Check a config and list every error with its YAML path; exits non-zero when there are any.
     Validate(collector::ConfigArgs),
-    /// List the component types this build supports.
-    Components,
+    /// List the component types this build supports; with `--docs`, write their reference.
+    Components(collector::ComponentsArgs),
     /// Collector (gateway pipeline with tail sampling) and store in one process, on built-in
     /// defaults: the quickest way to see the whole path.
     AllInOne(all_in_one::AllInOneArgs),
@@ -130,10 +130,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Collector(args) => collector::run(args).await,
             Command::Validate(args) => collector::validate(args),
-            Command::Components => {
-                collector::print_components();
-                Ok(())
-            }
+            Command::Components(args) => collector::components(args),
             Command::Store(args) => store::run(args).await,
             Command::AllInOne(args) => all_in_one::run(args).await,
             Command::Demo(args) => demo::run(args).await,

@@ -16,6 +16,7 @@ mod error;
 mod expand;
 mod ids;
 mod resolve;
+mod schema;
 pub mod settings;
 mod telemetry;
 
@@ -25,6 +26,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use expand::EnvLookup;
 pub use ids::{ComponentId, IdError, PipelineId, Signal};
 pub use resolve::{resolve, resolve_with_env, ConfigSources};
+#[doc(hidden)]
+pub use schemars as __schemars;
 pub use telemetry::{
     LogEncoding, LogLevel, LogsSamplingConfig, LogsTelemetryConfig, MetricReader, MetricsLevel,
     MetricsTelemetryConfig, PrometheusExporterConfig, PullMetricExporter, PullMetricReader,

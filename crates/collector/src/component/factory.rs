@@ -17,6 +17,7 @@ use threadline_config::{decode_component, ConfigError, ConfigErrors};
 
 use super::{Component, CreateContext, Exporter, Extension, Processor};
 use crate::consumer::NextConsumer;
+use crate::metrics::MetricDef;
 
 /// The four kinds of component, each with its section of the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,6 +53,32 @@ pub trait ComponentConfig: DeserializeOwned + Send + 'static {
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         Ok(())
     }
+
+    /// The JSON Schema of this config for the generated reference, usually
+    /// `Some(crate::reference::schema_of::<Self>())` with `schemars::JsonSchema` derived beside
+    /// `Deserialize`. None leaves the component's page without a field table.
+    fn json_schema() -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// What a component type tells the generated reference (`threadline components --docs`) besides
+/// its config, whose doc comments, types and defaults come from the config struct itself.
+#[derive(Debug, Clone, Copy)]
+pub struct About {
+    /// The upstream component this one follows, e.g. `batchprocessor`, or `contrib
+    /// tailsamplingprocessor` for one of opentelemetry-collector-contrib.
+    pub upstream: &'static str,
+    /// The metric families it emits, as groups of [`crate::metrics`].
+    pub metrics: &'static [&'static [MetricDef]],
+}
+
+impl About {
+    /// What a factory implementing the object-safe trait directly says unless it tells more.
+    pub const UNDESCRIBED: About = About {
+        upstream: "",
+        metrics: &[],
+    };
 }
 
 /// Decodes and validates a component's config section found at `path` (e.g. `processors::batch`).
@@ -79,6 +106,9 @@ pub fn decode_config<C: ComponentConfig>(value: &Value, path: &str) -> Result<C,
 pub trait TypedReceiverFactory: Send + Sync + 'static {
     type Config: ComponentConfig;
     fn kind(&self) -> &'static str;
+    fn about(&self) -> About {
+        About::UNDESCRIBED
+    }
     fn create(
         &self,
         ctx: &CreateContext<'_>,
@@ -91,6 +121,9 @@ pub trait TypedReceiverFactory: Send + Sync + 'static {
 pub trait TypedProcessorFactory: Send + Sync + 'static {
     type Config: ComponentConfig;
     fn kind(&self) -> &'static str;
+    fn about(&self) -> About {
+        About::UNDESCRIBED
+    }
     fn create(
         &self,
         ctx: &CreateContext<'_>,
@@ -103,6 +136,9 @@ pub trait TypedProcessorFactory: Send + Sync + 'static {
 pub trait TypedExporterFactory: Send + Sync + 'static {
     type Config: ComponentConfig;
     fn kind(&self) -> &'static str;
+    fn about(&self) -> About {
+        About::UNDESCRIBED
+    }
     fn create(
         &self,
         ctx: &CreateContext<'_>,
@@ -114,6 +150,9 @@ pub trait TypedExporterFactory: Send + Sync + 'static {
 pub trait TypedExtensionFactory: Send + Sync + 'static {
     type Config: ComponentConfig;
     fn kind(&self) -> &'static str;
+    fn about(&self) -> About {
+        About::UNDESCRIBED
+    }
     fn create(
         &self,
         ctx: &CreateContext<'_>,
@@ -124,6 +163,15 @@ pub trait TypedExtensionFactory: Send + Sync + 'static {
 /// The object-safe form of a receiver factory, as the registry holds it.
 pub trait ReceiverFactory: Send + Sync {
     fn kind(&self) -> &'static str;
+    /// Upstream's name and the metrics, for the generated reference.
+    fn about(&self) -> About {
+        About::UNDESCRIBED
+    }
+    /// The JSON Schema of the config section (doc comments as descriptions, serde defaults);
+    /// null when the component does not describe it.
+    fn config_schema(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
     /// Decodes and validates the section at `path`, reporting every error with its full path.
     fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
     /// Creates and starts the receiver (binding its ports), sending what it receives to `next`.
@@ -138,6 +186,12 @@ pub trait ReceiverFactory: Send + Sync {
 /// The object-safe form of a processor factory.
 pub trait ProcessorFactory: Send + Sync {
     fn kind(&self) -> &'static str;
+    fn about(&self) -> About {
+        About::UNDESCRIBED
+    }
+    fn config_schema(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
     fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
     fn create_traces(
         &self,
@@ -150,6 +204,12 @@ pub trait ProcessorFactory: Send + Sync {
 /// The object-safe form of an exporter factory.
 pub trait ExporterFactory: Send + Sync {
     fn kind(&self) -> &'static str;
+    fn about(&self) -> About {
+        About::UNDESCRIBED
+    }
+    fn config_schema(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
     fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
     fn create_traces(
         &self,
@@ -161,6 +221,12 @@ pub trait ExporterFactory: Send + Sync {
 /// The object-safe form of an extension factory.
 pub trait ExtensionFactory: Send + Sync {
     fn kind(&self) -> &'static str;
+    fn about(&self) -> About {
+        About::UNDESCRIBED
+    }
+    fn config_schema(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
     fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors>;
     fn create(&self, ctx: &CreateContext<'_>, config: &Value)
         -> anyhow::Result<Arc<dyn Extension>>;
@@ -174,6 +240,14 @@ macro_rules! object_safe_factory {
         impl<F: $typed> $object for F {
             fn kind(&self) -> &'static str {
                 $typed::kind(self)
+            }
+
+            fn about(&self) -> About {
+                $typed::about(self)
+            }
+
+            fn config_schema(&self) -> serde_json::Value {
+                F::Config::json_schema().unwrap_or_default()
             }
 
             fn validate(&self, config: &Value, path: &str) -> Result<(), ConfigErrors> {

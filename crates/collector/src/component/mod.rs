@@ -114,6 +114,7 @@ impl CreateContext<'_> {
 }
 
 pub use factory::{
-    ComponentConfig, ExporterFactory, ExtensionFactory, Kind, ProcessorFactory, ReceiverFactory,
-    TypedExporterFactory, TypedExtensionFactory, TypedProcessorFactory, TypedReceiverFactory,
+    About, ComponentConfig, ExporterFactory, ExtensionFactory, Kind, ProcessorFactory,
+    ReceiverFactory, TypedExporterFactory, TypedExtensionFactory, TypedProcessorFactory,
+    TypedReceiverFactory,
 };

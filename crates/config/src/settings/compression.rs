@@ -84,7 +84,7 @@ impl<'de> Deserialize<'de> for Compression {
 }
 
 /// `compression_params`: tuning for the chosen algorithm.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompressionParams {
     /// Compression level; 0 uses the algorithm's default.

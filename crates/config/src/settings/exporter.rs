@@ -9,7 +9,7 @@ use super::duration::GoDuration;
 use crate::{ComponentId, ConfigError};
 
 /// `timeout`: how long one attempt to send may take.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutSettings {
     /// Time allowed for one send attempt; 0 means no limit. Default 5s.
@@ -25,7 +25,7 @@ impl Default for TimeoutSettings {
 }
 
 /// `retry_on_failure`: exponential backoff for failed sends.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySettings {
     /// Retry failed sends. Default true.
@@ -136,7 +136,7 @@ impl<'de> Deserialize<'de> for QueueSizer {
 
 /// `sending_queue`: buffers data in front of an exporter so that the pipeline is not held up
 /// by a slow or unavailable backend.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueSettings {
     /// Queue data before sending. Default true.
@@ -207,7 +207,7 @@ impl QueueSettings {
 }
 
 /// `sending_queue::batch`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchSettings {
     /// Send a batch after this long even if it is small. Default 200ms.

@@ -9,7 +9,7 @@ use super::tls::{TlsClientSettings, TlsServerSettings};
 use super::AuthSettings;
 
 /// Network a server listens on (upstream `confignet` transport).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     #[default]
@@ -20,7 +20,7 @@ pub enum Transport {
 }
 
 /// A gRPC server, e.g. `receivers::otlp::protocols::grpc`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcServerSettings {
     /// `host:port` to listen on. Empty means the component's default (the OTLP receiver uses
@@ -65,7 +65,7 @@ impl Default for GrpcServerSettings {
 }
 
 /// `keepalive` of a gRPC server.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcServerKeepalive {
     /// When the server pings clients and closes old or idle connections.
@@ -76,7 +76,7 @@ pub struct GrpcServerKeepalive {
 
 /// `keepalive::server_parameters`: when the server pings or closes connections. Zero values
 /// leave the gRPC defaults.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeepaliveServerParameters {
     /// Close a connection with no byte read or written for this long. Default (0) 5m in
@@ -93,7 +93,7 @@ pub struct KeepaliveServerParameters {
 }
 
 /// `keepalive::enforcement_policy`: what clients may do.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeepaliveEnforcementPolicy {
     /// Minimum time between client pings.
@@ -103,7 +103,7 @@ pub struct KeepaliveEnforcementPolicy {
 }
 
 /// A gRPC client, e.g. the `otlp` exporter's connection settings.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcClientSettings {
     /// Server to send to: `host:port`, optionally prefixed by `http://` or `https://`.
@@ -190,7 +190,7 @@ impl GrpcClientSettings {
 }
 
 /// `keepalive` of a gRPC client.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcClientKeepalive {
     /// Ping the server after this long without activity.

@@ -10,7 +10,7 @@ use super::tls::{TlsClientSettings, TlsServerSettings};
 use super::AuthSettings;
 
 /// An HTTP server, e.g. `receivers::otlp::protocols::http`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpServerSettings {
     /// `host:port` to listen on. Empty means the component's default (the OTLP receiver uses
@@ -89,7 +89,7 @@ fn url_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Err
 }
 
 /// `cors`: which browser origins may send data.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorsSettings {
     /// Origins allowed, e.g. `https://*.example.com`; `*` allows any. Empty disables CORS.
@@ -101,7 +101,7 @@ pub struct CorsSettings {
 }
 
 /// An HTTP client, e.g. the `otlphttp` exporter's connection settings.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpClientSettings {
     /// Base URL to send to, e.g. `https://collector:4318`.
@@ -169,7 +169,7 @@ impl Default for HttpClientSettings {
 }
 
 /// `cookies`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CookiesSettings {
     /// Store cookies from responses and send them with later requests. Default false.

@@ -32,7 +32,7 @@ pub use tls::{TlsClientSettings, TlsError, TlsServerSettings, TlsVersion};
 use crate::ComponentId;
 
 /// `auth:` on a client or server: which authenticator extension to use.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// Id of the authenticator extension, e.g. `bearertokenauth/backend`.

@@ -112,7 +112,7 @@ impl<'de> Deserialize<'de> for TlsVersion {
 }
 
 /// Client-side TLS (upstream `configtls.ClientConfig`), used under an exporter's `tls:`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsClientSettings {
     /// Do not use TLS at all (plaintext gRPC/HTTP). Default false.
@@ -152,7 +152,7 @@ pub struct TlsClientSettings {
 }
 
 /// Server-side TLS (upstream `configtls.ServerConfig`), used under a receiver's `tls:`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsServerSettings {
     /// Path to the server certificate chain (PEM). Required unless `cert_pem` is set.

@@ -5,7 +5,8 @@ use serde::{Deserialize, Deserializer};
 use crate::component::ComponentConfig;
 
 /// How much of the data is written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Verbosity {
     /// One line per batch with its resource-span and span counts.
     #[default]
@@ -31,7 +32,7 @@ impl<'de> Deserialize<'de> for Verbosity {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DebugExporterConfig {
     /// `basic` (default), `normal` or `detailed`.
@@ -73,4 +74,8 @@ impl Default for DebugExporterConfig {
     }
 }
 
-impl ComponentConfig for DebugExporterConfig {}
+impl ComponentConfig for DebugExporterConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+}

@@ -18,10 +18,11 @@ use threadline_otlp::TraceData;
 pub use config::{DebugExporterConfig, Verbosity};
 pub use format::timestamp;
 
-use crate::component::{CreateContext, Exporter, TypedExporterFactory};
+use crate::component::{About, CreateContext, Exporter, TypedExporterFactory};
 use crate::exporters::helper::{
     Delivered, HelperSettings, QueuePolicy, QueuedRetrySender, RetryPolicy, SendError, Sender,
 };
+use crate::metrics;
 
 pub struct DebugExporterFactory;
 
@@ -30,6 +31,13 @@ impl TypedExporterFactory for DebugExporterFactory {
 
     fn kind(&self) -> &'static str {
         "debug"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "debugexporter",
+            metrics: &[metrics::EXPORTER],
+        }
     }
 
     fn create(

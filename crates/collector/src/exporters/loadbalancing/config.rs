@@ -8,7 +8,7 @@ use crate::component::ComponentConfig;
 use crate::exporters::helper;
 use crate::exporters::otlp::OtlpExporterConfig;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadBalancingConfig {
     /// What decides a span's backend: `traceID` (default; every span of a trace reaches the same
@@ -34,7 +34,7 @@ pub struct LoadBalancingConfig {
     pub retry_on_failure: Option<RetrySettings>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum RoutingKey {
     #[default]
     #[serde(rename = "traceID")]
@@ -43,7 +43,7 @@ pub enum RoutingKey {
     Service,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProtocolConfig {
     /// Settings of the OTLP/gRPC connection to each backend.
@@ -51,7 +51,7 @@ pub struct ProtocolConfig {
     pub otlp: OtlpExporterConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolverConfig {
     /// A fixed list of backends.
@@ -68,17 +68,18 @@ pub struct ResolverConfig {
     pub k8s: Option<K8sResolverConfig>,
     /// Backends registered in AWS Cloud Map.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub aws_cloud_map: Option<serde_yaml_ng::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticResolverConfig {
     /// Backends as `host[:port]` (port 4317 when absent).
     pub hostnames: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DnsResolverConfig {
     /// The name to resolve, e.g. `otel-gateway-collector-headless.observability.svc.cluster.local`.
@@ -94,7 +95,7 @@ pub struct DnsResolverConfig {
     pub timeout: GoDuration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct K8sResolverConfig {
     /// The Service, as `name.namespace` (or `name`, in the namespace of the current context).
@@ -190,6 +191,10 @@ pub fn with_default_port(hostname: &str) -> Result<String, String> {
 }
 
 impl ComponentConfig for LoadBalancingConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
         let resolver = &self.resolver;

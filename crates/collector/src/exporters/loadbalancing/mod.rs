@@ -41,12 +41,13 @@ pub use config::{LoadBalancingConfig, RoutingKey};
 pub use ring::Ring;
 
 use crate::auth::ClientAuthenticator;
-use crate::component::{CreateContext, Exporter, Kind, TypedExporterFactory};
+use crate::component::{About, CreateContext, Exporter, Kind, TypedExporterFactory};
 use crate::exporters::helper::{
     queue_policy, retry_policy, Backoff, Delivered, HelperSettings, QueuedRetrySender, RetryPolicy,
     SendError, Sender,
 };
 use crate::exporters::otlp::{grpc_sender, GrpcSender};
+use crate::metrics;
 
 /// How often a backend that left the ring is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -78,6 +79,13 @@ impl TypedExporterFactory for LoadBalancingFactory {
 
     fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "contrib loadbalancingexporter",
+            metrics: &[metrics::EXPORTER],
+        }
     }
 
     fn create(

@@ -14,7 +14,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use crate::component::ComponentConfig;
 use crate::exporters::{compress, helper};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpExporterConfig {
     /// Where and how to connect: `endpoint` (`host:port`; `https://` forces TLS, `http://`
@@ -112,6 +112,10 @@ impl OtlpExporterConfig {
 }
 
 impl ComponentConfig for OtlpExporterConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = self.client.validate();
         if errors.iter().all(|e| e.path != "endpoint") {

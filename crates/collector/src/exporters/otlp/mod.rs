@@ -19,8 +19,9 @@ pub use config::{OtlpExporterConfig, Target};
 pub use sender::{status_to_error, GrpcPayload, GrpcSender};
 
 use crate::auth::ClientAuthenticator;
-use crate::component::{CreateContext, Exporter, Kind, TypedExporterFactory};
+use crate::component::{About, CreateContext, Exporter, Kind, TypedExporterFactory};
 use crate::exporters::helper::{queue_policy, retry_policy, HelperSettings, QueuedRetrySender};
+use crate::metrics;
 use transport::{Connector, TlsSetup};
 
 pub struct OtlpExporterFactory;
@@ -30,6 +31,13 @@ impl TypedExporterFactory for OtlpExporterFactory {
 
     fn kind(&self) -> &'static str {
         "otlp"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "otlpexporter",
+            metrics: &[metrics::EXPORTER],
+        }
     }
 
     fn create(

@@ -12,7 +12,8 @@ use crate::component::ComponentConfig;
 use crate::exporters::helper;
 
 /// How requests are encoded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// Binary protobuf, `Content-Type: application/x-protobuf` (the default).
     #[default]
@@ -34,7 +35,7 @@ impl<'de> Deserialize<'de> for Encoding {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpHttpExporterConfig {
     /// The HTTP client: `endpoint` (base URL; traces go to `<endpoint>/v1/traces`), `tls`,
@@ -106,6 +107,10 @@ impl OtlpHttpExporterConfig {
 }
 
 impl ComponentConfig for OtlpHttpExporterConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
         let level = self

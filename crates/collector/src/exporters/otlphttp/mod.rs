@@ -22,11 +22,12 @@ pub use config::{Encoding, OtlpHttpExporterConfig};
 
 use crate::auth::ClientAuthenticator;
 use crate::client::ClientInfo;
-use crate::component::{CreateContext, Exporter, Kind, TypedExporterFactory};
+use crate::component::{About, CreateContext, Exporter, Kind, TypedExporterFactory};
 use crate::exporters::compress;
 use crate::exporters::helper::{
     queue_policy, retry_policy, Delivered, HelperSettings, QueuedRetrySender, SendError, Sender,
 };
+use crate::metrics;
 use crate::rpc_status::RpcStatus;
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -41,6 +42,13 @@ impl TypedExporterFactory for OtlpHttpExporterFactory {
 
     fn kind(&self) -> &'static str {
         "otlphttp"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "otlphttpexporter",
+            metrics: &[metrics::EXPORTER],
+        }
     }
 
     fn create(

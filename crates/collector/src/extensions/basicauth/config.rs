@@ -7,7 +7,7 @@ use crate::component::ComponentConfig;
 
 /// Either `htpasswd` (server side: receivers check requests) or `client_auth` (client side:
 /// exporters send the credentials), not both.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthConfig {
     /// The accepted users, htpasswd-style (`user:hash` lines; bcrypt or plain text).
@@ -18,7 +18,7 @@ pub struct BasicAuthConfig {
     pub client_auth: Option<ClientAuthSettings>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HtpasswdSettings {
     /// Path of an htpasswd file, read at start.
@@ -29,7 +29,7 @@ pub struct HtpasswdSettings {
     pub inline: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuthSettings {
     /// The user name; must not contain `:`.
@@ -49,6 +49,10 @@ impl BasicAuthConfig {
 }
 
 impl ComponentConfig for BasicAuthConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let server = self.is_server();
         let client = self.client_auth.is_some();

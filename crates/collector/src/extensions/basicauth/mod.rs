@@ -25,7 +25,7 @@ use crate::auth::{
     ServerAuthenticator,
 };
 use crate::client::ClientInfo;
-use crate::component::{Component, CreateContext, Extension, Kind, TypedExtensionFactory};
+use crate::component::{About, Component, CreateContext, Extension, Kind, TypedExtensionFactory};
 
 pub struct BasicAuthFactory;
 
@@ -34,6 +34,13 @@ impl TypedExtensionFactory for BasicAuthFactory {
 
     fn kind(&self) -> &'static str {
         "basicauth"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "contrib basicauthextension",
+            metrics: &[],
+        }
     }
 
     fn create(

@@ -5,7 +5,7 @@ use threadline_config::ConfigError;
 
 use crate::component::ComponentConfig;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BearerTokenAuthConfig {
     /// Put in front of the token: the header carries `<scheme> <token>`. Default `Bearer`; an
@@ -56,6 +56,10 @@ impl BearerTokenAuthConfig {
 }
 
 impl ComponentConfig for BearerTokenAuthConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
         if set(&self.token).is_none() && self.tokens.is_empty() && self.filename().is_none() {

@@ -28,7 +28,7 @@ use crate::auth::{
     bearer_matches, header_value, AuthError, ClientAuthenticator, ServerAuthenticator,
 };
 use crate::client::ClientInfo;
-use crate::component::{Component, CreateContext, Extension, Kind, TypedExtensionFactory};
+use crate::component::{About, Component, CreateContext, Extension, Kind, TypedExtensionFactory};
 
 /// How often `filename` is checked for changes.
 pub const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,6 +40,13 @@ impl TypedExtensionFactory for BearerTokenAuthFactory {
 
     fn kind(&self) -> &'static str {
         "bearertokenauth"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "contrib bearertokenauthextension",
+            metrics: &[],
+        }
     }
 
     fn create(

@@ -11,7 +11,7 @@ use crate::component::ComponentConfig;
 /// Upstream's default directory on Linux.
 pub const DEFAULT_DIRECTORY: &str = "/var/lib/otelcol/file_storage";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileStorageConfig {
     /// Where components keep their data, each in its own subdirectory (e.g. the persistent sending
@@ -43,7 +43,7 @@ pub struct FileStorageConfig {
 }
 
 /// Upstream's compaction settings: accepted, not needed (see `compaction` above).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Compaction {
     /// Compact at start.
@@ -108,6 +108,10 @@ impl FileStorageConfig {
 }
 
 impl ComponentConfig for FileStorageConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
         if self.directory.as_os_str().is_empty() {

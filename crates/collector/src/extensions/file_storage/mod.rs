@@ -17,7 +17,7 @@ use threadline_config::ComponentId;
 
 pub use config::{check_writable_directory, Compaction, FileStorageConfig, DEFAULT_DIRECTORY};
 
-use crate::component::{Component, CreateContext, Extension, Kind, TypedExtensionFactory};
+use crate::component::{About, Component, CreateContext, Extension, Kind, TypedExtensionFactory};
 
 pub struct FileStorageFactory;
 
@@ -26,6 +26,13 @@ impl TypedExtensionFactory for FileStorageFactory {
 
     fn kind(&self) -> &'static str {
         "file_storage"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "contrib filestorage",
+            metrics: &[],
+        }
     }
 
     fn create(

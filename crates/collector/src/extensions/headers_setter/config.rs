@@ -5,7 +5,7 @@ use threadline_config::ConfigError;
 
 use crate::component::ComponentConfig;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersSetterConfig {
     /// The headers to set on every request of the exporters that use this extension as their
@@ -15,7 +15,7 @@ pub struct HeadersSetterConfig {
 }
 
 /// One header: its name, where its value comes from, and what to do with it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderConfig {
     /// The header name. Required.
@@ -43,7 +43,8 @@ pub struct HeaderConfig {
     pub action: Action,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     Insert,
     Update,
@@ -68,6 +69,10 @@ impl<'de> Deserialize<'de> for Action {
 }
 
 impl ComponentConfig for HeadersSetterConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         if self.headers.is_empty() {
             return Err(vec![ConfigError::new(

@@ -23,7 +23,7 @@ pub use config::{Action, HeaderConfig, HeadersSetterConfig};
 
 use crate::auth::ClientAuthenticator;
 use crate::client::ClientInfo;
-use crate::component::{Component, CreateContext, Extension, TypedExtensionFactory};
+use crate::component::{About, Component, CreateContext, Extension, TypedExtensionFactory};
 
 pub struct HeadersSetterFactory;
 
@@ -32,6 +32,13 @@ impl TypedExtensionFactory for HeadersSetterFactory {
 
     fn kind(&self) -> &'static str {
         "headers_setter"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "contrib headerssetterextension",
+            metrics: &[],
+        }
     }
 
     fn create(

@@ -5,7 +5,7 @@ use threadline_config::settings::TlsServerSettings;
 
 use crate::component::ComponentConfig;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// Address to serve the health check on. Default `localhost:13133`.
@@ -22,10 +22,11 @@ pub struct HealthCheckConfig {
     pub response_body: Option<ResponseBody>,
     /// Accepted for compatibility with upstream configs; pipeline health is not checked yet.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub check_collector_pipeline: Option<serde_yaml_ng::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseBody {
     /// Body returned with 200 when the collector is ready.
@@ -57,6 +58,10 @@ impl Default for HealthCheckConfig {
 }
 
 impl ComponentConfig for HealthCheckConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<threadline_config::ConfigError>> {
         if !self.path.starts_with('/') {
             return Err(vec![threadline_config::ConfigError {

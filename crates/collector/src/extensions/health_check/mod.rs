@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::HealthCheckConfig;
 
 use crate::component::{
-    Component, CreateContext, Extension, HealthState, Kind, TypedExtensionFactory,
+    About, Component, CreateContext, Extension, HealthState, Kind, TypedExtensionFactory,
 };
 use crate::server;
 
@@ -29,6 +29,13 @@ impl TypedExtensionFactory for HealthCheckFactory {
 
     fn kind(&self) -> &'static str {
         "health_check"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "contrib healthcheckextension",
+            metrics: &[],
+        }
     }
 
     fn create(

@@ -5,7 +5,7 @@ use threadline_config::ConfigError;
 
 use crate::component::ComponentConfig;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttributesConfig {
     /// The actions to apply to each span's attributes, in order.
@@ -19,7 +19,7 @@ pub struct AttributesConfig {
     pub exclude: Option<MatchProperties>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Add the attribute when it is absent.
@@ -38,7 +38,7 @@ pub enum Action {
     Convert,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvertedType {
     Int,
@@ -46,7 +46,7 @@ pub enum ConvertedType {
     String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionConfig {
     /// The attribute acted on.
@@ -56,6 +56,7 @@ pub struct ActionConfig {
     pub action: Action,
     /// The value to set (string, int, double or bool), for insert/update/upsert.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub value: Option<serde_yaml_ng::Value>,
     /// Take the value from this attribute of the same span instead of `value`.
     #[serde(default)]
@@ -71,14 +72,14 @@ pub struct ActionConfig {
     pub converted_type: Option<ConvertedType>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchType {
     Strict,
     Regexp,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchProperties {
     /// How names and values are compared: strict (equality) or regexp.
@@ -100,15 +101,22 @@ pub struct MatchProperties {
     pub resources: Vec<AttributeMatch>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttributeMatch {
+    /// The attribute that must be present.
     pub key: String,
+    /// The value it must have (compared as `match_type` says); any value when absent.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub value: Option<serde_yaml_ng::Value>,
 }
 
 impl ComponentConfig for AttributesConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
         if self.actions.is_empty() {

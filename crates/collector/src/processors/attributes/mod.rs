@@ -19,7 +19,7 @@ use threadline_otlp::TraceData;
 
 pub use config::{Action, AttributesConfig, ConvertedType, MatchType};
 
-use crate::component::{Component, CreateContext, Processor, TypedProcessorFactory};
+use crate::component::{About, Component, CreateContext, Processor, TypedProcessorFactory};
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
 
 pub struct AttributesProcessorFactory;
@@ -29,6 +29,13 @@ impl TypedProcessorFactory for AttributesProcessorFactory {
 
     fn kind(&self) -> &'static str {
         "attributes"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "contrib attributesprocessor",
+            metrics: &[],
+        }
     }
 
     fn create(

@@ -6,7 +6,7 @@ use threadline_config::ConfigError;
 
 use crate::component::ComponentConfig;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// How long a batch may wait for more spans before it is sent regardless of size. Default 200ms;
@@ -57,6 +57,10 @@ impl Default for BatchConfig {
 }
 
 impl ComponentConfig for BatchConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
         if self.send_batch_max_size > 0 && self.send_batch_max_size < self.send_batch_size {

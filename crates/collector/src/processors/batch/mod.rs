@@ -37,8 +37,9 @@ use tokio::task::JoinHandle;
 pub use config::BatchConfig;
 
 use crate::client::{self, ClientInfo};
-use crate::component::{Component, CreateContext, Processor, TypedProcessorFactory};
+use crate::component::{About, Component, CreateContext, Processor, TypedProcessorFactory};
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
+use crate::metrics;
 use crate::telemetry::{BatchMetrics, ProcessorMetrics};
 
 /// Requests waiting for the batching task; small, since each one is already a whole request.
@@ -55,6 +56,13 @@ impl TypedProcessorFactory for BatchProcessorFactory {
 
     fn kind(&self) -> &'static str {
         "batch"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "batchprocessor",
+            metrics: &[metrics::PROCESSOR, metrics::BATCH],
+        }
     }
 
     fn create(

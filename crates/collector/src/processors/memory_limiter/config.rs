@@ -8,7 +8,7 @@ use crate::component::ComponentConfig;
 
 const MIB: u64 = 1024 * 1024;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryLimiterConfig {
     /// How often memory is measured. Required, greater than zero (upstream recommends 1s).
@@ -64,6 +64,10 @@ impl MemoryLimiterConfig {
 }
 
 impl ComponentConfig for MemoryLimiterConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut error = |path: &str, message: String| {

@@ -26,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Limits, MemoryLimiterConfig};
 
 use crate::component::{
-    Component, CreateContext, Kind, MemoryPressure, Processor, TypedProcessorFactory,
+    About, Component, CreateContext, Kind, MemoryPressure, Processor, TypedProcessorFactory,
 };
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
+use crate::metrics;
 use crate::process;
 use crate::telemetry::ProcessorMetrics;
 
@@ -48,6 +49,13 @@ impl TypedProcessorFactory for MemoryLimiterFactory {
 
     fn kind(&self) -> &'static str {
         "memory_limiter"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "memorylimiterprocessor",
+            metrics: &[metrics::PROCESSOR],
+        }
     }
 
     fn create(

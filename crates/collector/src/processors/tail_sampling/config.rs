@@ -17,7 +17,7 @@ const LEAF_POLICIES: &str = "always_sample, latency, status_code, probabilistic,
      string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, \
      rate_limiting, bytes_limiting";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TailSamplingConfig {
     /// How long to wait after a trace's first span before deciding it. Default 30s.
@@ -65,7 +65,7 @@ fn default_metadata_cardinality_limit() -> u32 {
     1000
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionCacheConfig {
     /// Sampled trace ids remembered (0 uses 100000 so that late spans never change sides).
@@ -78,7 +78,7 @@ pub struct DecisionCacheConfig {
 
 /// One policy. Its settings sit under the key named like its type. The same shape is used for
 /// the sub-policies of `and`, `drop` and `composite`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Name of the policy, used in metrics and logs.
@@ -86,41 +86,56 @@ pub struct PolicyConfig {
     /// The policy type; its settings go under the key of the same name.
     #[serde(rename = "type")]
     pub policy_type: String,
+    /// Settings of a `latency` policy: sample traces by duration.
     #[serde(default)]
     pub latency: Option<LatencyConfig>,
+    /// Settings of a `status_code` policy: sample traces by span status.
     #[serde(default)]
     pub status_code: Option<StatusCodeConfig>,
+    /// Settings of a `probabilistic` policy: sample a share of traces by trace id.
     #[serde(default)]
     pub probabilistic: Option<ProbabilisticConfig>,
+    /// Settings of a `string_attribute` policy: sample traces by a string attribute.
     #[serde(default)]
     pub string_attribute: Option<StringAttributeConfig>,
+    /// Settings of a `numeric_attribute` policy: sample traces by an integer attribute in a range.
     #[serde(default)]
     pub numeric_attribute: Option<NumericAttributeConfig>,
+    /// Settings of a `boolean_attribute` policy: sample traces by a bool attribute.
     #[serde(default)]
     pub boolean_attribute: Option<BooleanAttributeConfig>,
+    /// Settings of a `span_count` policy: sample traces by their number of spans.
     #[serde(default)]
     pub span_count: Option<SpanCountConfig>,
+    /// Settings of a `trace_state` policy: sample traces by W3C tracestate values.
     #[serde(default)]
     pub trace_state: Option<TraceStateConfig>,
     /// `trace_flags` has no settings: a trace is sampled when a span carries the sampled flag.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub trace_flags: Option<serde_yaml_ng::Value>,
+    /// Settings of a `rate_limiting` policy: sample at most so many spans per second.
     #[serde(default)]
     pub rate_limiting: Option<RateLimitingConfig>,
+    /// Settings of a `bytes_limiting` policy: sample at most so many bytes per second.
     #[serde(default)]
     pub bytes_limiting: Option<BytesLimitingConfig>,
+    /// Settings of an `and` policy: sample when every sub-policy samples.
     #[serde(default)]
     pub and: Option<AndConfig>,
+    /// Settings of a `drop` policy: drop traces every sub-policy matches, whatever other policies decide.
     #[serde(default)]
     pub drop: Option<DropConfig>,
+    /// Settings of a `composite` policy: sub-policies sharing a spans-per-second budget.
     #[serde(default)]
     pub composite: Option<CompositeConfig>,
     /// Not evaluated by Threadline; rejected by validation with the supported types.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub ottl_condition: Option<serde_yaml_ng::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TraceStateConfig {
     /// The W3C tracestate key to look for.
@@ -129,14 +144,14 @@ pub struct TraceStateConfig {
     pub values: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitingConfig {
     /// Spans sampled per second at most; traces beyond that in the current second are not sampled.
     pub spans_per_second: u64,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BytesLimitingConfig {
     /// Encoded bytes sampled per second (token bucket refill rate).
@@ -146,21 +161,21 @@ pub struct BytesLimitingConfig {
     pub burst_capacity: u64,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AndConfig {
     /// Sample only when every one of these samples.
     pub and_sub_policy: Vec<PolicyConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DropConfig {
     /// Drop the trace, whatever other policies say, when every one of these matches.
     pub drop_sub_policy: Vec<PolicyConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompositeConfig {
     /// Spans per second the composite samples at most, shared by its sub-policies.
@@ -174,14 +189,16 @@ pub struct CompositeConfig {
     pub rate_allocation: Vec<RateAllocationConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateAllocationConfig {
+    /// The sub-policy (its `name`).
     pub policy: String,
+    /// Its share of `max_total_spans_per_second`, in percent.
     pub percent: u64,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyConfig {
     /// Sample traces lasting at least this long (first span start to last span end).
@@ -191,14 +208,14 @@ pub struct LatencyConfig {
     pub upper_threshold_ms: u64,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusCodeConfig {
     /// Sample traces with a span whose status is one of these: OK, ERROR, UNSET.
     pub status_codes: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProbabilisticConfig {
     /// Share of traces to sample, 0 to 100, decided from the trace id alone.
@@ -208,10 +225,12 @@ pub struct ProbabilisticConfig {
     pub hash_salt: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StringAttributeConfig {
+    /// The span or resource attribute to look at.
     pub key: String,
+    /// Sample when the attribute has one of these values.
     pub values: Vec<String>,
     /// Treat `values` as regular expressions.
     #[serde(default)]
@@ -225,12 +244,15 @@ pub struct StringAttributeConfig {
     pub invert_match: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NumericAttributeConfig {
+    /// The span or resource attribute to look at.
     pub key: String,
+    /// Sample when the value is at least this (no lower bound when absent).
     #[serde(default)]
     pub min_value: Option<i64>,
+    /// And at most this (no upper bound when absent).
     #[serde(default)]
     pub max_value: Option<i64>,
     /// Invert: a trace with a matching span is not sampled (an "inverted not sampled" decision,
@@ -239,10 +261,12 @@ pub struct NumericAttributeConfig {
     pub invert_match: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BooleanAttributeConfig {
+    /// The span or resource attribute to look at.
     pub key: String,
+    /// Sample when the attribute has this value.
     pub value: bool,
     /// Invert: a trace with a matching span is not sampled (an "inverted not sampled" decision,
     /// which overrides other policies' "sampled"), and one without is.
@@ -250,9 +274,10 @@ pub struct BooleanAttributeConfig {
     pub invert_match: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpanCountConfig {
+    /// Sample traces with at least this many spans.
     pub min_spans: usize,
     /// 0 = no upper bound.
     #[serde(default)]
@@ -268,6 +293,10 @@ fn default_num_traces() -> usize {
 }
 
 impl ComponentConfig for TailSamplingConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
         if self.decision_wait.0.is_zero() {

@@ -40,9 +40,10 @@ use policies::{Decision, Policies, TraceSummary};
 
 use crate::client::{self, ClientInfo};
 use crate::component::{
-    Component, CreateContext, MemoryPressure, Processor, TypedProcessorFactory,
+    About, Component, CreateContext, MemoryPressure, Processor, TypedProcessorFactory,
 };
 use crate::consumer::{ConsumeError, NextConsumer, TracesConsumer};
+use crate::metrics;
 use crate::telemetry::{PolicyMetrics, TailSamplingMetrics};
 
 const DEFAULT_DECISION_CACHE: usize = 100_000;
@@ -58,6 +59,13 @@ impl TypedProcessorFactory for TailSamplingFactory {
 
     fn kind(&self) -> &'static str {
         "tail_sampling"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "contrib tailsamplingprocessor",
+            metrics: &[metrics::TAIL_SAMPLING],
+        }
     }
 
     fn create(

@@ -10,7 +10,7 @@ use crate::component::ComponentConfig;
 pub const DEFAULT_GRPC_ENDPOINT: &str = "localhost:4317";
 pub const DEFAULT_HTTP_ENDPOINT: &str = "localhost:4318";
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpReceiverConfig {
     /// The protocols to serve. At least one of `grpc` and `http`; an empty entry (`grpc:`) serves the
@@ -19,7 +19,7 @@ pub struct OtlpReceiverConfig {
     pub protocols: Protocols,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Protocols {
     /// OTLP/gRPC (`TraceService/Export`). Default endpoint `localhost:4317`.
@@ -64,6 +64,10 @@ impl OtlpReceiverConfig {
 }
 
 impl ComponentConfig for OtlpReceiverConfig {
+    fn json_schema() -> Option<serde_json::Value> {
+        Some(crate::reference::schema_of::<Self>())
+    }
+
     fn validate(&self) -> Result<(), Vec<ConfigError>> {
         if self.protocols.grpc.is_none() && self.protocols.http.is_none() {
             return Err(vec![ConfigError {

@@ -22,8 +22,11 @@ pub use config::OtlpReceiverConfig;
 
 use crate::auth::ServerAuthenticator;
 use crate::client::ClientInfo;
-use crate::component::{Component, CreateContext, Kind, MemoryPressure, TypedReceiverFactory};
+use crate::component::{
+    About, Component, CreateContext, Kind, MemoryPressure, TypedReceiverFactory,
+};
 use crate::consumer::{ConsumeError, NextConsumer};
+use crate::metrics;
 use crate::server;
 use crate::telemetry::ReceiverMetrics;
 
@@ -116,6 +119,13 @@ impl TypedReceiverFactory for OtlpReceiverFactory {
 
     fn kind(&self) -> &'static str {
         "otlp"
+    }
+
+    fn about(&self) -> About {
+        About {
+            upstream: "otlpreceiver",
+            metrics: &[metrics::RECEIVER],
+        }
     }
 
     fn create(
