@@ -202,11 +202,15 @@ async fn compaction_streams_multi_page_blocks_and_merges_traces_split_across_the
     let columns_len = std::fs::metadata(remaining[0].join("columns"))
         .unwrap()
         .len();
+    let values_len = std::fs::metadata(remaining[0].join("values"))
+        .unwrap()
+        .len();
     assert_eq!(metas[0].columns_bytes, columns_len);
+    assert_eq!(metas[0].values_bytes, values_len);
     assert_eq!(
         metas[0].size_bytes,
-        data_len + index.encode().len() as u64 + columns_len,
-        "size_bytes counts data, index and columns"
+        data_len + index.encode().len() as u64 + columns_len + values_len,
+        "size_bytes counts data, index, columns and values"
     );
 
     for trace_id in &generated {
@@ -371,10 +375,12 @@ async fn blocks_live_in_any_object_store() {
             "team-a/data",
             "team-a/index",
             "team-a/meta.json",
+            "team-a/values",
             "team-b/columns",
             "team-b/data",
             "team-b/index",
-            "team-b/meta.json"
+            "team-b/meta.json",
+            "team-b/values"
         ]
     );
     assert!(
