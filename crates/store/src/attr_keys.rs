@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use threadline_otlp::wire::{FieldIter, WireValue};
-use threadline_otlp::TraceData;
+use threadline_otlp::{AnyValueView, TraceData};
 use threadline_traceql::ast::{
     BinaryOp, FieldExpr, Literal, MetricsExpr, Root, Scope, SpansetExpr, SpansetOp,
 };
@@ -89,54 +89,76 @@ impl KeySet {
     }
 }
 
-/// Calls `visit` with every (scope, key) of the spans of `data`, repeats included. Reads the
-/// encoded bytes as they are: this runs for every trace written to a block.
+/// Calls `visit` with every (scope, key) of the spans of `data`, repeats included.
 pub fn for_each_key(data: &TraceData, mut visit: impl FnMut(KeyScope, &str)) {
-    // Resources and scopes repeat for every span: each distinct one is walked once.
+    for_each_attribute(data, |scope, key, _| visit(scope, key));
+}
+
+/// Calls `visit` with every (scope, key, value) of the spans of `data`, repeats included; each
+/// distinct resource and instrumentation scope once. Reads the encoded bytes as they are: this
+/// runs for every trace written to a block (its keys, its page's value filter).
+pub fn for_each_attribute<'a>(
+    data: &'a TraceData,
+    mut visit: impl FnMut(KeyScope, &'a str, AnyValueView<'a>),
+) {
     let mut resources: Vec<&[u8]> = Vec::new();
     let mut scopes: Vec<&[u8]> = Vec::new();
     data.for_each_span(|resource, scope, span| {
         if !resources.contains(&resource.raw()) {
             resources.push(resource.raw());
-            for (key, _) in resource.attributes() {
-                visit(KeyScope::Resource, key);
+            for (key, value) in resource.attributes() {
+                visit(KeyScope::Resource, key, value);
             }
         }
         if !scopes.contains(&scope.raw()) {
             scopes.push(scope.raw());
-            for (key, _) in scope.attributes() {
-                visit(KeyScope::Instrumentation, key);
+            for (key, value) in scope.attributes() {
+                visit(KeyScope::Instrumentation, key, value);
             }
         }
         for (number, field) in FieldIter::new(span.raw()).map_while(Result::ok) {
             match (number, field) {
-                (9, WireValue::Bytes(kv)) => visit_key(kv, KeyScope::Span, &mut visit),
+                (9, WireValue::Bytes(kv)) => visit_key_value(kv, KeyScope::Span, &mut visit),
                 // Span.Event: attributes are field 3; Span.Link: field 4.
-                (11, WireValue::Bytes(event)) => nested_keys(event, 3, KeyScope::Event, &mut visit),
-                (13, WireValue::Bytes(link)) => nested_keys(link, 4, KeyScope::Link, &mut visit),
+                (11, WireValue::Bytes(event)) => nested(event, 3, KeyScope::Event, &mut visit),
+                (13, WireValue::Bytes(link)) => nested(link, 4, KeyScope::Link, &mut visit),
                 _ => {}
             }
         }
     });
 }
 
-fn nested_keys(raw: &[u8], field: u32, scope: KeyScope, visit: &mut impl FnMut(KeyScope, &str)) {
+fn nested<'a>(
+    raw: &'a [u8],
+    field: u32,
+    scope: KeyScope,
+    visit: &mut impl FnMut(KeyScope, &'a str, AnyValueView<'a>),
+) {
     for (number, value) in FieldIter::new(raw).map_while(Result::ok) {
         if let (n, WireValue::Bytes(kv)) = (number, value) {
             if n == field {
-                visit_key(kv, scope, visit);
+                visit_key_value(kv, scope, visit);
             }
         }
     }
 }
 
-fn visit_key(key_value: &[u8], scope: KeyScope, visit: &mut impl FnMut(KeyScope, &str)) {
+fn visit_key_value<'a>(
+    key_value: &'a [u8],
+    scope: KeyScope,
+    visit: &mut impl FnMut(KeyScope, &'a str, AnyValueView<'a>),
+) {
+    let mut key = None;
+    let mut value = AnyValueView::Empty;
     for (number, field) in FieldIter::new(key_value).map_while(Result::ok) {
-        if let (1, WireValue::Bytes(key)) = (number, field) {
-            if let Ok(key) = std::str::from_utf8(key) {
-                visit(scope, key);
-            }
+        match (number, field) {
+            (1, WireValue::Bytes(k)) => key = std::str::from_utf8(k).ok(),
+            (2, WireValue::Bytes(v)) => value = AnyValueView::from_encoded(v),
+            _ => {}
         }
+    }
+    if let Some(key) = key {
+        visit(scope, key, value);
     }
 }
 

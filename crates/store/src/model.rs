@@ -93,7 +93,7 @@ fn array(any_value: &[u8]) -> Option<Value> {
     items.map(Value::Array)
 }
 
-fn kind(number: i32) -> SpanKind {
+pub(crate) fn kind(number: i32) -> SpanKind {
     match number {
         1 => SpanKind::Internal,
         2 => SpanKind::Server,
@@ -101,6 +101,14 @@ fn kind(number: i32) -> SpanKind {
         4 => SpanKind::Producer,
         5 => SpanKind::Consumer,
         _ => SpanKind::Unspecified,
+    }
+}
+
+pub(crate) fn status_code(code: i32) -> StatusCode {
+    match code {
+        1 => StatusCode::Ok,
+        2 => StatusCode::Error,
+        _ => StatusCode::Unset,
     }
 }
 
@@ -180,13 +188,7 @@ fn span_model(trace_id: [u8; 16], raw: &[u8], resource_attributes: &[(String, Va
                 for (number, field) in FieldIter::new(status).map_while(Result::ok) {
                     match (number, field) {
                         (2, WireValue::Bytes(message)) => span.status_message = text(message),
-                        (3, WireValue::Varint(code)) => {
-                            span.status = match code as i32 {
-                                1 => StatusCode::Ok,
-                                2 => StatusCode::Error,
-                                _ => StatusCode::Unset,
-                            }
-                        }
+                        (3, WireValue::Varint(code)) => span.status = status_code(code as i32),
                         _ => {}
                     }
                 }

@@ -11,7 +11,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::file::statistics::Statistics;
 use std::sync::Arc;
 
-use threadline_traceql::model::{InstrumentationScope, Span, SpanKind, StatusCode, Trace, Value};
+use threadline_traceql::model::{InstrumentationScope, Span, Trace, Value};
 
 use super::{col, ColumnsError};
 
@@ -157,8 +157,8 @@ fn add_batch(
         out.spans.spans.push(Span {
             trace_id: id,
             name: names.value(i).to_string(),
-            kind: kind(kinds.value(i)),
-            status: status(statuses.value(i)),
+            kind: crate::model::kind(i32::from(kinds.value(i))),
+            status: crate::model::status_code(i32::from(statuses.value(i))),
             start_unix_nano: start,
             end_unix_nano: start.saturating_add(durations.value(i)),
             resource_attributes: service
@@ -169,23 +169,4 @@ fn add_batch(
         });
     }
     Ok(())
-}
-
-fn kind(number: u8) -> SpanKind {
-    match number {
-        1 => SpanKind::Internal,
-        2 => SpanKind::Server,
-        3 => SpanKind::Client,
-        4 => SpanKind::Producer,
-        5 => SpanKind::Consumer,
-        _ => SpanKind::Unspecified,
-    }
-}
-
-fn status(code: u8) -> StatusCode {
-    match code {
-        1 => StatusCode::Ok,
-        2 => StatusCode::Error,
-        _ => StatusCode::Unset,
-    }
 }

@@ -16,7 +16,6 @@
 
 use std::collections::HashSet;
 
-use threadline_otlp::wire::{FieldIter, WireValue};
 use threadline_otlp::{AnyValueView, TraceData};
 use threadline_traceql::model::Value;
 use twox_hash::XxHash64;
@@ -261,67 +260,11 @@ impl PageValuesBuilder {
 }
 
 /// Calls `visit` with every (scope, key, value) of the spans of `data`, each array element as
-/// a value; each distinct resource and scope once.
+/// a value.
 fn for_each_value(data: &TraceData, mut visit: impl FnMut(KeyScope, &str, ValueRef<'_>)) {
-    let mut resources: Vec<&[u8]> = Vec::new();
-    let mut scopes: Vec<&[u8]> = Vec::new();
-    data.for_each_span(|resource, scope, span| {
-        if !resources.contains(&resource.raw()) {
-            resources.push(resource.raw());
-            for (key, value) in resource.attributes() {
-                visit_value(KeyScope::Resource, key, value, &mut visit);
-            }
-        }
-        if !scopes.contains(&scope.raw()) {
-            scopes.push(scope.raw());
-            for (key, value) in scope.attributes() {
-                visit_value(KeyScope::Instrumentation, key, value, &mut visit);
-            }
-        }
-        for (number, field) in FieldIter::new(span.raw()).map_while(Result::ok) {
-            match (number, field) {
-                (9, WireValue::Bytes(kv)) => visit_key_value(kv, KeyScope::Span, &mut visit),
-                // Span.Event: attributes are field 3; Span.Link: field 4.
-                (11, WireValue::Bytes(event)) => nested(event, 3, KeyScope::Event, &mut visit),
-                (13, WireValue::Bytes(link)) => nested(link, 4, KeyScope::Link, &mut visit),
-                _ => {}
-            }
-        }
+    crate::attr_keys::for_each_attribute(data, |scope, key, value| {
+        visit_value(scope, key, value, &mut visit)
     });
-}
-
-fn nested(
-    raw: &[u8],
-    field: u32,
-    scope: KeyScope,
-    visit: &mut impl FnMut(KeyScope, &str, ValueRef<'_>),
-) {
-    for (number, value) in FieldIter::new(raw).map_while(Result::ok) {
-        if let (n, WireValue::Bytes(kv)) = (number, value) {
-            if n == field {
-                visit_key_value(kv, scope, visit);
-            }
-        }
-    }
-}
-
-fn visit_key_value(
-    key_value: &[u8],
-    scope: KeyScope,
-    visit: &mut impl FnMut(KeyScope, &str, ValueRef<'_>),
-) {
-    let mut key = None;
-    let mut value = AnyValueView::Empty;
-    for (number, field) in FieldIter::new(key_value).map_while(Result::ok) {
-        match (number, field) {
-            (1, WireValue::Bytes(k)) => key = std::str::from_utf8(k).ok(),
-            (2, WireValue::Bytes(v)) => value = AnyValueView::from_encoded(v),
-            _ => {}
-        }
-    }
-    if let Some(key) = key {
-        visit_value(scope, key, value, visit);
-    }
 }
 
 fn visit_value(
