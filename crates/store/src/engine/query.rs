@@ -380,6 +380,14 @@ impl Store {
             })
         };
         let mut pages_read = 0u64;
+        // What every match has, once for all blocks: its values' hashes (for pages' value
+        // filters) and its keys' and string values' bytes (for each candidate's encoding).
+        let value_hashes: Vec<Vec<u64>> = options
+            .required_keys
+            .iter()
+            .filter_map(RequiredKey::value_hashes)
+            .collect();
+        let needles = crate::page_values::Needles::of(&options.required_keys);
         for (block_number, block) in blocks.iter().enumerate() {
             // Told at the start of each block (every `continue` below ends one), and at the end.
             report(found.as_slice(), **stats, block_number);
@@ -442,11 +450,6 @@ impl Store {
             // A value every match has, missing from a page's value filter: the page holds no
             // match. Several required attributes may each be in another part of a split trace,
             // so then only a block without split traces is judged by its pages' values.
-            let value_hashes: Vec<Vec<u64>> = options
-                .required_keys
-                .iter()
-                .filter_map(RequiredKey::value_hashes)
-                .collect();
             let values = match value_hashes.is_empty() {
                 true => None,
                 false => match self.page_values(block).await? {
@@ -460,7 +463,6 @@ impl Store {
                 },
             };
             let mut pages_without_value = 0u64;
-            let needles = crate::page_values::Needles::of(&options.required_keys);
             let mut block_read = false;
             // Rows are in trace id order, as pages: each run of rows of one page is checked
             // against the index, then the page is read if any row may match. The rows are

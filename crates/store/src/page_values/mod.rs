@@ -15,6 +15,7 @@
 //! elements equals). Key-value lists have no TraceQL form and are left out.
 
 use std::collections::HashSet;
+use std::hash::Hasher;
 
 use threadline_otlp::{AnyValueView, TraceData};
 use threadline_traceql::model::Value;
@@ -78,26 +79,28 @@ impl Needles {
 
 /// The hash of `scope`, `key` and a value, the same at write and at search.
 pub fn value_hash(scope: KeyScope, key: &str, value: ValueRef<'_>) -> u64 {
-    let mut bytes = Vec::with_capacity(key.len() + 32);
-    bytes.push(scope as u8);
-    bytes.extend_from_slice(key.as_bytes());
-    bytes.push(0xff); // never in UTF-8: the key ends here
+    // Streamed, not gathered into a buffer: this runs for every attribute a block is written
+    // with. xxh64 of the same bytes either way.
+    let mut hasher = XxHash64::with_seed(0);
+    hasher.write(&[scope as u8]);
+    hasher.write(key.as_bytes());
+    hasher.write(&[0xff]); // never in UTF-8: the key ends here
     match value {
         ValueRef::Str(s) => {
-            bytes.push(b's');
-            bytes.extend_from_slice(s.as_bytes());
+            hasher.write(b"s");
+            hasher.write(s.as_bytes());
         }
         ValueRef::Number(n) => {
-            bytes.push(b'n');
             let n = if n == 0.0 { 0.0 } else { n }; // -0 = 0
-            bytes.extend_from_slice(&n.to_bits().to_le_bytes());
+            hasher.write(b"n");
+            hasher.write(&n.to_bits().to_le_bytes());
         }
         ValueRef::Bool(b) => {
-            bytes.push(b'b');
-            bytes.push(u8::from(b));
+            hasher.write(b"b");
+            hasher.write(&[u8::from(b)]);
         }
     }
-    XxHash64::oneshot(0, &bytes)
+    hasher.finish()
 }
 
 /// A borrowed [`ValueKey`].

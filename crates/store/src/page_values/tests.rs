@@ -328,3 +328,20 @@ async fn searches_read_only_pages_whose_filters_hold_the_value_and_find_every_ma
     }
     store.flush_and_close().await.expect("closes");
 }
+
+#[test]
+fn value_hashes_are_xxh64_of_scope_key_and_tagged_value_as_written_to_disk() {
+    let gathered = |parts: &[&[u8]]| twox_hash::XxHash64::oneshot(0, &parts.concat());
+    assert_eq!(
+        value_hash(KeyScope::Span, "http.route", ValueRef::Str("/pay")),
+        gathered(&[&[1], b"http.route", &[0xff], b"s", b"/pay"])
+    );
+    assert_eq!(
+        value_hash(KeyScope::Resource, "n", ValueRef::Number(-0.0)),
+        gathered(&[&[2], b"n", &[0xff], b"n", &0.0f64.to_bits().to_le_bytes()])
+    );
+    assert_eq!(
+        value_hash(KeyScope::Link, "ok", ValueRef::Bool(true)),
+        gathered(&[&[4], b"ok", &[0xff], b"b", &[1]])
+    );
+}
